@@ -1,0 +1,184 @@
+// Command pushrelay is a drop-in replacement for the Prometheus Pushgateway
+// whose every acknowledged push is durable.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/signal"
+	"runtime"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/alecthomas/kingpin/v2"
+	"github.com/oklog/run"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	versioncollector "github.com/prometheus/client_golang/prometheus/collectors/version"
+	"github.com/prometheus/common/promslog"
+	promslogflag "github.com/prometheus/common/promslog/flag"
+	"github.com/prometheus/common/version"
+	"github.com/prometheus/exporter-toolkit/web"
+	webflag "github.com/prometheus/exporter-toolkit/web/kingpinflag"
+
+	"github.com/pushrelay/pushrelay/gateway"
+	"github.com/pushrelay/pushrelay/persistence"
+)
+
+// shutdownTimeout bounds how long in-flight requests may take at shutdown.
+const shutdownTimeout = 30 * time.Second
+
+func main() {
+	os.Exit(runMain(os.Args[1:]))
+}
+
+func runMain(args []string) int {
+	app := kingpin.New("pushrelay", "A Prometheus Pushgateway replacement whose acknowledged pushes are durable.")
+	var (
+		webConfig               = webflag.AddFlags(app, ":9091")
+		metricsPath             = app.Flag("web.telemetry-path", "Path under which to expose metrics.").Default("/metrics").String()
+		externalURL             = app.Flag("web.external-url", "The URL under which pushrelay is externally reachable.").Default("").URL()
+		routePrefix             = app.Flag("web.route-prefix", "Prefix for the internal routes of web endpoints. Defaults to the path of --web.external-url.").Default("").String()
+		enableLifeCycle         = app.Flag("web.enable-lifecycle", "Enable shutdown via HTTP request.").Default("false").Bool()
+		enableAdminAPI          = app.Flag("web.enable-admin-api", "Enable API endpoints for admin control actions.").Default("false").Bool()
+		persistenceFile         = app.Flag("persistence.file", "bbolt file that every acknowledged push is committed to. Empty keeps metrics in memory only.").Default("data/pushrelay.db").String()
+		_                       = app.Flag("persistence.interval", "Accepted for compatibility with the Pushgateway; has no effect, every push is committed before it is acknowledged.").Default("5m").Duration()
+		disableConsistencyCheck = app.Flag("push.disable-consistency-check", "Answer pushes with 202 as soon as they are queued instead of waiting for the consistency check and the commit.").Default("false").Bool()
+	)
+	promslogConfig := &promslog.Config{}
+	promslogflag.AddFlags(app, promslogConfig)
+	app.Version(version.Print("pushrelay"))
+	app.HelpFlag.Short('h')
+	if _, err := app.Parse(args); err != nil {
+		fmt.Fprintf(os.Stderr, "pushrelay: %v\n", err)
+		return 2
+	}
+	logger := promslog.New(promslogConfig)
+
+	prefix := *routePrefix
+	if prefix == "" && *externalURL != nil {
+		prefix = (*externalURL).Path
+	}
+	prefix = gateway.NormalizeRoutePrefix(prefix)
+	logger.Info("starting pushrelay", "version", version.Info(), "build_context", version.BuildContext())
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(
+		versioncollector.NewCollector("pushrelay"),
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+
+	var persister gateway.Persister
+	var db *persistence.DB
+	if *persistenceFile != "" {
+		var err error
+		if db, err = persistence.Open(*persistenceFile); err != nil {
+			logger.Error("cannot start", "err", err)
+			return 1
+		}
+		defer db.Close()
+		persister = db
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "pushrelay_persistence_file_size_bytes",
+			Help: "Size of the persistence file.",
+		}, func() float64 { return float64(db.Size()) }))
+	}
+	store, err := gateway.NewStore(gateway.StoreOptions{
+		Persister:  persister,
+		Own:        reg,
+		Registerer: reg,
+		Logger:     logger,
+	})
+	if err != nil {
+		logger.Error("cannot restore groups", "err", err)
+		return 1
+	}
+	logger.Info("groups restored", "groups", len(store.Groups()), "file", *persistenceFile)
+
+	quit := make(chan struct{})
+	var quitOnce sync.Once
+	handler := gateway.NewHandler(store, gateway.HandlerOptions{
+		RoutePrefix:             prefix,
+		TelemetryPath:           *metricsPath,
+		EnableLifecycle:         *enableLifeCycle,
+		EnableAdminAPI:          *enableAdminAPI,
+		DisableConsistencyCheck: *disableConsistencyCheck,
+		Flags:                   flagValues(app),
+		BuildInfo:               buildInfo(),
+		StartTime:               time.Now(),
+		Quit:                    func() { quitOnce.Do(func() { close(quit) }) },
+		Registry:                reg,
+		Logger:                  logger,
+	})
+	server := &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: 30 * time.Second,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelError),
+	}
+
+	var g run.Group
+	g.Add(func() error {
+		err := web.ListenAndServe(server, webConfig, logger)
+		if errors.Is(err, http.ErrServerClosed) {
+			return nil
+		}
+		return err
+	}, func(error) {
+		ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+		defer cancel()
+		_ = server.Shutdown(ctx)
+	})
+	{
+		term := make(chan os.Signal, 1)
+		signal.Notify(term, os.Interrupt, syscall.SIGTERM)
+		cancel := make(chan struct{})
+		g.Add(func() error {
+			select {
+			case sig := <-term:
+				logger.Info("received signal, exiting gracefully", "signal", sig.String())
+			case <-quit:
+				logger.Info("received termination request via web service, exiting gracefully")
+			case <-cancel:
+			}
+			return nil
+		}, func(error) { close(cancel) })
+	}
+	runErr := g.Run()
+	store.Close()
+	if runErr != nil {
+		logger.Error("pushrelay stopped with an error", "err", runErr)
+		return 1
+	}
+	logger.Info("pushrelay stopped")
+	return 0
+}
+
+// flagValues returns every flag but help and version with its value, for
+// /api/v1/status.
+func flagValues(app *kingpin.Application) map[string]string {
+	flags := map[string]string{}
+	for _, f := range app.Model().Flags {
+		if f.Name == "help" || f.Name == "version" || f.Name == "help-long" || f.Name == "help-man" || f.Name == "completion-bash" || f.Name == "completion-script-bash" || f.Name == "completion-script-zsh" {
+			continue
+		}
+		flags[f.Name] = f.Value.String()
+	}
+	return flags
+}
+
+func buildInfo() map[string]string {
+	return map[string]string{
+		"version":   version.Version,
+		"revision":  version.Revision,
+		"branch":    version.Branch,
+		"buildUser": version.BuildUser,
+		"buildDate": version.BuildDate,
+		"goVersion": runtime.Version(),
+	}
+}

@@ -1,0 +1,77 @@
+package gateway
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"strings"
+
+	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/snappy"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+	"google.golang.org/protobuf/encoding/protodelim"
+)
+
+// maxDelimitedMessage bounds one length-delimited protobuf message.
+const maxDelimitedMessage = 1 << 30
+
+// isDelimitedProtobuf reports whether a Content-Type names the delimited
+// protobuf MetricFamily format.
+func isDelimitedProtobuf(contentType string) bool {
+	mt, params, err := mime.ParseMediaType(contentType)
+	return err == nil && mt == "application/vnd.google.protobuf" &&
+		params["encoding"] == "delimited" &&
+		params["proto"] == "io.prometheus.client.MetricFamily"
+}
+
+// decodeBody undoes a gzip or snappy Content-Encoding; other encodings are
+// read as they are, like the Pushgateway does.
+func decodeBody(r *http.Request) (io.Reader, error) {
+	switch strings.ToLower(r.Header.Get("Content-Encoding")) {
+	case "gzip":
+		zr, err := gzip.NewReader(r.Body)
+		if err != nil {
+			return nil, err
+		}
+		return zr, nil
+	case "snappy":
+		return snappy.NewReader(r.Body), nil
+	default:
+		return r.Body, nil
+	}
+}
+
+// ParseBody parses a push body: delimited protobuf when the Content-Type
+// says so, the text format 0.0.4 otherwise. An empty body yields no
+// families. Errors are the parsers' messages.
+func ParseBody(body io.Reader, contentType string) (map[string]*dto.MetricFamily, error) {
+	if isDelimitedProtobuf(contentType) {
+		return parseDelimited(body)
+	}
+	parser := expfmt.NewTextParser(model.LegacyValidation)
+	return parser.TextToMetricFamilies(body)
+}
+
+// parseDelimited reads varint-delimited MetricFamily messages; a later
+// family of the same name replaces an earlier one.
+func parseDelimited(body io.Reader) (map[string]*dto.MetricFamily, error) {
+	families := map[string]*dto.MetricFamily{}
+	r := bufio.NewReader(body)
+	opts := protodelim.UnmarshalOptions{MaxSize: maxDelimitedMessage}
+	for {
+		mf := &dto.MetricFamily{}
+		if err := opts.UnmarshalFrom(r, mf); err != nil {
+			// io.EOF means the body ended cleanly between messages.
+			if errors.Is(err, io.EOF) {
+				return families, nil
+			}
+			return nil, fmt.Errorf("cannot decode protobuf metric family: %w", err)
+		}
+		families[mf.GetName()] = mf
+	}
+}

@@ -1,0 +1,143 @@
+package gateway
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+
+	dto "github.com/prometheus/client_model/go"
+	"google.golang.org/protobuf/proto"
+)
+
+func unmarshalMetric(b []byte, m *dto.Metric) error {
+	return proto.Unmarshal(b, m)
+}
+
+// check decides whether applying req to group old keeps every exposition
+// consistent: the same rules as a client_golang gather of the own registry
+// plus all groups, but computed from the index in time proportional to the
+// size of the push. Must be called holding s.mu.
+func (s *Store) check(req *writeRequest, old *group, own map[string]ownFamily) error {
+	// replaced reports whether old's family of this name goes away.
+	replaced := func(name string) bool {
+		if old == nil {
+			return false
+		}
+		if _, ok := old.families[name]; !ok {
+			return false
+		}
+		if req.kind == writePut {
+			return true
+		}
+		_, pushed := req.families[name]
+		return pushed
+	}
+	// stored returns the type of name in the store after the push removed
+	// what it replaces.
+	stored := func(name string) (dto.MetricType, bool) {
+		e := s.names[name]
+		if e == nil {
+			return 0, false
+		}
+		holders := e.holders
+		if replaced(name) {
+			holders--
+		}
+		return e.typ, holders > 0
+	}
+	// existing returns the type of a name that is exposed beside the push.
+	existing := func(name string) (dto.MetricType, bool) {
+		if o, ok := own[name]; ok {
+			return o.typ, true
+		}
+		return stored(name)
+	}
+
+	names := make([]string, 0, len(req.families))
+	for n := range req.families {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+
+	var errs []error
+	for _, name := range names {
+		f := req.families[name]
+		errs = append(errs, f.invalid...)
+		if o, ok := own[name]; ok && o.typ != f.typ {
+			errs = append(errs, fmt.Errorf("gathered metric family %s has type %s but should have %s", name, f.typ, o.typ))
+			continue
+		}
+		if t, ok := stored(name); ok && t != f.typ {
+			for _, m := range f.Dto().Metric {
+				errs = append(errs, fmt.Errorf("collected metric %q { %s} is not a %s", name, m, t))
+			}
+			continue
+		}
+		if err := suffixCollision(f, existing, req.families); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		e := s.names[name]
+		if e == nil {
+			continue
+		}
+		for _, se := range f.series {
+			if owner, ok := e.owners[se.id]; ok && owner != req.key {
+				m := &dto.Metric{}
+				_ = unmarshalMetric(se.metric, m)
+				errs = append(errs, fmt.Errorf("collected metric %q { %s} was collected before with the same name and label values", name, m))
+			}
+		}
+	}
+	return multiError(errs)
+}
+
+// suffixCollision reports a family whose name clashes with the _count, _sum
+// or _bucket series of a summary or histogram, as client_golang does.
+func suffixCollision(f *family, existing func(string) (dto.MetricType, bool), pushed map[string]*family) error {
+	typeOf := func(name string) (dto.MetricType, bool) {
+		if p, ok := pushed[name]; ok {
+			return p.typ, true
+		}
+		return existing(name)
+	}
+	for _, suffix := range []string{"_count", "_sum", "_bucket"} {
+		base, ok := strings.CutSuffix(f.name, suffix)
+		if !ok {
+			continue
+		}
+		switch t, _ := typeOf(base); {
+		case t == dto.MetricType_SUMMARY && suffix != "_bucket" && hasType(typeOf, base):
+			return fmt.Errorf("collected metric named %q collides with previously collected summary named %q", f.name, base)
+		case t == dto.MetricType_HISTOGRAM && hasType(typeOf, base):
+			return fmt.Errorf("collected metric named %q collides with previously collected histogram named %q", f.name, base)
+		}
+	}
+	if f.typ != dto.MetricType_SUMMARY && f.typ != dto.MetricType_HISTOGRAM {
+		return nil
+	}
+	suffixes := []string{"_count", "_sum"}
+	if f.typ == dto.MetricType_HISTOGRAM {
+		suffixes = append(suffixes, "_bucket")
+	}
+	for _, suffix := range suffixes {
+		other := f.name + suffix
+		if _, inPush := pushed[other]; inPush {
+			// Reported from the other family's side.
+			continue
+		}
+		if _, ok := existing(other); !ok {
+			continue
+		}
+		if suffix == "_bucket" {
+			return fmt.Errorf("collected histogram named %q collides with previously collected metric named %q", f.name, other)
+		}
+		return fmt.Errorf("collected histogram or summary named %q collides with previously collected metric named %q", f.name, other)
+	}
+	return nil
+}
+
+func hasType(typeOf func(string) (dto.MetricType, bool), name string) bool {
+	_, ok := typeOf(name)
+	return ok
+}

@@ -1,0 +1,227 @@
+package gateway
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"net/http"
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/klauspost/compress/gzip"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"google.golang.org/protobuf/proto"
+)
+
+// scrapeFormats are the exposition formats offered, in order of preference
+// when the scraper has none.
+var scrapeFormats = []expfmt.Format{
+	expfmt.NewFormat(expfmt.TypeProtoDelim),
+	expfmt.NewFormat(expfmt.TypeTextPlain),
+	expfmt.NewFormat(expfmt.TypeOpenMetrics),
+	expfmt.FmtOpenMetrics_0_0_1,
+}
+
+var (
+	bufPool  = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+	gzipPool = sync.Pool{New: func() any {
+		w, _ := gzip.NewWriterLevel(nil, gzip.BestSpeed)
+		return w
+	}}
+)
+
+// Gatherer returns a prometheus.Gatherer over every stored group, one merged
+// family per metric name. It is the slow path used for formats that the
+// cached encodings do not cover.
+func (s *Store) Gatherer() prometheus.Gatherer {
+	return prometheus.GathererFunc(func() ([]*dto.MetricFamily, error) {
+		s.mu.RLock()
+		defer s.mu.RUnlock()
+		names := s.sortedNameList()
+		mfs := make([]*dto.MetricFamily, 0, len(names))
+		for _, n := range names {
+			if mf := s.mergedFamily(n, nil); len(mf.Metric) > 0 {
+				mfs = append(mfs, mf)
+			}
+		}
+		return mfs, nil
+	})
+}
+
+// mergedFamily decodes every stored series of name, plus the own family
+// when given, into one family sorted for exposition. Must be called holding
+// s.mu.
+func (s *Store) mergedFamily(name string, own *dto.MetricFamily) *dto.MetricFamily {
+	e := s.names[name]
+	mf := &dto.MetricFamily{Name: proto.String(name), Type: e.typ.Enum()}
+	if e.hasHelp {
+		mf.Help = proto.String(e.help)
+	}
+	if own != nil {
+		mf.Help = own.Help
+		mf.Metric = append(mf.Metric, own.Metric...)
+	}
+	e.series.Ascend(func(se *series) bool {
+		m := &dto.Metric{}
+		if err := unmarshalMetric(se.metric, m); err == nil {
+			mf.Metric = append(mf.Metric, m)
+		}
+		return true
+	})
+	if own != nil {
+		sortMetrics(mf.Metric)
+	}
+	return mf
+}
+
+// sortMetrics sorts metrics like client_golang: by label count, then label
+// values.
+func sortMetrics(ms []*dto.Metric) {
+	sort.SliceStable(ms, func(i, j int) bool {
+		a, b := ms[i].Label, ms[j].Label
+		if len(a) != len(b) {
+			return len(a) < len(b)
+		}
+		for k := range a {
+			if a[k].GetValue() != b[k].GetValue() {
+				return a[k].GetValue() < b[k].GetValue()
+			}
+		}
+		return false
+	})
+}
+
+// render writes the own families and every stored group in format to buf.
+// Names are merged in sorted order; a name both own and pushed becomes one
+// family. Must be called holding s.mu.
+func (s *Store) render(buf *bytes.Buffer, own []*dto.MetricFamily, format expfmt.Format) error {
+	fast := -1
+	switch format.FormatType() {
+	case expfmt.TypeTextPlain:
+		fast = 0
+	case expfmt.TypeOpenMetrics:
+		fast = 1
+	}
+	enc := expfmt.NewEncoder(buf, format)
+	names := s.sortedNameList()
+	i, j := 0, 0
+	for i < len(own) || j < len(names) {
+		var mf *dto.MetricFamily
+		switch {
+		case j == len(names) || i < len(own) && own[i].GetName() < names[j]:
+			mf = own[i]
+			i++
+		case i < len(own) && own[i].GetName() == names[j]:
+			mf = s.mergedFamily(names[j], own[i])
+			i++
+			j++
+		default:
+			name := names[j]
+			j++
+			e := s.names[name]
+			if e.series.Len() == 0 {
+				continue
+			}
+			if fast < 0 {
+				mf = s.mergedFamily(name, nil)
+				break
+			}
+			buf.Write(e.headers[fast])
+			var err error
+			e.series.Ascend(func(se *series) bool {
+				var b []byte
+				if b, err = se.lines(name, e.typ, fast == 1); err != nil {
+					return false
+				}
+				buf.Write(b)
+				return true
+			})
+			if err != nil {
+				return err
+			}
+			continue
+		}
+		if err := enc.Encode(mf); err != nil {
+			return err
+		}
+	}
+	if c, ok := enc.(expfmt.Closer); ok {
+		return c.Close()
+	}
+	return nil
+}
+
+// lines returns the series in the text format or, building and caching it on
+// first use, in OpenMetrics.
+func (se *series) lines(name string, typ dto.MetricType, openMetrics bool) ([]byte, error) {
+	if !openMetrics {
+		return se.text, nil
+	}
+	if p := se.openMetrics.Load(); p != nil {
+		return *p, nil
+	}
+	m := &dto.Metric{}
+	if err := unmarshalMetric(se.metric, m); err != nil {
+		return nil, err
+	}
+	b, err := encodeSeries(name, typ, m, true)
+	if err != nil {
+		return nil, err
+	}
+	se.openMetrics.Store(&b)
+	return b, nil
+}
+
+// ExpositionHandler serves the own metrics of gatherer and every stored group
+// in the format the scraper asks for, gzip-compressed when it accepts gzip.
+func (s *Store) ExpositionHandler(gatherer prometheus.Gatherer) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		own, err := gatherer.Gather()
+		if err != nil {
+			http.Error(w, fmt.Sprintf("An error has occurred while serving metrics:\n\n%s", err), http.StatusInternalServerError)
+			return
+		}
+		format := expfmt.NegotiateAccept(r.Header, scrapeFormats...)
+		buf := bufPool.Get().(*bytes.Buffer)
+		buf.Reset()
+		defer bufPool.Put(buf)
+
+		s.mu.RLock()
+		err = s.render(buf, own, format)
+		s.mu.RUnlock()
+		if err != nil {
+			http.Error(w, fmt.Sprintf("An error has occurred while serving metrics:\n\n%s", err), http.StatusInternalServerError)
+			return
+		}
+		h := w.Header()
+		h.Set("Content-Type", string(format))
+		var out io.Writer = w
+		if acceptsGzip(r) {
+			h.Set("Content-Encoding", "gzip")
+			h.Add("Vary", "Accept-Encoding")
+			zw := gzipPool.Get().(*gzip.Writer)
+			zw.Reset(w)
+			defer func() {
+				_ = zw.Close()
+				gzipPool.Put(zw)
+			}()
+			out = zw
+		} else {
+			h.Set("Content-Length", fmt.Sprint(buf.Len()))
+		}
+		_, _ = out.Write(buf.Bytes())
+	})
+}
+
+func acceptsGzip(r *http.Request) bool {
+	for _, part := range strings.Split(r.Header.Get("Accept-Encoding"), ",") {
+		enc, _, _ := strings.Cut(strings.TrimSpace(part), ";")
+		if strings.EqualFold(strings.TrimSpace(enc), "gzip") {
+			return true
+		}
+	}
+	return false
+}

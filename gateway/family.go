@@ -1,0 +1,301 @@
+package gateway
+
+import (
+	"bytes"
+	"fmt"
+	"sort"
+	"strings"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+
+	"github.com/cespare/xxhash/v2"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+	"google.golang.org/protobuf/proto"
+)
+
+const (
+	pushTimeName        = "push_time_seconds"
+	pushTimeHelp        = "Last Unix time when changing this group in the Pushgateway succeeded."
+	pushFailureTimeName = "push_failure_time_seconds"
+	pushFailureTimeHelp = "Last Unix time when changing this group in the Pushgateway failed."
+)
+
+// series is one pushed metric (one dto.Metric) ready for exposition. It is
+// immutable once built.
+type series struct {
+	// values are the label values ordered by label name; they decide the
+	// exposition order as client_golang's metric sorting does.
+	values []string
+	// groupKey is the key of the group holding the series.
+	groupKey string
+	// id identifies the series by metric name and label set.
+	id uint64
+	// metric is the protobuf encoding of the dto.Metric.
+	metric []byte
+	// text is the series in the text format 0.0.4, without HELP and TYPE.
+	text []byte
+	// openMetrics caches the OpenMetrics lines, built on first use.
+	openMetrics atomic.Pointer[[]byte]
+}
+
+// family is one pushed metric family of a group. It is immutable once built.
+type family struct {
+	name    string
+	help    string
+	hasHelp bool
+	typ     dto.MetricType
+	// time is when the push that wrote this family was received.
+	time   time.Time
+	series []*series
+	// invalid is the reason the family cannot be stored, found while
+	// building it; it is reported by the consistency check.
+	invalid []error
+}
+
+// Dto decodes the family into a dto.MetricFamily. The result is a fresh copy.
+func (f *family) Dto() *dto.MetricFamily {
+	mf := &dto.MetricFamily{Name: proto.String(f.name), Type: f.typ.Enum()}
+	if f.hasHelp {
+		mf.Help = proto.String(f.help)
+	}
+	mf.Metric = make([]*dto.Metric, len(f.series))
+	for i, s := range f.series {
+		m := &dto.Metric{}
+		if err := proto.Unmarshal(s.metric, m); err != nil {
+			// Series are built from marshalled metrics; failing here
+			// means memory corruption.
+			panic(fmt.Sprintf("BUG: cannot decode stored metric of %s: %v", f.name, err))
+		}
+		mf.Metric[i] = m
+	}
+	return mf
+}
+
+// newFamily sanitises mf for the group g (grouping labels set, instance
+// added, labels sorted), validates it and encodes every metric. It modifies
+// mf. Problems that the Pushgateway reports from its consistency check are
+// collected in family.invalid rather than returned.
+func newFamily(mf *dto.MetricFamily, g Grouping, groupKey string, t time.Time) (*family, error) {
+	f := &family{
+		name:    mf.GetName(),
+		help:    mf.GetHelp(),
+		hasHelp: mf.Help != nil,
+		typ:     mf.GetType(),
+		time:    t,
+		series:  make([]*series, 0, len(mf.Metric)),
+	}
+	if !model.LegacyValidation.IsValidMetricName(f.name) {
+		f.invalid = append(f.invalid, fmt.Errorf("invalid metric name %q", f.name))
+	}
+	if _, ok := dto.MetricType_name[int32(f.typ)]; !ok {
+		return nil, fmt.Errorf("metric family %q has unknown type %d", f.name, f.typ)
+	}
+	ids := make(map[uint64]struct{}, len(mf.Metric))
+	for _, m := range mf.Metric {
+		if m.TimestampMs != nil {
+			return nil, errTimestamp
+		}
+		sanitizeLabels(m, g)
+		if err := checkMetric(f.name, f.typ, m); err != nil {
+			f.invalid = append(f.invalid, err)
+			continue
+		}
+		s, err := newSeries(f, m, groupKey)
+		if err != nil {
+			return nil, err
+		}
+		if _, dup := ids[s.id]; dup {
+			f.invalid = append(f.invalid, fmt.Errorf("collected metric %q { %s} was collected before with the same name and label values", f.name, m))
+			continue
+		}
+		ids[s.id] = struct{}{}
+		f.series = append(f.series, s)
+	}
+	sort.Slice(f.series, func(i, j int) bool { return seriesLess(f.series[i], f.series[j]) })
+	return f, nil
+}
+
+// newSeries encodes the sanitised metric m of family f.
+func newSeries(f *family, m *dto.Metric, groupKey string) (*series, error) {
+	s := &series{groupKey: groupKey, values: make([]string, len(m.Label))}
+	for i, lp := range m.Label {
+		s.values[i] = lp.GetValue()
+	}
+	s.id = seriesID(f.name, m.Label)
+	var err error
+	if s.metric, err = proto.Marshal(m); err != nil {
+		return nil, fmt.Errorf("cannot encode metric of %q: %w", f.name, err)
+	}
+	s.text, err = encodeSeries(f.name, f.typ, m, false)
+	return s, err
+}
+
+// seriesID hashes a metric name and its sorted label pairs.
+func seriesID(name string, labels []*dto.LabelPair) uint64 {
+	h := xxhash.New()
+	_, _ = h.WriteString(name)
+	_, _ = h.WriteString(separator)
+	for _, lp := range labels {
+		_, _ = h.WriteString(lp.GetName())
+		_, _ = h.WriteString(separator)
+		_, _ = h.WriteString(lp.GetValue())
+		_, _ = h.WriteString(separator)
+	}
+	return h.Sum64()
+}
+
+// encodeSeries renders one metric in the text format 0.0.4 (or OpenMetrics)
+// without the HELP and TYPE lines, using expfmt so that the bytes are exactly
+// what a client_golang exposition would contain.
+func encodeSeries(name string, typ dto.MetricType, m *dto.Metric, openMetrics bool) ([]byte, error) {
+	var buf bytes.Buffer
+	mf := &dto.MetricFamily{Name: &name, Type: typ.Enum(), Metric: []*dto.Metric{m}}
+	var err error
+	if openMetrics {
+		_, err = expfmt.MetricFamilyToOpenMetrics(&buf, mf)
+	} else {
+		_, err = expfmt.MetricFamilyToText(&buf, mf)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("cannot encode metric of %q: %w", name, err)
+	}
+	b := buf.Bytes()
+	// Drop the TYPE line.
+	i := bytes.IndexByte(b, '\n')
+	return bytes.Clone(b[i+1:]), nil
+}
+
+// familyHeader renders the HELP and TYPE lines of a family.
+func familyHeader(name, help string, hasHelp bool, typ dto.MetricType, openMetrics bool) []byte {
+	mf := &dto.MetricFamily{Name: &name, Type: typ.Enum(), Metric: []*dto.Metric{emptyMetric(typ)}}
+	if hasHelp {
+		mf.Help = &help
+	}
+	var buf bytes.Buffer
+	if openMetrics {
+		_, _ = expfmt.MetricFamilyToOpenMetrics(&buf, mf)
+	} else {
+		_, _ = expfmt.MetricFamilyToText(&buf, mf)
+	}
+	b := buf.Bytes()
+	end := bytes.Index(b, []byte("\n# TYPE "))
+	if end < 0 {
+		end = 0
+	} else {
+		end++
+	}
+	end += bytes.IndexByte(b[end:], '\n') + 1
+	return bytes.Clone(b[:end])
+}
+
+func emptyMetric(typ dto.MetricType) *dto.Metric {
+	switch typ {
+	case dto.MetricType_COUNTER:
+		return &dto.Metric{Counter: &dto.Counter{}}
+	case dto.MetricType_GAUGE:
+		return &dto.Metric{Gauge: &dto.Gauge{}}
+	case dto.MetricType_SUMMARY:
+		return &dto.Metric{Summary: &dto.Summary{}}
+	case dto.MetricType_HISTOGRAM, dto.MetricType_GAUGE_HISTOGRAM:
+		return &dto.Metric{Histogram: &dto.Histogram{}}
+	default:
+		return &dto.Metric{Untyped: &dto.Untyped{}}
+	}
+}
+
+// seriesLess orders series as client_golang sorts metrics of one family:
+// fewer labels first, then by label values in label-name order.
+func seriesLess(a, b *series) bool {
+	if len(a.values) != len(b.values) {
+		return len(a.values) < len(b.values)
+	}
+	for i, v := range a.values {
+		if v != b.values[i] {
+			return v < b.values[i]
+		}
+	}
+	if a.groupKey != b.groupKey {
+		return a.groupKey < b.groupKey
+	}
+	return a.id < b.id
+}
+
+// sanitizeLabels sets every grouping label to its URL value, adds an empty
+// instance label when there is none, and sorts the labels by name.
+func sanitizeLabels(m *dto.Metric, g Grouping) {
+	done := make(map[string]bool, len(g))
+	hasInstance := false
+	for _, lp := range m.Label {
+		if v, ok := g[lp.GetName()]; ok {
+			lp.Value = proto.String(v)
+			done[lp.GetName()] = true
+		}
+		if lp.GetName() == model.InstanceLabel {
+			hasInstance = true
+		}
+	}
+	for n, v := range g {
+		if done[n] {
+			continue
+		}
+		m.Label = append(m.Label, &dto.LabelPair{Name: proto.String(n), Value: proto.String(v)})
+		if n == model.InstanceLabel {
+			hasInstance = true
+		}
+	}
+	if !hasInstance {
+		m.Label = append(m.Label, &dto.LabelPair{Name: proto.String(model.InstanceLabel), Value: proto.String("")})
+	}
+	sort.SliceStable(m.Label, func(i, j int) bool { return m.Label[i].GetName() < m.Label[j].GetName() })
+}
+
+// checkMetric reports what client_golang's gatherer rejects in one metric:
+// a value that does not match the family type, duplicate or invalid label
+// names, an explicit quantile label on a summary, a label value that is not
+// UTF-8.
+func checkMetric(name string, typ dto.MetricType, m *dto.Metric) error {
+	if typ == dto.MetricType_GAUGE && m.Gauge == nil ||
+		typ == dto.MetricType_COUNTER && m.Counter == nil ||
+		typ == dto.MetricType_SUMMARY && m.Summary == nil ||
+		typ == dto.MetricType_HISTOGRAM && m.Histogram == nil ||
+		typ == dto.MetricType_UNTYPED && m.Untyped == nil {
+		return fmt.Errorf("collected metric %q { %s} is not a %s", name, m, typ)
+	}
+	prev := ""
+	for _, lp := range m.Label {
+		ln := lp.GetName()
+		if ln == prev {
+			return fmt.Errorf("collected metric %q { %s} has two or more labels with the same name: %s", name, m, ln)
+		}
+		if !model.LabelName(ln).IsValidLegacy() || strings.HasPrefix(ln, model.ReservedLabelPrefix) {
+			return fmt.Errorf("collected metric %q { %s} has a label with an invalid name: %s", name, m, ln)
+		}
+		if m.Summary != nil && ln == model.QuantileLabel {
+			return fmt.Errorf("collected metric %q { %s} must not have an explicit %q label", name, m, model.QuantileLabel)
+		}
+		if !utf8.ValidString(lp.GetValue()) {
+			return fmt.Errorf("collected metric %q { %s} has a label named %q whose value is not utf8: %#v", name, m, ln, lp.GetValue())
+		}
+		prev = ln
+	}
+	return nil
+}
+
+// timestampFamily builds push_time_seconds or push_failure_time_seconds for a
+// group; a zero t is exposed as 0.
+func timestampFamily(name, help string, g Grouping, groupKey string, t, written time.Time) *family {
+	var v float64
+	if !t.IsZero() {
+		v = float64(t.UnixNano()) / 1e9
+	}
+	m := &dto.Metric{Gauge: &dto.Gauge{Value: proto.Float64(v)}}
+	mf := &dto.MetricFamily{Name: proto.String(name), Help: proto.String(help), Type: dto.MetricType_GAUGE.Enum(), Metric: []*dto.Metric{m}}
+	f, err := newFamily(mf, g, groupKey, written)
+	if err != nil {
+		panic(fmt.Sprintf("BUG: cannot build %s: %v", name, err))
+	}
+	return f
+}

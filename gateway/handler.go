@@ -1,0 +1,270 @@
+package gateway
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/pprof"
+	"path"
+	"strings"
+	"time"
+
+	"github.com/gorilla/mux"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/common/promslog"
+)
+
+// HandlerOptions configures the HTTP API of the gateway.
+type HandlerOptions struct {
+	// RoutePrefix is prepended to every route; "" or "/" means none.
+	RoutePrefix string
+	// TelemetryPath is where the exposition is served, "/metrics" by
+	// default.
+	TelemetryPath string
+	// EnableLifecycle enables PUT/POST /-/quit.
+	EnableLifecycle bool
+	// EnableAdminAPI enables PUT /api/v1/admin/wipe.
+	EnableAdminAPI bool
+	// DisableConsistencyCheck answers pushes with 202 as soon as they are
+	// queued.
+	DisableConsistencyCheck bool
+	// Flags and BuildInfo are shown by /api/v1/status.
+	Flags     map[string]string
+	BuildInfo map[string]string
+	StartTime time.Time
+	// Quit is called by /-/quit after the answer is sent.
+	Quit func()
+	// Registry holds the own metrics: it is exposed beside the groups and
+	// receives the HTTP metrics.
+	Registry *prometheus.Registry
+	Logger   *slog.Logger
+}
+
+type api struct {
+	store   *Store
+	opts    HandlerOptions
+	logger  *slog.Logger
+	metrics *httpMetrics
+}
+
+// NewHandler returns the gateway's HTTP API: push, delete, exposition, JSON
+// API, health, lifecycle and admin endpoints, with the Pushgateway's paths,
+// status codes and messages.
+func NewHandler(store *Store, opts HandlerOptions) http.Handler {
+	if opts.Logger == nil {
+		opts.Logger = promslog.NewNopLogger()
+	}
+	if opts.Registry == nil {
+		opts.Registry = prometheus.NewRegistry()
+	}
+	if opts.TelemetryPath == "" {
+		opts.TelemetryPath = "/metrics"
+	}
+	opts.RoutePrefix = NormalizeRoutePrefix(opts.RoutePrefix)
+	a := &api{store: store, opts: opts, logger: opts.Logger, metrics: newHTTPMetrics(opts.Registry)}
+	p := opts.RoutePrefix
+
+	r := mux.NewRouter()
+	r.SkipClean(true)
+	r.NotFoundHandler = http.HandlerFunc(http.NotFound)
+	r.MethodNotAllowedHandler = http.HandlerFunc(methodNotAllowed)
+
+	m := a.metrics
+	r.Handle(p+"/-/healthy", m.counted("healthy", http.HandlerFunc(a.health))).Methods(http.MethodGet)
+	r.Handle(p+"/-/ready", m.counted("ready", http.HandlerFunc(a.health))).Methods(http.MethodGet)
+
+	exposition := promhttp.InstrumentMetricHandler(opts.Registry, store.ExpositionHandler(opts.Registry))
+	r.Handle(path.Join(p+"/", opts.TelemetryPath), exposition).Methods(http.MethodGet)
+
+	pushPrefix := p + "/metrics/job"
+	put := m.push("push", a.pushHandler(true))
+	post := m.push("push", a.pushHandler(false))
+	del := m.counted("delete", http.HandlerFunc(a.delete))
+	r.MatcherFunc(func(req *http.Request, _ *mux.RouteMatch) bool {
+		rest, ok := strings.CutPrefix(req.URL.Path, pushPrefix)
+		return ok && (strings.HasPrefix(rest, "/") || strings.HasPrefix(rest, Base64Suffix+"/"))
+	}).HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		rest := strings.TrimPrefix(req.URL.Path, pushPrefix)
+		if rest == "/" || rest == Base64Suffix+"/" {
+			// An empty job: redirect like a router drops a trailing slash.
+			http.Redirect(w, req, strings.TrimSuffix(req.URL.Path, "/"), http.StatusTemporaryRedirect)
+			return
+		}
+		switch req.Method {
+		case http.MethodPut:
+			put.ServeHTTP(w, req)
+		case http.MethodPost:
+			post.ServeHTTP(w, req)
+		case http.MethodDelete:
+			del.ServeHTTP(w, req)
+		default:
+			w.Header().Set("Allow", "PUT, POST, DELETE")
+			methodNotAllowed(w, req)
+		}
+	})
+
+	apiPrefix := p + "/api/v1"
+	r.Handle(apiPrefix+"/metrics", m.counted("api/v1/metrics", cors(http.HandlerFunc(a.apiMetrics)))).Methods(http.MethodGet)
+	r.Handle(apiPrefix+"/status", m.counted("api/v1/status", cors(http.HandlerFunc(a.apiStatus)))).Methods(http.MethodGet)
+	if opts.EnableAdminAPI {
+		r.Handle(apiPrefix+"/admin/wipe", m.counted("wipe", http.HandlerFunc(a.wipe))).Methods(http.MethodPut)
+	}
+	r.PathPrefix(apiPrefix+"/").Methods(http.MethodOptions).Handler(m.counted("api/v1/options", cors(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))))
+
+	if opts.EnableLifecycle {
+		r.HandleFunc(p+"/-/quit", a.quit).Methods(http.MethodPut, http.MethodPost)
+	} else {
+		r.HandleFunc(p+"/-/quit", func(w http.ResponseWriter, _ *http.Request) {
+			http.Error(w, "Lifecycle API is not enabled.", http.StatusForbidden)
+		}).Methods(http.MethodPut, http.MethodPost)
+	}
+	r.HandleFunc("/-/quit", func(w http.ResponseWriter, _ *http.Request) {
+		http.Error(w, "Only POST or PUT requests allowed.", http.StatusMethodNotAllowed)
+	}).Methods(http.MethodGet)
+
+	r.PathPrefix(p + "/debug/pprof/").HandlerFunc(pprof.Index).Methods(http.MethodGet)
+	for name, h := range map[string]http.HandlerFunc{"cmdline": pprof.Cmdline, "profile": pprof.Profile, "symbol": pprof.Symbol, "trace": pprof.Trace} {
+		r.HandleFunc(p+"/debug/pprof/"+name, h).Methods(http.MethodGet)
+	}
+	return cleanPaths(r)
+}
+
+// NormalizeRoutePrefix returns prefix with a leading and without a trailing
+// slash; "" and "/" become "".
+func NormalizeRoutePrefix(prefix string) string {
+	prefix = strings.TrimRight(prefix, "/")
+	if prefix != "" && !strings.HasPrefix(prefix, "/") {
+		prefix = "/" + prefix
+	}
+	return prefix
+}
+
+// cleanPaths redirects a path with empty or dot segments to its clean form,
+// keeping a trailing slash, as the Pushgateway's router does.
+func cleanPaths(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p := r.URL.Path
+		if p == "" || p[0] != '/' {
+			p = "/" + p
+		}
+		cleaned := path.Clean(p)
+		if strings.HasSuffix(p, "/") && cleaned != "/" {
+			cleaned += "/"
+		}
+		if cleaned != p {
+			u := *r.URL
+			u.Path = cleaned
+			u.RawPath = ""
+			http.Redirect(w, r, u.String(), http.StatusTemporaryRedirect)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func methodNotAllowed(w http.ResponseWriter, _ *http.Request) {
+	http.Error(w, http.StatusText(http.StatusMethodNotAllowed), http.StatusMethodNotAllowed)
+}
+
+func cors(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		setCORS(w)
+		next.ServeHTTP(w, r)
+	})
+}
+
+// grouping parses the grouping labels of a push or delete URL.
+func (a *api) grouping(r *http.Request) (Grouping, error) {
+	return ParseGrouping(strings.TrimPrefix(r.URL.Path, a.opts.RoutePrefix+"/metrics/job"))
+}
+
+func (a *api) pushHandler(replace bool) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		g, err := a.grouping(r)
+		if err != nil {
+			a.logger.Debug("invalid push URL", "url", r.URL.Path, "err", err)
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		body, err := decodeBody(r)
+		if err != nil {
+			a.logger.Debug("cannot decode push body", "source", r.RemoteAddr, "err", err)
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		mfs, err := ParseBody(body, r.Header.Get("Content-Type"))
+		if err != nil {
+			a.logger.Debug("cannot parse push body", "source", r.RemoteAddr, "err", err)
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		check := !a.opts.DisableConsistencyCheck
+		err = a.store.Push(g, mfs, replace, check)
+		var rejected *RejectedError
+		var persistErr *PersistError
+		switch {
+		case err == nil && !check:
+			w.WriteHeader(http.StatusAccepted)
+		case err == nil:
+			// 200 with an empty body, as the Pushgateway answers.
+		case errors.As(err, &rejected):
+			a.logger.Error("pushed metrics are invalid or inconsistent with existing metrics", "method", r.Method, "source", r.RemoteAddr, "group", g, "err", err)
+			http.Error(w, fmt.Sprintf("pushed metrics are invalid or inconsistent with existing metrics: %v", err), http.StatusBadRequest)
+		case errors.As(err, &persistErr):
+			http.Error(w, fmt.Sprintf("push not stored: %v", err), http.StatusServiceUnavailable)
+		default:
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+		}
+	})
+}
+
+func (a *api) delete(w http.ResponseWriter, r *http.Request) {
+	g, err := a.grouping(r)
+	if err != nil {
+		a.logger.Debug("invalid delete URL", "url", r.URL.Path, "err", err)
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	if err := a.store.Delete(g); err != nil {
+		http.Error(w, fmt.Sprintf("delete not stored: %v", err), http.StatusServiceUnavailable)
+		return
+	}
+	w.WriteHeader(http.StatusAccepted)
+}
+
+func (a *api) wipe(w http.ResponseWriter, _ *http.Request) {
+	if err := a.store.Wipe(); err != nil {
+		http.Error(w, fmt.Sprintf("wipe not stored: %v", err), http.StatusServiceUnavailable)
+		return
+	}
+	w.WriteHeader(http.StatusAccepted)
+}
+
+func (a *api) health(w http.ResponseWriter, _ *http.Request) {
+	if err := a.store.Healthy(); err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	_, _ = w.Write([]byte("OK"))
+}
+
+func (a *api) quit(w http.ResponseWriter, _ *http.Request) {
+	_, _ = fmt.Fprint(w, "Requesting termination... Goodbye!")
+	if a.opts.Quit != nil {
+		go a.opts.Quit()
+	}
+}
+
+func (a *api) apiMetrics(w http.ResponseWriter, _ *http.Request) {
+	respondJSON(w, apiGroups(a.store.Groups()))
+}
+
+func (a *api) apiStatus(w http.ResponseWriter, _ *http.Request) {
+	respondJSON(w, map[string]any{
+		"flags":             a.opts.Flags,
+		"start_time":        a.opts.StartTime,
+		"build_information": a.opts.BuildInfo,
+	})
+}

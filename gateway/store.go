@@ -1,0 +1,626 @@
+package gateway
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/btree"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/promslog"
+
+	"github.com/pushrelay/pushrelay/persistence"
+)
+
+const (
+	// queueCapacity bounds the writes waiting for the writer, as in the
+	// Pushgateway.
+	queueCapacity = 1000
+	// maxBatch bounds how many queued writes share one commit.
+	maxBatch = 256
+	// ownRefresh is how long the names and types of the own metrics are
+	// cached for the consistency check.
+	ownRefresh = time.Second
+)
+
+var (
+	// errTimestamp rejects pushed samples that carry a timestamp.
+	errTimestamp = errors.New("pushed metrics must not have timestamps")
+	// ErrStoreClosed is returned for writes submitted after Close.
+	ErrStoreClosed = errors.New("store is shut down")
+)
+
+// RejectedError is the reason the writer rejected a push as invalid or
+// inconsistent; the push changed nothing but the failure time of its group.
+type RejectedError struct{ Err error }
+
+func (e *RejectedError) Error() string { return e.Err.Error() }
+func (e *RejectedError) Unwrap() error { return e.Err }
+
+// PersistError is returned when a write could not be committed to disk; the
+// write was undone in memory.
+type PersistError struct{ Err error }
+
+func (e *PersistError) Error() string { return e.Err.Error() }
+func (e *PersistError) Unwrap() error { return e.Err }
+
+// Persister stores committed group changes durably.
+type Persister interface {
+	// Commit writes ops atomically and returns once they are durable.
+	Commit(ops []persistence.Op) error
+	// Load calls fn for every stored group.
+	Load(fn func(*persistence.Group) error) error
+}
+
+var _ Persister = (*persistence.DB)(nil)
+
+type writeKind int
+
+const (
+	writePut writeKind = iota
+	writePost
+	writeDelete
+	writeWipe
+)
+
+// writeRequest is one change for the writer goroutine.
+type writeRequest struct {
+	kind     writeKind
+	grouping Grouping
+	key      string
+	families map[string]*family
+	// reject, when set, rejects the push without checking it.
+	reject error
+	time   time.Time
+	// done receives the outcome and is closed; nil when nobody waits.
+	done chan error
+}
+
+// group is one push group. It is replaced, never modified, on every write.
+type group struct {
+	key      string
+	grouping Grouping
+	// families includes push_time_seconds and push_failure_time_seconds.
+	families    map[string]*family
+	pushTime    time.Time
+	failureTime time.Time
+}
+
+// nameEntry indexes every stored series of one metric name.
+type nameEntry struct {
+	typ     dto.MetricType
+	help    string
+	hasHelp bool
+	// holders counts the groups holding a family of this name.
+	holders int
+	// series holds all series of the name in exposition order.
+	series *btree.BTreeG[*series]
+	// owners maps a series id to the key of the group holding it.
+	owners map[uint64]string
+	// headers cache the HELP and TYPE lines: text format, OpenMetrics.
+	headers [2][]byte
+}
+
+// ownFamily is the type and help of a metric of pushrelay's own registry.
+type ownFamily struct {
+	typ  dto.MetricType
+	help string
+}
+
+// Store holds every push group in memory, indexed for exposition and the
+// consistency check, and commits each change through a Persister before
+// acknowledging it. One goroutine applies all writes in arrival order;
+// readers take a read lock and only see committed or being-committed state.
+type Store struct {
+	logger *slog.Logger
+	db     Persister
+	now    func() time.Time
+	own    prometheus.Gatherer
+
+	queue   chan *writeRequest
+	stop    chan struct{}
+	stopped chan struct{}
+	closeMu sync.RWMutex
+	closed  bool
+
+	mu          sync.RWMutex
+	groups      map[string]*group
+	names       map[string]*nameEntry
+	sortedNames []string
+
+	// ownCache is only used by the writer goroutine.
+	ownCache     map[string]ownFamily
+	ownCacheTime time.Time
+
+	metrics *storeMetrics
+}
+
+// StoreOptions configures a Store.
+type StoreOptions struct {
+	// Persister stores groups durably; nil keeps them in memory only.
+	Persister Persister
+	// Own gathers pushrelay's own metrics, which pushed metrics must be
+	// consistent with; nil means none.
+	Own prometheus.Gatherer
+	// Registerer receives the store's metrics; nil registers nothing.
+	Registerer prometheus.Registerer
+	// Logger defaults to a no-op logger.
+	Logger *slog.Logger
+	// Now defaults to time.Now.
+	Now func() time.Time
+}
+
+// NewStore restores every group from opts.Persister and starts the writer.
+// Close must be called to stop it.
+func NewStore(opts StoreOptions) (*Store, error) {
+	s := &Store{
+		logger:  opts.Logger,
+		db:      opts.Persister,
+		now:     opts.Now,
+		own:     opts.Own,
+		queue:   make(chan *writeRequest, queueCapacity),
+		stop:    make(chan struct{}),
+		stopped: make(chan struct{}),
+		groups:  map[string]*group{},
+		names:   map[string]*nameEntry{},
+		metrics: newStoreMetrics(opts.Registerer),
+	}
+	if s.logger == nil {
+		s.logger = promslog.NewNopLogger()
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if s.own == nil {
+		s.own = prometheus.Gatherers{}
+	}
+	if s.db != nil {
+		if err := s.restore(); err != nil {
+			return nil, err
+		}
+	}
+	s.metrics.groups.Set(float64(len(s.groups)))
+	go s.loop()
+	return s, nil
+}
+
+// restore loads every persisted group into memory.
+func (s *Store) restore() error {
+	return s.db.Load(func(pg *persistence.Group) error {
+		g, err := groupFromRecord(pg)
+		if err != nil {
+			return err
+		}
+		s.install(g.key, nil, g)
+		return nil
+	})
+}
+
+// groupFromRecord rebuilds a group from its stored form.
+func groupFromRecord(pg *persistence.Group) (*group, error) {
+	grouping := make(Grouping, len(pg.Labels))
+	for _, l := range pg.Labels {
+		grouping[l.Name] = l.Value
+	}
+	key := grouping.Key()
+	g := &group{key: key, grouping: grouping, families: make(map[string]*family, len(pg.Families)+2)}
+	if pg.PushTime != 0 {
+		g.pushTime = time.Unix(0, pg.PushTime)
+	}
+	if pg.FailureTime != 0 {
+		g.failureTime = time.Unix(0, pg.FailureTime)
+	}
+	for i := range pg.Families {
+		pf := &pg.Families[i]
+		mf := &dto.MetricFamily{Name: &pf.Name, Type: dto.MetricType(pf.Type).Enum()}
+		if pf.HasHelp {
+			mf.Help = &pf.Help
+		}
+		for _, b := range pf.Metrics {
+			m := &dto.Metric{}
+			if err := unmarshalMetric(b, m); err != nil {
+				return nil, fmt.Errorf("group %s, family %q: %w", grouping, pf.Name, err)
+			}
+			mf.Metric = append(mf.Metric, m)
+		}
+		f, err := newFamily(mf, grouping, key, time.Unix(0, pf.Time))
+		if err != nil {
+			return nil, fmt.Errorf("group %s: %w", grouping, err)
+		}
+		g.families[f.name] = f
+	}
+	g.setTimestampFamilies(g.pushTime, g.pushTime)
+	return g, nil
+}
+
+// record returns the stored form of g.
+func (g *group) record() *persistence.Group {
+	pg := &persistence.Group{Labels: make([]persistence.Label, 0, len(g.grouping))}
+	for _, n := range g.grouping.sortedNames() {
+		pg.Labels = append(pg.Labels, persistence.Label{Name: n, Value: g.grouping[n]})
+	}
+	if !g.pushTime.IsZero() {
+		pg.PushTime = g.pushTime.UnixNano()
+	}
+	if !g.failureTime.IsZero() {
+		pg.FailureTime = g.failureTime.UnixNano()
+	}
+	for _, name := range g.familyNames() {
+		if name == pushTimeName || name == pushFailureTimeName {
+			continue
+		}
+		f := g.families[name]
+		pf := persistence.Family{Name: f.name, Help: f.help, HasHelp: f.hasHelp, Type: int32(f.typ), Time: f.time.UnixNano()}
+		pf.Metrics = make([][]byte, len(f.series))
+		for i, se := range f.series {
+			pf.Metrics[i] = se.metric
+		}
+		pg.Families = append(pg.Families, pf)
+	}
+	return pg
+}
+
+// familyNames returns the names of g's families, sorted.
+func (g *group) familyNames() []string {
+	names := make([]string, 0, len(g.families))
+	for n := range g.families {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// setTimestampFamilies rebuilds push_time_seconds and
+// push_failure_time_seconds from the group's times.
+func (g *group) setTimestampFamilies(pushWritten, failureWritten time.Time) {
+	g.families[pushTimeName] = timestampFamily(pushTimeName, pushTimeHelp, g.grouping, g.key, g.pushTime, pushWritten)
+	g.families[pushFailureTimeName] = timestampFamily(pushFailureTimeName, pushFailureTimeHelp, g.grouping, g.key, g.failureTime, failureWritten)
+}
+
+// clone returns a copy of g whose family map may be changed.
+func (g *group) clone() *group {
+	c := *g
+	c.families = make(map[string]*family, len(g.families))
+	for n, f := range g.families {
+		c.families[n] = f
+	}
+	return &c
+}
+
+// submit queues a write. It blocks while the queue is full.
+func (s *Store) submit(req *writeRequest) error {
+	s.closeMu.RLock()
+	defer s.closeMu.RUnlock()
+	if s.closed {
+		return ErrStoreClosed
+	}
+	s.queue <- req
+	return nil
+}
+
+// Close applies every queued write and stops the writer.
+func (s *Store) Close() {
+	s.closeMu.Lock()
+	if !s.closed {
+		s.closed = true
+		close(s.stop)
+	}
+	s.closeMu.Unlock()
+	<-s.stopped
+}
+
+// Healthy reports whether the store can take writes: the lock can be taken
+// and the write queue is not full.
+func (s *Store) Healthy() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.queue) == cap(s.queue) {
+		return errors.New("write queue is full")
+	}
+	return nil
+}
+
+func (s *Store) loop() {
+	defer close(s.stopped)
+	for {
+		select {
+		case req := <-s.queue:
+			s.process(s.collect(req))
+		case <-s.stop:
+			for {
+				select {
+				case req := <-s.queue:
+					s.process(s.collect(req))
+				default:
+					return
+				}
+			}
+		}
+	}
+}
+
+// collect adds whatever else is queued to first, up to maxBatch writes.
+func (s *Store) collect(first *writeRequest) []*writeRequest {
+	batch := []*writeRequest{first}
+	for len(batch) < maxBatch {
+		select {
+		case req := <-s.queue:
+			batch = append(batch, req)
+		default:
+			return batch
+		}
+	}
+	return batch
+}
+
+// change records one group replacement of a batch, for persisting and undo.
+type change struct {
+	key      string
+	old, new *group
+}
+
+// process applies a batch in order, commits it in one transaction and then
+// answers every request.
+func (s *Store) process(batch []*writeRequest) {
+	start := s.now()
+	own := s.ownFamilies()
+	results := make([]error, len(batch))
+	var changes []change
+	replace := func(key string, old, g *group) {
+		s.install(key, old, g)
+		changes = append(changes, change{key: key, old: old, new: g})
+	}
+
+	s.mu.Lock()
+	for i, req := range batch {
+		switch req.kind {
+		case writeDelete:
+			if old := s.groups[req.key]; old != nil {
+				replace(req.key, old, nil)
+			}
+		case writeWipe:
+			for _, key := range s.sortedGroupKeys() {
+				replace(key, s.groups[key], nil)
+			}
+		case writePut, writePost:
+			old := s.groups[req.key]
+			err := req.reject
+			if err == nil {
+				err = s.check(req, old, own)
+			}
+			if err != nil {
+				results[i] = &RejectedError{Err: err}
+				replace(req.key, old, failedGroup(old, req))
+				continue
+			}
+			replace(req.key, old, appliedGroup(old, req, own))
+		}
+	}
+	s.metrics.groups.Set(float64(len(s.groups)))
+	s.mu.Unlock()
+
+	if err := s.commit(changes); err != nil {
+		s.mu.Lock()
+		for i := len(changes) - 1; i >= 0; i-- {
+			c := changes[i]
+			s.install(c.key, c.new, c.old)
+		}
+		s.metrics.groups.Set(float64(len(s.groups)))
+		s.mu.Unlock()
+		s.logger.Error("cannot persist writes; they were not applied", "writes", len(batch), "err", err)
+		for i := range results {
+			results[i] = &PersistError{Err: err}
+		}
+	}
+	s.metrics.batchSize.Observe(float64(len(batch)))
+	s.metrics.writeDuration.Observe(s.now().Sub(start).Seconds())
+	for i, req := range batch {
+		if req.done != nil {
+			if results[i] != nil {
+				req.done <- results[i]
+			}
+			close(req.done)
+		} else if results[i] != nil {
+			s.logger.Error("queued write failed", "group", req.grouping, "err", results[i])
+		}
+	}
+}
+
+// commit persists the final state of every group the batch changed.
+func (s *Store) commit(changes []change) error {
+	if s.db == nil || len(changes) == 0 {
+		return nil
+	}
+	latest := make(map[string]*group, len(changes))
+	order := make([]string, 0, len(changes))
+	for _, c := range changes {
+		if _, seen := latest[c.key]; !seen {
+			order = append(order, c.key)
+		}
+		latest[c.key] = c.new
+	}
+	ops := make([]persistence.Op, len(order))
+	for i, key := range order {
+		ops[i] = persistence.Op{Key: key}
+		if g := latest[key]; g != nil {
+			ops[i].Group = g.record()
+		}
+	}
+	start := time.Now()
+	err := s.db.Commit(ops)
+	s.metrics.commitDuration.Observe(time.Since(start).Seconds())
+	return err
+}
+
+// appliedGroup returns old with the pushed families of req applied.
+func appliedGroup(old *group, req *writeRequest, own map[string]ownFamily) *group {
+	var g *group
+	switch {
+	case old == nil:
+		g = &group{key: req.key, grouping: req.grouping, families: make(map[string]*family, len(req.families)+2)}
+	case req.kind == writePut:
+		g = &group{key: old.key, grouping: old.grouping, failureTime: old.failureTime, families: make(map[string]*family, len(req.families)+2)}
+		g.families[pushFailureTimeName] = old.families[pushFailureTimeName]
+	default:
+		g = old.clone()
+	}
+	for name, f := range req.families {
+		if o, ok := own[name]; ok && (!f.hasHelp || f.help != o.help) {
+			c := *f
+			c.help, c.hasHelp = o.help, true
+			f = &c
+		}
+		g.families[name] = f
+	}
+	g.pushTime = req.time
+	g.families[pushTimeName] = timestampFamily(pushTimeName, pushTimeHelp, g.grouping, g.key, g.pushTime, req.time)
+	if old == nil {
+		g.families[pushFailureTimeName] = timestampFamily(pushFailureTimeName, pushFailureTimeHelp, g.grouping, g.key, time.Time{}, req.time)
+	}
+	return g
+}
+
+// failedGroup returns old (or a new empty group) with its failure time set.
+func failedGroup(old *group, req *writeRequest) *group {
+	var g *group
+	if old == nil {
+		g = &group{key: req.key, grouping: req.grouping, families: make(map[string]*family, 2)}
+		g.families[pushTimeName] = timestampFamily(pushTimeName, pushTimeHelp, g.grouping, g.key, time.Time{}, req.time)
+	} else {
+		g = old.clone()
+	}
+	g.failureTime = req.time
+	g.families[pushFailureTimeName] = timestampFamily(pushFailureTimeName, pushFailureTimeHelp, g.grouping, g.key, g.failureTime, req.time)
+	return g
+}
+
+// install replaces group old by g under key (either may be nil) and updates
+// the index. Must be called holding s.mu for writing.
+func (s *Store) install(key string, old, g *group) {
+	if old != nil {
+		for name, f := range old.families {
+			if g == nil || g.families[name] != f {
+				s.removeFamily(f)
+			}
+		}
+	}
+	if g == nil {
+		delete(s.groups, key)
+		return
+	}
+	for name, f := range g.families {
+		if old == nil || old.families[name] != f {
+			s.addFamily(f)
+		}
+	}
+	s.groups[key] = g
+}
+
+// addFamily indexes f. Must be called holding s.mu for writing.
+func (s *Store) addFamily(f *family) {
+	e := s.names[f.name]
+	if e == nil {
+		e = &nameEntry{
+			typ:    f.typ,
+			series: btree.NewG(16, seriesLess),
+			owners: map[uint64]string{},
+		}
+		s.names[f.name] = e
+		s.sortedNames = nil
+	}
+	if e.headers[0] == nil || e.help != f.help || e.hasHelp != f.hasHelp {
+		e.help, e.hasHelp = f.help, f.hasHelp
+		e.headers[0] = familyHeader(f.name, f.help, f.hasHelp, e.typ, false)
+		e.headers[1] = familyHeader(f.name, f.help, f.hasHelp, e.typ, true)
+	}
+	e.holders++
+	for _, se := range f.series {
+		e.series.ReplaceOrInsert(se)
+		e.owners[se.id] = se.groupKey
+	}
+}
+
+// removeFamily removes f from the index. Must be called holding s.mu for
+// writing.
+func (s *Store) removeFamily(f *family) {
+	e := s.names[f.name]
+	if e == nil {
+		return
+	}
+	for _, se := range f.series {
+		e.series.Delete(se)
+		if e.owners[se.id] == se.groupKey {
+			delete(e.owners, se.id)
+		}
+	}
+	e.holders--
+	if e.holders <= 0 {
+		delete(s.names, f.name)
+		s.sortedNames = nil
+	}
+}
+
+// names returns the indexed metric names, sorted. Must be called holding
+// s.mu; the result must not be modified.
+func (s *Store) sortedNameList() []string {
+	if s.sortedNames == nil {
+		names := make([]string, 0, len(s.names))
+		for n := range s.names {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		s.sortedNames = names
+	}
+	return s.sortedNames
+}
+
+// sortedGroupKeys returns the keys of all groups, sorted. Must be called
+// holding s.mu.
+func (s *Store) sortedGroupKeys() []string {
+	keys := make([]string, 0, len(s.groups))
+	for k := range s.groups {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// ownFamilies returns the names, types and help strings of the own metrics,
+// gathered at most once per ownRefresh. Only the writer calls it.
+func (s *Store) ownFamilies() map[string]ownFamily {
+	now := time.Now()
+	if s.ownCache != nil && now.Sub(s.ownCacheTime) < ownRefresh {
+		return s.ownCache
+	}
+	mfs, err := s.own.Gather()
+	if err != nil {
+		s.logger.Warn("cannot gather own metrics for the consistency check", "err", err)
+	}
+	own := make(map[string]ownFamily, len(mfs))
+	for _, mf := range mfs {
+		own[mf.GetName()] = ownFamily{typ: mf.GetType(), help: mf.GetHelp()}
+	}
+	s.ownCache, s.ownCacheTime = own, now
+	return own
+}
+
+// multiError formats several errors the way client_golang's MultiError does.
+func multiError(errs []error) error {
+	switch len(errs) {
+	case 0:
+		return nil
+	case 1:
+		return errs[0]
+	}
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "%d error(s) occurred:", len(errs))
+	for _, err := range errs {
+		fmt.Fprintf(&sb, "\n* %s", err)
+	}
+	return errors.New(sb.String())
+}

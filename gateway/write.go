@@ -1,0 +1,107 @@
+package gateway
+
+import (
+	"errors"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+)
+
+// Push applies pushed families to the group named by grouping: replace
+// replaces the whole group (PUT), otherwise only same-named families are
+// replaced (POST). When wait is true it returns once the push is committed,
+// with a *RejectedError for an invalid or inconsistent push and a
+// *PersistError when the commit failed; otherwise it returns once the push
+// is queued. mfs is modified.
+func (s *Store) Push(grouping Grouping, mfs map[string]*dto.MetricFamily, replace, wait bool) error {
+	now := s.now()
+	req := &writeRequest{kind: writePost, grouping: grouping, key: grouping.Key(), time: now}
+	if replace {
+		req.kind = writePut
+	}
+	req.families = make(map[string]*family, len(mfs))
+	for name, mf := range mfs {
+		// The gateway's own timestamp gauges always win.
+		if name == pushTimeName || name == pushFailureTimeName {
+			continue
+		}
+		f, err := newFamily(mf, grouping, req.key, now)
+		if errors.Is(err, errTimestamp) {
+			req.reject, req.families = err, nil
+			break
+		}
+		if err != nil {
+			return &RejectedError{Err: err}
+		}
+		req.families[name] = f
+	}
+	return s.write(req, wait)
+}
+
+// Delete removes the group named by grouping. It returns once the deletion
+// is committed.
+func (s *Store) Delete(grouping Grouping) error {
+	return s.write(&writeRequest{kind: writeDelete, grouping: grouping, key: grouping.Key(), time: s.now()}, true)
+}
+
+// Wipe removes every group. It returns once the deletion is committed.
+func (s *Store) Wipe() error {
+	return s.write(&writeRequest{kind: writeWipe, time: s.now()}, true)
+}
+
+func (s *Store) write(req *writeRequest, wait bool) error {
+	if wait {
+		req.done = make(chan error, 1)
+	}
+	if err := s.submit(req); err != nil {
+		return err
+	}
+	if !wait {
+		return nil
+	}
+	var first error
+	for err := range req.done {
+		if first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+// GroupView is a read-only snapshot of one group for the JSON API and the
+// web UI.
+type GroupView struct {
+	Grouping    Grouping
+	PushTime    time.Time
+	FailureTime time.Time
+	Families    []FamilyView
+}
+
+// FamilyView is one family of a GroupView.
+type FamilyView struct {
+	Time   time.Time
+	Family *dto.MetricFamily
+}
+
+// LastPushSuccessful reports whether the last push to the group succeeded.
+func (g *GroupView) LastPushSuccessful() bool {
+	return !g.FailureTime.After(g.PushTime)
+}
+
+// Groups returns a snapshot of every group, sorted by grouping key, with
+// families sorted by name. The result is owned by the caller.
+func (s *Store) Groups() []GroupView {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	views := make([]GroupView, 0, len(s.groups))
+	for _, key := range s.sortedGroupKeys() {
+		g := s.groups[key]
+		v := GroupView{Grouping: g.grouping, PushTime: g.pushTime, FailureTime: g.failureTime}
+		for _, name := range g.familyNames() {
+			f := g.families[name]
+			v.Families = append(v.Families, FamilyView{Time: f.time, Family: f.Dto()})
+		}
+		views = append(views, v)
+	}
+	return views
+}
