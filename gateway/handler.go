@@ -111,7 +111,7 @@ func NewHandler(store *Store, opts HandlerOptions) http.Handler {
 	if opts.EnableAdminAPI {
 		r.Handle(apiPrefix+"/admin/wipe", m.counted("wipe", http.HandlerFunc(a.wipe))).Methods(http.MethodPut)
 	}
-	r.PathPrefix(apiPrefix+"/").Methods(http.MethodOptions).Handler(m.counted("api/v1/options", cors(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))))
+	r.PathPrefix(apiPrefix + "/").Methods(http.MethodOptions).Handler(m.counted("api/v1/options", cors(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))))
 
 	if opts.EnableLifecycle {
 		r.HandleFunc(p+"/-/quit", a.quit).Methods(http.MethodPut, http.MethodPost)
