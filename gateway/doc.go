@@ -1,0 +1,35 @@
+// Package gateway is the push gateway: push groups, the single write path,
+// the consistency index, push times and the exposition, with the HTTP API of
+// the Prometheus Pushgateway.
+//
+// # Model
+//
+// A Store maps grouping keys (the label sets of push URLs) to groups; a group
+// maps metric names to families and always holds push_time_seconds and
+// push_failure_time_seconds. Every write (push, delete, wipe) is a request on
+// one FIFO queue served by one goroutine, which checks it, applies it,
+// commits the changed groups of everything it drained from the queue in one
+// transaction, and only then answers the waiting handlers.
+//
+// # Consistency index
+//
+// Instead of gathering the whole store for every push, as the Pushgateway
+// does, the store keeps one index entry per metric name: its type, the groups
+// holding it and the identity of every series. A push is checked against the
+// entries of its own names, so its cost does not grow with the number of
+// groups. The rules and error messages are those of client_golang's gatherer.
+//
+// # Exposition
+//
+// Every series is encoded once, when it is pushed, and kept in a B-tree per
+// metric name in exposition order. A scrape copies the cached bytes of each
+// name in sorted order, merged with the own registry's families.
+//
+// # Caveats
+//
+// Families and series are immutable once built and shared between group
+// versions; a write replaces groups, it never modifies one. A write is
+// visible to scrapes from the moment it is applied, shortly before its commit
+// returns; if the commit fails the write is undone and its request is
+// answered with a *PersistError.
+package gateway
