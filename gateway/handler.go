@@ -124,6 +124,14 @@ func NewHandler(store *Store, opts HandlerOptions) http.Handler {
 		http.Error(w, "Only POST or PUT requests allowed.", http.StatusMethodNotAllowed)
 	}).Methods(http.MethodGet)
 
+	r.Handle(p+"/", m.counted("status", http.HandlerFunc(a.uiIndex))).Methods(http.MethodGet)
+	r.Handle(p+"/status", m.counted("status", http.HandlerFunc(a.uiStatus))).Methods(http.MethodGet)
+	r.PathPrefix(p + "/static/").Handler(m.counted("static", staticHandler(p))).Methods(http.MethodGet)
+	if opts.EnableAdminAPI {
+		r.HandleFunc(p+"/delete", a.uiDelete).Methods(http.MethodPost)
+		r.HandleFunc(p+"/wipe", a.uiWipe).Methods(http.MethodPost)
+	}
+
 	r.PathPrefix(p + "/debug/pprof/").HandlerFunc(pprof.Index).Methods(http.MethodGet)
 	for name, h := range map[string]http.HandlerFunc{"cmdline": pprof.Cmdline, "profile": pprof.Profile, "symbol": pprof.Symbol, "trace": pprof.Trace} {
 		r.HandleFunc(p+"/debug/pprof/"+name, h).Methods(http.MethodGet)

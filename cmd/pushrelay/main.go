@@ -34,6 +34,9 @@ import (
 const shutdownTimeout = 30 * time.Second
 
 func main() {
+	if version.Version == "" {
+		version.Version = "dev"
+	}
 	os.Exit(runMain(os.Args[1:]))
 }
 
