@@ -129,6 +129,10 @@ func newSeries(f *family, m *dto.Metric, groupKey string) (*series, error) {
 	if s.metric, err = proto.Marshal(m); err != nil {
 		return nil, fmt.Errorf("cannot encode metric of %q: %w", f.name, err)
 	}
+	if v, ok := simpleValue(f.name, f.typ, m); ok {
+		s.text = appendSimpleSample(make([]byte, 0, 64), f.name, m.Label, v)
+		return s, nil
+	}
 	s.text, err = encodeSeries(f.name, f.typ, m, false)
 	return s, err
 }

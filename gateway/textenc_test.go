@@ -1,0 +1,64 @@
+package gateway
+
+import (
+	"bytes"
+	"math"
+	"testing"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/proto"
+)
+
+// TestAppendSimpleSampleMatchesExpfmt checks the fast line writer against
+// expfmt's text encoder byte for byte.
+func TestAppendSimpleSampleMatchesExpfmt(t *testing.T) {
+	labels := func(kv ...string) []*dto.LabelPair {
+		var out []*dto.LabelPair
+		for i := 0; i < len(kv); i += 2 {
+			out = append(out, &dto.LabelPair{Name: proto.String(kv[i]), Value: proto.String(kv[i+1])})
+		}
+		return out
+	}
+	scenarios := map[string]struct {
+		typ    dto.MetricType
+		labels []*dto.LabelPair
+		value  float64
+	}{
+		"no labels":        {dto.MetricType_UNTYPED, nil, 3},
+		"zero":             {dto.MetricType_GAUGE, labels("a", ""), 0},
+		"one":              {dto.MetricType_COUNTER, labels("a", "b"), 1},
+		"minus one":        {dto.MetricType_GAUGE, labels("a", "b"), -1},
+		"NaN":              {dto.MetricType_GAUGE, labels("a", "b"), math.NaN()},
+		"+Inf":             {dto.MetricType_GAUGE, labels("a", "b"), math.Inf(1)},
+		"-Inf":             {dto.MetricType_GAUGE, labels("a", "b"), math.Inf(-1)},
+		"big":              {dto.MetricType_GAUGE, labels("a", "b"), 1.7953117528941243e+09},
+		"tiny":             {dto.MetricType_GAUGE, labels("a", "b"), 1e-300},
+		"escapes":          {dto.MetricType_COUNTER, labels("a", "x\\y\n\"z\""), 2.5},
+		"unicode":          {dto.MetricType_COUNTER, labels("a", "Π→€"), 42},
+		"several labels":   {dto.MetricType_GAUGE, labels("instance", "", "job", "j", "z", "q"), 12345.678},
+		"negative zero":    {dto.MetricType_GAUGE, nil, math.Copysign(0, -1)},
+		"integer-ish big":  {dto.MetricType_COUNTER, nil, 1e21},
+		"subnormal number": {dto.MetricType_GAUGE, nil, 5e-324},
+	}
+	for name, sc := range scenarios {
+		t.Run(name, func(t *testing.T) {
+			m := emptyMetric(sc.typ)
+			m.Label = sc.labels
+			switch sc.typ {
+			case dto.MetricType_COUNTER:
+				m.Counter.Value = proto.Float64(sc.value)
+			case dto.MetricType_GAUGE:
+				m.Gauge.Value = proto.Float64(sc.value)
+			default:
+				m.Untyped.Value = proto.Float64(sc.value)
+			}
+			want, err := encodeSeries("metric_name", sc.typ, m, false)
+			require.NoError(t, err)
+			v, ok := simpleValue("metric_name", sc.typ, m)
+			require.True(t, ok)
+			got := appendSimpleSample(nil, "metric_name", m.Label, v)
+			require.True(t, bytes.Equal(want, got), "want %q, got %q", want, got)
+		})
+	}
+}
