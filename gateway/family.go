@@ -230,30 +230,45 @@ func seriesLess(a, b *series) bool {
 // sanitizeLabels sets every grouping label to its URL value, adds an empty
 // instance label when there is none, and sorts the labels by name.
 func sanitizeLabels(m *dto.Metric, g Grouping) {
-	done := make(map[string]bool, len(g))
+	matched := 0
 	hasInstance := false
 	for _, lp := range m.Label {
-		if v, ok := g[lp.GetName()]; ok {
-			lp.Value = proto.String(v)
-			done[lp.GetName()] = true
+		name := lp.GetName()
+		if v, ok := g[name]; ok {
+			lp.Value = &v
+			matched++
 		}
-		if lp.GetName() == model.InstanceLabel {
+		if name == model.InstanceLabel {
 			hasInstance = true
 		}
 	}
-	for n, v := range g {
-		if done[n] {
-			continue
-		}
-		m.Label = append(m.Label, &dto.LabelPair{Name: proto.String(n), Value: proto.String(v)})
-		if n == model.InstanceLabel {
-			hasInstance = true
+	if matched < len(g) {
+		for n, v := range g {
+			if !hasLabel(m.Label, n) {
+				m.Label = append(m.Label, &dto.LabelPair{Name: proto.String(n), Value: proto.String(v)})
+				hasInstance = hasInstance || n == model.InstanceLabel
+			}
 		}
 	}
 	if !hasInstance {
 		m.Label = append(m.Label, &dto.LabelPair{Name: proto.String(model.InstanceLabel), Value: proto.String("")})
 	}
-	sort.SliceStable(m.Label, func(i, j int) bool { return m.Label[i].GetName() < m.Label[j].GetName() })
+	// Insertion sort: label sets are small and mostly sorted.
+	ls := m.Label
+	for i := 1; i < len(ls); i++ {
+		for j := i; j > 0 && ls[j].GetName() < ls[j-1].GetName(); j-- {
+			ls[j], ls[j-1] = ls[j-1], ls[j]
+		}
+	}
+}
+
+func hasLabel(labels []*dto.LabelPair, name string) bool {
+	for _, lp := range labels {
+		if lp.GetName() == name {
+			return true
+		}
+	}
+	return false
 }
 
 // checkMetric reports what client_golang's gatherer rejects in one metric:

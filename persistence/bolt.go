@@ -44,7 +44,13 @@ func Open(path string) (*DB, error) {
 			return nil, fmt.Errorf("cannot create directory for persistence file %q: %w", path, err)
 		}
 	}
-	bdb, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
+	bdb, err := bolt.Open(path, 0o600, &bolt.Options{
+		Timeout: time.Second,
+		// The freelist is rebuilt from the pages at open instead of being
+		// written by every commit, which keeps commits small.
+		NoFreelistSync: true,
+		FreelistType:   bolt.FreelistMapType,
+	})
 	if err != nil {
 		if errors.Is(err, bolt.ErrTimeout) {
 			err = ErrLocked
