@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -53,8 +54,15 @@ func ParseBody(body io.Reader, contentType string) (map[string]*dto.MetricFamily
 	if isDelimitedProtobuf(contentType) {
 		return parseDelimited(body)
 	}
+	in, err := io.ReadAll(body)
+	if err != nil {
+		return nil, err
+	}
+	if mfs, ok := parseTextFast(in); ok {
+		return mfs, nil
+	}
 	parser := expfmt.NewTextParser(model.LegacyValidation)
-	return parser.TextToMetricFamilies(body)
+	return parser.TextToMetricFamilies(bytes.NewReader(in))
 }
 
 // parseDelimited reads varint-delimited MetricFamily messages; a later

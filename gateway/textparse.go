@@ -1,0 +1,451 @@
+package gateway
+
+import (
+	"bytes"
+	"math"
+	"sort"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/model"
+	"google.golang.org/protobuf/proto"
+)
+
+// parseTextFast parses the common, canonical subset of the text format 0.0.4
+// — what client libraries write — into the same families as expfmt's
+// TextParser. It returns ok=false for anything outside that subset
+// (unusual spacing, timestamps, quoted names, gauge histograms, any
+// syntax error), and the caller then uses expfmt, which also produces the
+// canonical error messages. FuzzParseTextFast checks that every accepted
+// input gives exactly expfmt's result.
+func parseTextFast(in []byte) (map[string]*dto.MetricFamily, bool) {
+	if len(in) > 0 && in[len(in)-1] != '\n' {
+		return nil, false
+	}
+	p := fastParser{families: map[string]*dto.MetricFamily{}}
+	for len(in) > 0 {
+		i := bytes.IndexByte(in, '\n')
+		line := in[:i]
+		in = in[i+1:]
+		var ok bool
+		switch {
+		case len(line) == 0:
+			ok = true
+		case line[0] == '#':
+			ok = p.comment(line)
+		default:
+			ok = p.sample(line)
+		}
+		if !ok {
+			return nil, false
+		}
+	}
+	for name, mf := range p.families {
+		if len(mf.Metric) == 0 {
+			delete(p.families, name)
+			continue
+		}
+		if mf.GetType() == dto.MetricType_HISTOGRAM {
+			for _, m := range mf.Metric {
+				normalizeHistogram(m.Histogram)
+			}
+		}
+	}
+	return p.families, true
+}
+
+type fastParser struct {
+	families map[string]*dto.MetricFamily
+	// grouped maps family name and label set to the summary or histogram
+	// metric that its lines build.
+	grouped map[string]*dto.Metric
+	labels  []*dto.LabelPair
+}
+
+// family resolves a metric name like expfmt's setOrCreateCurrentMF: a
+// _count, _sum or _bucket name belongs to an existing summary or histogram.
+func (p *fastParser) family(name string) (mf *dto.MetricFamily, isCount, isSum bool) {
+	if mf = p.families[name]; mf != nil {
+		return mf, false, false
+	}
+	count := len(name) > 6 && strings.HasSuffix(name, "_count")
+	sum := len(name) > 4 && strings.HasSuffix(name, "_sum")
+	bucket := len(name) > 7 && strings.HasSuffix(name, "_bucket")
+	var base string
+	switch {
+	case count:
+		base = name[:len(name)-6]
+	case sum:
+		base = name[:len(name)-4]
+	}
+	if base != "" {
+		if mf = p.families[base]; mf != nil && mf.GetType() == dto.MetricType_SUMMARY {
+			return mf, count, sum
+		}
+	}
+	if bucket {
+		base = name[:len(name)-7]
+	}
+	if base != "" {
+		if mf = p.families[base]; mf != nil && (mf.GetType() == dto.MetricType_HISTOGRAM || mf.GetType() == dto.MetricType_GAUGE_HISTOGRAM) {
+			return mf, count, sum
+		}
+	}
+	mf = &dto.MetricFamily{Name: proto.String(name)}
+	p.families[name] = mf
+	return mf, false, false
+}
+
+// comment handles a line starting with '#'.
+func (p *fastParser) comment(line []byte) bool {
+	if len(line) == 1 {
+		return true
+	}
+	if line[1] != ' ' {
+		return false
+	}
+	rest := line[2:]
+	keyword, args, _ := bytes.Cut(rest, []byte{' '})
+	isHelp, isType := string(keyword) == "HELP", string(keyword) == "TYPE"
+	if !isHelp && !isType {
+		// A generic comment, unless it could be read as HELP or TYPE
+		// with other spacing.
+		return len(keyword) > 0 && bytes.IndexByte(keyword, '\t') < 0
+	}
+	nameBytes, text, found := bytes.Cut(args, []byte{' '})
+	if !found || !isLegacyName(nameBytes, true) || len(text) == 0 || text[0] == ' ' || text[0] == '\t' {
+		return false
+	}
+	mf, _, _ := p.family(string(nameBytes))
+	if isHelp {
+		if mf.Help != nil {
+			return false
+		}
+		help, ok := unescapeHelp(text)
+		if !ok {
+			return false
+		}
+		mf.Help = &help
+		return true
+	}
+	if mf.Type != nil {
+		return false
+	}
+	var t dto.MetricType
+	switch string(text) {
+	case "counter":
+		t = dto.MetricType_COUNTER
+	case "gauge":
+		t = dto.MetricType_GAUGE
+	case "untyped":
+		t = dto.MetricType_UNTYPED
+	case "summary":
+		t = dto.MetricType_SUMMARY
+	case "histogram":
+		t = dto.MetricType_HISTOGRAM
+	default:
+		return false
+	}
+	mf.Type = t.Enum()
+	return true
+}
+
+// sample handles a sample line: name, optional labels, one space, value.
+func (p *fastParser) sample(line []byte) bool {
+	end := 0
+	for end < len(line) && isNameByte(line[end], end == 0, true) {
+		end++
+	}
+	if end == 0 {
+		return false
+	}
+	name := string(line[:end])
+	mf, isCount, isSum := p.family(name)
+	if mf.Type == nil {
+		mf.Type = dto.MetricType_UNTYPED.Enum()
+	}
+	typ := mf.GetType()
+	rest := line[end:]
+	p.labels = p.labels[:0]
+	quantile, le := math.NaN(), math.NaN()
+	if len(rest) > 0 && rest[0] == '{' {
+		rest = rest[1:]
+		for {
+			ln := 0
+			for ln < len(rest) && isNameByte(rest[ln], ln == 0, false) {
+				ln++
+			}
+			if ln == 0 || ln+1 >= len(rest) || rest[ln] != '=' || rest[ln+1] != '"' {
+				return false
+			}
+			labelName := string(rest[:ln])
+			value, n, ok := unescapeLabelValue(rest[ln+2:])
+			if !ok || labelName == model.MetricNameLabel {
+				return false
+			}
+			rest = rest[ln+2+n:]
+			special := false
+			switch {
+			case typ == dto.MetricType_SUMMARY && labelName == model.QuantileLabel:
+				q, err := parseSampleFloat(value)
+				if err != nil {
+					return false
+				}
+				quantile, special = q, true
+			case typ == dto.MetricType_HISTOGRAM && labelName == model.BucketLabel:
+				b, err := parseSampleFloat(value)
+				if err != nil {
+					return false
+				}
+				le, special = b, true
+			}
+			if !special {
+				for _, lp := range p.labels {
+					if lp.GetName() == labelName {
+						return false
+					}
+				}
+				p.labels = append(p.labels, &dto.LabelPair{Name: proto.String(labelName), Value: proto.String(value)})
+			}
+			if len(rest) == 0 {
+				return false
+			}
+			if rest[0] == '}' {
+				rest = rest[1:]
+				break
+			}
+			if rest[0] != ',' || len(rest) < 2 || rest[1] == '}' {
+				return false
+			}
+			rest = rest[1:]
+		}
+	}
+	if len(rest) < 2 || rest[0] != ' ' || bytes.IndexByte(rest[1:], ' ') >= 0 || bytes.IndexByte(rest[1:], '\t') >= 0 {
+		return false
+	}
+	v, err := parseSampleFloat(string(rest[1:]))
+	if err != nil {
+		return false
+	}
+	var labels []*dto.LabelPair
+	if len(p.labels) > 0 {
+		labels = append(make([]*dto.LabelPair, 0, len(p.labels)), p.labels...)
+	}
+	switch typ {
+	case dto.MetricType_COUNTER:
+		mf.Metric = append(mf.Metric, &dto.Metric{Label: labels, Counter: &dto.Counter{Value: proto.Float64(v)}})
+	case dto.MetricType_GAUGE:
+		mf.Metric = append(mf.Metric, &dto.Metric{Label: labels, Gauge: &dto.Gauge{Value: proto.Float64(v)}})
+	case dto.MetricType_UNTYPED:
+		mf.Metric = append(mf.Metric, &dto.Metric{Label: labels, Untyped: &dto.Untyped{Value: proto.Float64(v)}})
+	case dto.MetricType_SUMMARY:
+		if !isCount && !isSum && math.IsNaN(quantile) {
+			return false
+		}
+		m := p.groupedMetric(mf, labels)
+		if m.Summary == nil {
+			m.Summary = &dto.Summary{}
+		}
+		switch {
+		case isCount:
+			c, ok := exactUint(v)
+			if !ok {
+				return false
+			}
+			m.Summary.SampleCount = proto.Uint64(c)
+		case isSum:
+			m.Summary.SampleSum = proto.Float64(v)
+		default:
+			m.Summary.Quantile = append(m.Summary.Quantile, &dto.Quantile{Quantile: proto.Float64(quantile), Value: proto.Float64(v)})
+		}
+	case dto.MetricType_HISTOGRAM:
+		if !isCount && !isSum && (math.IsNaN(le) || !strings.HasSuffix(name, "_bucket") || name == mf.GetName()) {
+			return false
+		}
+		m := p.groupedMetric(mf, labels)
+		if m.Histogram == nil {
+			m.Histogram = &dto.Histogram{}
+		}
+		switch {
+		case isCount:
+			if c, ok := exactUint(v); ok {
+				m.Histogram.SampleCount = proto.Uint64(c)
+			} else if v >= 0 {
+				m.Histogram.SampleCountFloat = proto.Float64(v)
+			} else {
+				return false
+			}
+		case isSum:
+			m.Histogram.SampleSum = proto.Float64(v)
+		default:
+			b := &dto.Bucket{UpperBound: proto.Float64(le)}
+			if c, ok := exactUint(v); ok {
+				b.CumulativeCount = proto.Uint64(c)
+			} else if v >= 0 {
+				b.CumulativeCountFloat = proto.Float64(v)
+			} else {
+				return false
+			}
+			m.Histogram.Bucket = append(m.Histogram.Bucket, b)
+		}
+	default:
+		return false
+	}
+	return true
+}
+
+// groupedMetric returns the summary or histogram metric of mf with these labels,
+// creating it on first use; later lines keep the first line's labels.
+func (p *fastParser) groupedMetric(mf *dto.MetricFamily, labels []*dto.LabelPair) *dto.Metric {
+	if p.grouped == nil {
+		p.grouped = map[string]*dto.Metric{}
+	}
+	sorted := append([]*dto.LabelPair(nil), labels...)
+	sort.Slice(sorted, func(i, j int) bool { return sorted[i].GetName() < sorted[j].GetName() })
+	var key strings.Builder
+	key.WriteString(mf.GetName())
+	for _, lp := range sorted {
+		key.WriteString(separator)
+		key.WriteString(lp.GetName())
+		key.WriteString(separator)
+		key.WriteString(lp.GetValue())
+	}
+	if m := p.grouped[key.String()]; m != nil {
+		return m
+	}
+	m := &dto.Metric{Label: labels}
+	p.grouped[key.String()] = m
+	mf.Metric = append(mf.Metric, m)
+	return m
+}
+
+// exactUint converts v to uint64 when it is a whole number in range, the
+// case in which expfmt's conversion is exact.
+func exactUint(v float64) (uint64, bool) {
+	if v < 0 || v >= 1<<64 || v != math.Trunc(v) {
+		return 0, false
+	}
+	return uint64(v), true
+}
+
+// parseSampleFloat parses a value as expfmt does.
+func parseSampleFloat(s string) (float64, error) {
+	if strings.ContainsAny(s, "pP_") {
+		return 0, strconv.ErrSyntax
+	}
+	return strconv.ParseFloat(s, 64)
+}
+
+// isNameByte reports whether b may appear at this position of a legacy
+// metric name (withColon) or label name.
+func isNameByte(b byte, first, withColon bool) bool {
+	return b >= 'a' && b <= 'z' || b >= 'A' && b <= 'Z' || b == '_' ||
+		withColon && b == ':' || !first && b >= '0' && b <= '9'
+}
+
+func isLegacyName(b []byte, withColon bool) bool {
+	if len(b) == 0 {
+		return false
+	}
+	for i, c := range b {
+		if !isNameByte(c, i == 0, withColon) {
+			return false
+		}
+	}
+	return true
+}
+
+// unescapeHelp undoes the escapes of a HELP text: \\, \n and \".
+func unescapeHelp(b []byte) (string, bool) {
+	if bytes.IndexByte(b, '\\') < 0 {
+		return string(b), true
+	}
+	out := make([]byte, 0, len(b))
+	for i := 0; i < len(b); i++ {
+		if b[i] != '\\' {
+			out = append(out, b[i])
+			continue
+		}
+		i++
+		if i == len(b) {
+			return "", false
+		}
+		switch b[i] {
+		case '\\', '"':
+			out = append(out, b[i])
+		case 'n':
+			out = append(out, '\n')
+		default:
+			return "", false
+		}
+	}
+	return string(out), true
+}
+
+// unescapeLabelValue reads a label value up to its closing quote and returns
+// it with the number of bytes consumed, the quote included.
+func unescapeLabelValue(b []byte) (string, int, bool) {
+	end := bytes.IndexByte(b, '"')
+	if end < 0 {
+		return "", 0, false
+	}
+	if bytes.IndexByte(b[:end], '\\') < 0 {
+		if !utf8.Valid(b[:end]) {
+			return "", 0, false
+		}
+		return string(b[:end]), end + 1, true
+	}
+	out := make([]byte, 0, end)
+	for i := 0; i < len(b); i++ {
+		switch c := b[i]; c {
+		case '"':
+			if !utf8.Valid(out) {
+				return "", 0, false
+			}
+			return string(out), i + 1, true
+		case '\\':
+			i++
+			if i == len(b) {
+				return "", 0, false
+			}
+			switch b[i] {
+			case '\\', '"':
+				out = append(out, b[i])
+			case 'n':
+				out = append(out, '\n')
+			default:
+				return "", 0, false
+			}
+		default:
+			out = append(out, c)
+		}
+	}
+	return "", 0, false
+}
+
+// normalizeHistogram turns every count of a histogram into a float count
+// once any of them is fractional, as expfmt does.
+func normalizeHistogram(h *dto.Histogram) {
+	if h == nil {
+		return
+	}
+	anyFloats := h.GetSampleCountFloat() != 0
+	for _, b := range h.GetBucket() {
+		anyFloats = anyFloats || b.GetCumulativeCountFloat() != 0
+	}
+	if !anyFloats {
+		return
+	}
+	if h.GetSampleCountFloat() == 0 {
+		h.SampleCountFloat = proto.Float64(float64(h.GetSampleCount()))
+		h.SampleCount = nil
+	}
+	for _, b := range h.GetBucket() {
+		if b.GetCumulativeCountFloat() == 0 {
+			b.CumulativeCountFloat = proto.Float64(float64(b.GetCumulativeCount()))
+			b.CumulativeCount = nil
+		}
+	}
+}
