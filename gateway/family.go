@@ -125,13 +125,14 @@ func newSeries(f *family, m *dto.Metric, groupKey string) (*series, error) {
 		s.values[i] = lp.GetValue()
 	}
 	s.id = seriesID(f.name, m.Label)
+	if v, ok := simpleValue(f.name, f.typ, m); ok && isPlainSimpleMetric(m) {
+		s.metric = appendSimpleMetricProto(nil, f.typ, m.Label, v)
+		s.text = appendSimpleSample(make([]byte, 0, 64), f.name, m.Label, v)
+		return s, nil
+	}
 	var err error
 	if s.metric, err = proto.Marshal(m); err != nil {
 		return nil, fmt.Errorf("cannot encode metric of %q: %w", f.name, err)
-	}
-	if v, ok := simpleValue(f.name, f.typ, m); ok {
-		s.text = appendSimpleSample(make([]byte, 0, 64), f.name, m.Label, v)
-		return s, nil
 	}
 	s.text, err = encodeSeries(f.name, f.typ, m, false)
 	return s, err

@@ -6,6 +6,7 @@ import (
 
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/model"
+	"google.golang.org/protobuf/encoding/protowire"
 )
 
 // appendSimpleSample appends the text-format line of a counter, gauge or
@@ -90,4 +91,77 @@ func simpleValue(name string, typ dto.MetricType, m *dto.Metric) (float64, bool)
 		return m.Untyped.GetValue(), true
 	}
 	return 0, false
+}
+
+// Field numbers of io.prometheus.client.Metric and its parts.
+const (
+	fieldMetricLabel   = 1
+	fieldMetricGauge   = 2
+	fieldMetricCounter = 3
+	fieldMetricUntyped = 5
+	fieldLabelName     = 1
+	fieldLabelValue    = 2
+	fieldValue         = 1
+)
+
+// appendSimpleMetricProto appends the protobuf encoding of a counter, gauge
+// or untyped metric that has only labels and a value; it decodes to a
+// message equal to the one proto.Marshal would encode.
+func appendSimpleMetricProto(b []byte, typ dto.MetricType, labels []*dto.LabelPair, v float64) []byte {
+	for _, lp := range labels {
+		name, value := lp.GetName(), lp.GetValue()
+		size := protowire.SizeTag(fieldLabelName) + protowire.SizeBytes(len(name)) +
+			protowire.SizeTag(fieldLabelValue) + protowire.SizeBytes(len(value))
+		b = protowire.AppendTag(b, fieldMetricLabel, protowire.BytesType)
+		b = protowire.AppendVarint(b, uint64(size))
+		b = protowire.AppendTag(b, fieldLabelName, protowire.BytesType)
+		b = protowire.AppendString(b, name)
+		b = protowire.AppendTag(b, fieldLabelValue, protowire.BytesType)
+		b = protowire.AppendString(b, value)
+	}
+	field := protowire.Number(fieldMetricUntyped)
+	switch typ {
+	case dto.MetricType_COUNTER:
+		field = fieldMetricCounter
+	case dto.MetricType_GAUGE:
+		field = fieldMetricGauge
+	}
+	b = protowire.AppendTag(b, field, protowire.BytesType)
+	b = protowire.AppendVarint(b, uint64(protowire.SizeTag(fieldValue)+protowire.SizeFixed64()))
+	b = protowire.AppendTag(b, fieldValue, protowire.Fixed64Type)
+	return protowire.AppendFixed64(b, math.Float64bits(v))
+}
+
+// isPlainSimpleMetric reports whether m holds nothing but labels and a
+// counter, gauge or untyped value, so appendSimpleMetricProto encodes all of
+// it.
+func isPlainSimpleMetric(m *dto.Metric) bool {
+	if len(m.ProtoReflect().GetUnknown()) > 0 || m.Summary != nil || m.Histogram != nil {
+		return false
+	}
+	for _, lp := range m.Label {
+		if lp.Name == nil || lp.Value == nil || len(lp.ProtoReflect().GetUnknown()) > 0 {
+			return false
+		}
+	}
+	n := 0
+	if m.Counter != nil {
+		n++
+		if m.Counter.Value == nil || m.Counter.Exemplar != nil || m.Counter.CreatedTimestamp != nil || len(m.Counter.ProtoReflect().GetUnknown()) > 0 {
+			return false
+		}
+	}
+	if m.Gauge != nil {
+		n++
+		if m.Gauge.Value == nil || len(m.Gauge.ProtoReflect().GetUnknown()) > 0 {
+			return false
+		}
+	}
+	if m.Untyped != nil {
+		n++
+		if m.Untyped.Value == nil || len(m.Untyped.ProtoReflect().GetUnknown()) > 0 {
+			return false
+		}
+	}
+	return n == 1
 }

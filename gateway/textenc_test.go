@@ -62,3 +62,32 @@ func TestAppendSimpleSampleMatchesExpfmt(t *testing.T) {
 		})
 	}
 }
+
+// TestAppendSimpleMetricProto checks that the hand-written encoding decodes
+// to the metric it was made from.
+func TestAppendSimpleMetricProto(t *testing.T) {
+	scenarios := map[string]struct {
+		typ dto.MetricType
+		m   *dto.Metric
+	}{
+		"counter no labels": {dto.MetricType_COUNTER, &dto.Metric{Counter: &dto.Counter{Value: proto.Float64(3)}}},
+		"gauge with labels": {dto.MetricType_GAUGE, &dto.Metric{
+			Label: []*dto.LabelPair{{Name: proto.String("a"), Value: proto.String("")}, {Name: proto.String("job"), Value: proto.String("Π x")}},
+			Gauge: &dto.Gauge{Value: proto.Float64(math.Inf(-1))},
+		}},
+		"untyped NaN": {dto.MetricType_UNTYPED, &dto.Metric{Untyped: &dto.Untyped{Value: proto.Float64(-0.5)}}},
+	}
+	for name, sc := range scenarios {
+		t.Run(name, func(t *testing.T) {
+			require.True(t, isPlainSimpleMetric(sc.m))
+			v, ok := simpleValue("x", sc.typ, sc.m)
+			require.True(t, ok)
+			b := appendSimpleMetricProto(nil, sc.typ, sc.m.Label, v)
+			got := &dto.Metric{}
+			require.NoError(t, proto.Unmarshal(b, got))
+			require.True(t, proto.Equal(sc.m, got), "want %v, got %v", sc.m, got)
+		})
+	}
+	withExemplar := &dto.Metric{Counter: &dto.Counter{Value: proto.Float64(1), Exemplar: &dto.Exemplar{Value: proto.Float64(1)}}}
+	require.False(t, isPlainSimpleMetric(withExemplar))
+}
