@@ -41,6 +41,10 @@ func apiGroups(groups []GroupView) []map[string]any {
 			"labels":               map[string]string(g.Grouping),
 			"last_push_successful": g.LastPushSuccessful(),
 		}
+		if g.TTLSource != "" {
+			obj["ttl_seconds"] = g.TTL.Seconds()
+			obj["stale"] = g.Stale
+		}
 		for _, f := range g.Families {
 			obj[f.Family.GetName()] = apiFamily{
 				Timestamp: f.Time,

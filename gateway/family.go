@@ -21,6 +21,8 @@ const (
 	pushTimeHelp        = "Last Unix time when changing this group in the Pushgateway succeeded."
 	pushFailureTimeName = "push_failure_time_seconds"
 	pushFailureTimeHelp = "Last Unix time when changing this group in the Pushgateway failed."
+	pushStaleName       = "push_stale"
+	pushStaleHelp       = "1 while the group is expired because its last successful push is older than its TTL, else 0."
 )
 
 // series is one pushed metric (one dto.Metric) ready for exposition. It is
@@ -302,6 +304,93 @@ func checkMetric(name string, typ dto.MetricType, m *dto.Metric) error {
 		prev = ln
 	}
 	return nil
+}
+
+// staleFamily builds push_stale for a group with a TTL.
+func staleFamily(g Grouping, groupKey string, stale bool, written time.Time) *family {
+	var v float64
+	if stale {
+		v = 1
+	}
+	mf := &dto.MetricFamily{Name: proto.String(pushStaleName), Help: proto.String(pushStaleHelp), Type: dto.MetricType_GAUGE.Enum(),
+		Metric: []*dto.Metric{{Gauge: &dto.Gauge{Value: proto.Float64(v)}}}}
+	f, err := newFamily(mf, g, groupKey, written)
+	if err != nil {
+		panic(fmt.Sprintf("BUG: cannot build %s: %v", pushStaleName, err))
+	}
+	return f
+}
+
+// zeroed returns a copy of f with every sample value set to 0: values,
+// counts, sums, quantile values and buckets.
+func (f *family) zeroed() *family {
+	mf := f.Dto()
+	for _, m := range mf.Metric {
+		zeroMetric(m)
+	}
+	groupKey := ""
+	if len(f.series) > 0 {
+		groupKey = f.series[0].groupKey
+	}
+	z, err := newFamily(mf, nil, groupKey, f.time)
+	if err != nil {
+		panic(fmt.Sprintf("BUG: cannot zero family %s: %v", f.name, err))
+	}
+	return z
+}
+
+func zeroMetric(m *dto.Metric) {
+	zero := proto.Float64(0)
+	if m.Gauge != nil {
+		m.Gauge.Value = zero
+	}
+	if m.Counter != nil {
+		m.Counter.Value = zero
+	}
+	if m.Untyped != nil {
+		m.Untyped.Value = zero
+	}
+	if s := m.Summary; s != nil {
+		s.SampleCount, s.SampleSum = proto.Uint64(0), zero
+		for _, q := range s.Quantile {
+			q.Value = zero
+		}
+	}
+	if h := m.Histogram; h != nil {
+		if h.SampleCount != nil {
+			h.SampleCount = proto.Uint64(0)
+		}
+		if h.SampleCountFloat != nil {
+			h.SampleCountFloat = zero
+		}
+		h.SampleSum = zero
+		for _, b := range h.Bucket {
+			if b.CumulativeCount != nil {
+				b.CumulativeCount = proto.Uint64(0)
+			}
+			if b.CumulativeCountFloat != nil {
+				b.CumulativeCountFloat = zero
+			}
+		}
+		if h.ZeroCount != nil {
+			h.ZeroCount = proto.Uint64(0)
+		}
+		if h.ZeroCountFloat != nil {
+			h.ZeroCountFloat = zero
+		}
+		for i := range h.PositiveDelta {
+			h.PositiveDelta[i] = 0
+		}
+		for i := range h.NegativeDelta {
+			h.NegativeDelta[i] = 0
+		}
+		for i := range h.PositiveCount {
+			h.PositiveCount[i] = 0
+		}
+		for i := range h.NegativeCount {
+			h.NegativeCount[i] = 0
+		}
+	}
 }
 
 // timestampFamily builds push_time_seconds or push_failure_time_seconds for a

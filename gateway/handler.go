@@ -36,6 +36,9 @@ type HandlerOptions struct {
 	StartTime time.Time
 	// Quit is called by /-/quit after the answer is sent.
 	Quit func()
+	// Reload is called by POST /-/reload (with EnableLifecycle) and
+	// reloads the configuration file.
+	Reload func() error
 	// Registry holds the own metrics: it is exposed beside the groups and
 	// receives the HTTP metrics.
 	Registry *prometheus.Registry
@@ -115,10 +118,13 @@ func NewHandler(store *Store, opts HandlerOptions) http.Handler {
 
 	if opts.EnableLifecycle {
 		r.HandleFunc(p+"/-/quit", a.quit).Methods(http.MethodPut, http.MethodPost)
+		r.HandleFunc(p+"/-/reload", a.reload).Methods(http.MethodPut, http.MethodPost)
 	} else {
-		r.HandleFunc(p+"/-/quit", func(w http.ResponseWriter, _ *http.Request) {
+		lifecycleDisabled := func(w http.ResponseWriter, _ *http.Request) {
 			http.Error(w, "Lifecycle API is not enabled.", http.StatusForbidden)
-		}).Methods(http.MethodPut, http.MethodPost)
+		}
+		r.HandleFunc(p+"/-/quit", lifecycleDisabled).Methods(http.MethodPut, http.MethodPost)
+		r.HandleFunc(p+"/-/reload", lifecycleDisabled).Methods(http.MethodPut, http.MethodPost)
 	}
 	r.HandleFunc("/-/quit", func(w http.ResponseWriter, _ *http.Request) {
 		http.Error(w, "Only POST or PUT requests allowed.", http.StatusMethodNotAllowed)
@@ -208,8 +214,14 @@ func (a *api) pushHandler(replace bool) http.Handler {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
 		}
+		ttl, err := ttlHeader(r)
+		if err != nil {
+			a.logger.Debug("invalid TTL header", "source", r.RemoteAddr, "err", err)
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
 		check := !a.opts.DisableConsistencyCheck
-		err = a.store.Push(g, mfs, replace, check)
+		err = a.store.push(g, mfs, replace, check, ttl)
 		var rejected *RejectedError
 		var persistErr *PersistError
 		switch {
@@ -226,6 +238,30 @@ func (a *api) pushHandler(replace bool) http.Handler {
 			http.Error(w, err.Error(), http.StatusServiceUnavailable)
 		}
 	})
+}
+
+// TTLHeader is the request header that sets the TTL of the pushed group.
+const TTLHeader = "X-Pushrelay-TTL"
+
+// ttlHeader returns the TTL a push asks for, nil when it names none.
+func ttlHeader(r *http.Request) (*time.Duration, error) {
+	values := r.Header.Values(TTLHeader)
+	if len(values) == 0 {
+		return nil, nil
+	}
+	v := strings.TrimSpace(values[0])
+	if v == "0" {
+		var zero time.Duration
+		return &zero, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err == nil && d < 0 {
+		err = errors.New("must not be negative")
+	}
+	if err != nil {
+		return nil, fmt.Errorf("invalid %s header %q: %v", TTLHeader, values[0], err)
+	}
+	return &d, nil
 }
 
 func (a *api) delete(w http.ResponseWriter, r *http.Request) {
@@ -262,6 +298,15 @@ func (a *api) quit(w http.ResponseWriter, _ *http.Request) {
 	_, _ = fmt.Fprint(w, "Requesting termination... Goodbye!")
 	if a.opts.Quit != nil {
 		go a.opts.Quit()
+	}
+}
+
+func (a *api) reload(w http.ResponseWriter, _ *http.Request) {
+	if a.opts.Reload == nil {
+		return
+	}
+	if err := a.opts.Reload(); err != nil {
+		http.Error(w, fmt.Sprintf("failed to reload config: %v", err), http.StatusInternalServerError)
 	}
 }
 

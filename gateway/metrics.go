@@ -13,6 +13,7 @@ type storeMetrics struct {
 	batchSize      prometheus.Histogram
 	writeDuration  prometheus.Histogram
 	commitDuration prometheus.Histogram
+	expirations    *prometheus.CounterVec
 }
 
 func newStoreMetrics(reg prometheus.Registerer) *storeMetrics {
@@ -37,8 +38,15 @@ func newStoreMetrics(reg prometheus.Registerer) *storeMetrics {
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
 		}),
 	}
+	m.expirations = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "pushrelay_group_expirations_total",
+		Help: "Groups expired because their last successful push is older than their TTL, by action.",
+	}, []string{"action"})
+	for _, action := range []string{actionZero, actionDelete} {
+		m.expirations.WithLabelValues(action)
+	}
 	if reg != nil {
-		reg.MustRegister(m.groups, m.batchSize, m.writeDuration, m.commitDuration)
+		reg.MustRegister(m.groups, m.batchSize, m.writeDuration, m.commitDuration, m.expirations)
 	}
 	return m
 }

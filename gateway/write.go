@@ -14,8 +14,13 @@ import (
 // *PersistError when the commit failed; otherwise it returns once the push
 // is queued. mfs is modified.
 func (s *Store) Push(grouping Grouping, mfs map[string]*dto.MetricFamily, replace, wait bool) error {
+	return s.push(grouping, mfs, replace, wait, nil)
+}
+
+// push is Push with an optional TTL given by the push itself.
+func (s *Store) push(grouping Grouping, mfs map[string]*dto.MetricFamily, replace, wait bool, ttl *time.Duration) error {
 	now := s.now()
-	req := &writeRequest{kind: writePost, grouping: grouping, key: grouping.Key(), time: now}
+	req := &writeRequest{kind: writePost, grouping: grouping, key: grouping.Key(), time: now, ttl: ttl}
 	if replace {
 		req.kind = writePut
 	}
@@ -42,6 +47,13 @@ func (s *Store) Push(grouping Grouping, mfs map[string]*dto.MetricFamily, replac
 // is committed.
 func (s *Store) Delete(grouping Grouping) error {
 	return s.write(&writeRequest{kind: writeDelete, grouping: grouping, key: grouping.Key(), time: s.now()}, true)
+}
+
+// Expire applies the expiry action to every listed group whose last
+// successful push is older than its TTL. It returns once the change is
+// committed.
+func (s *Store) Expire(keys []string) error {
+	return s.write(&writeRequest{kind: writeExpire, keys: keys, time: s.now()}, true)
 }
 
 // Wipe removes every group. It returns once the deletion is committed.
@@ -74,7 +86,14 @@ type GroupView struct {
 	Grouping    Grouping
 	PushTime    time.Time
 	FailureTime time.Time
-	Families    []FamilyView
+	// TTL is the group's time to live (0 = never) and TTLSource where it
+	// came from; TTLSource is empty when no TTL was ever decided.
+	TTL       time.Duration
+	TTLSource string
+	TTLAction string
+	// Stale is true while the group is zeroed by its TTL.
+	Stale    bool
+	Families []FamilyView
 }
 
 // FamilyView is one family of a GroupView.
@@ -96,7 +115,10 @@ func (s *Store) Groups() []GroupView {
 	views := make([]GroupView, 0, len(s.groups))
 	for _, key := range s.sortedGroupKeys() {
 		g := s.groups[key]
-		v := GroupView{Grouping: g.grouping, PushTime: g.pushTime, FailureTime: g.failureTime}
+		v := GroupView{
+			Grouping: g.grouping, PushTime: g.pushTime, FailureTime: g.failureTime,
+			TTL: g.ttl.d, TTLSource: g.ttl.source, TTLAction: g.ttl.action, Stale: g.expired,
+		}
 		for _, name := range g.familyNames() {
 			f := g.families[name]
 			v.Families = append(v.Families, FamilyView{Time: f.time, Family: f.Dto()})

@@ -26,8 +26,10 @@ import (
 	"github.com/prometheus/exporter-toolkit/web"
 	webflag "github.com/prometheus/exporter-toolkit/web/kingpinflag"
 
+	"github.com/pushrelay/pushrelay/config"
 	"github.com/pushrelay/pushrelay/gateway"
 	"github.com/pushrelay/pushrelay/persistence"
+	"github.com/pushrelay/pushrelay/staleness"
 )
 
 // shutdownTimeout bounds how long in-flight requests may take at shutdown.
@@ -52,6 +54,9 @@ func runMain(args []string) int {
 		persistenceFile         = app.Flag("persistence.file", "bbolt file that every acknowledged push is committed to. Empty keeps metrics in memory only.").Default("data/pushrelay.db").String()
 		_                       = app.Flag("persistence.interval", "Accepted for compatibility with the Pushgateway; has no effect, every push is committed before it is acknowledged.").Default("5m").Duration()
 		disableConsistencyCheck = app.Flag("push.disable-consistency-check", "Answer pushes with 202 as soon as they are queued instead of waiting for the consistency check and the commit.").Default("false").Bool()
+		configFile              = app.Flag("config.file", "YAML configuration file: staleness rules. Reloaded on SIGHUP and POST /-/reload.").Default("").String()
+		stalenessTTL            = app.Flag("staleness.ttl", "Default time to live of a group after its last successful push; 0 disables expiry.").Default("0").Duration()
+		stalenessAction         = app.Flag("staleness.action", "What happens to an expired group: zero (every sample value set to 0) or delete.").Default("zero").Enum("zero", "delete")
 	)
 	promslogConfig := &promslog.Config{}
 	promslogflag.AddFlags(app, promslogConfig)
@@ -77,6 +82,34 @@ func runMain(args []string) int {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
 
+	loadPolicy := func() (*staleness.Policy, error) {
+		var rules []staleness.Rule
+		if *configFile != "" {
+			cfg, err := config.Load(*configFile)
+			if err != nil {
+				return nil, err
+			}
+			rules = cfg.Staleness.Rules
+		}
+		return staleness.NewPolicy(*stalenessTTL, staleness.Action(*stalenessAction), rules), nil
+	}
+	policy, err := loadPolicy()
+	if err != nil {
+		logger.Error("cannot start", "err", err)
+		return 1
+	}
+	expiry := staleness.NewManager(policy, logger)
+	reload := func() error {
+		p, err := loadPolicy()
+		if err != nil {
+			logger.Error("cannot reload configuration; keeping the old one", "err", err)
+			return err
+		}
+		expiry.SetPolicy(p)
+		logger.Info("configuration reloaded", "file", *configFile)
+		return nil
+	}
+
 	var persister gateway.Persister
 	var db *persistence.DB
 	if *persistenceFile != "" {
@@ -96,6 +129,7 @@ func runMain(args []string) int {
 		Persister:  persister,
 		Own:        reg,
 		Registerer: reg,
+		Expiry:     expiry,
 		Logger:     logger,
 	})
 	if err != nil {
@@ -116,6 +150,7 @@ func runMain(args []string) int {
 		BuildInfo:               buildInfo(),
 		StartTime:               time.Now(),
 		Quit:                    func() { quitOnce.Do(func() { close(quit) }) },
+		Reload:                  reload,
 		Registry:                reg,
 		Logger:                  logger,
 	})
@@ -137,6 +172,28 @@ func runMain(args []string) int {
 		defer cancel()
 		_ = server.Shutdown(ctx)
 	})
+	{
+		ctx, cancel := context.WithCancel(context.Background())
+		g.Add(func() error {
+			expiry.Run(ctx, store)
+			return nil
+		}, func(error) { cancel() })
+	}
+	{
+		hup := make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+		cancel := make(chan struct{})
+		g.Add(func() error {
+			for {
+				select {
+				case <-hup:
+					_ = reload()
+				case <-cancel:
+					return nil
+				}
+			}
+		}, func(error) { close(cancel) })
+	}
 	{
 		term := make(chan os.Signal, 1)
 		signal.Notify(term, os.Interrupt, syscall.SIGTERM)

@@ -1,0 +1,57 @@
+// Package config loads pushrelay's YAML configuration file (--config.file).
+//
+// The file has one section per feature; every section is optional:
+//
+//	staleness:
+//	  rules:
+//	    - match: {job: "wm_.*"}
+//	      ttl: 10m
+//	      action: zero
+//	    - match: {job: "backup"}
+//	      ttl: 0
+//
+// Unknown fields and invalid values are errors that name their line.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/pushrelay/pushrelay/staleness"
+)
+
+// Config is the content of the configuration file.
+type Config struct {
+	// Staleness holds the TTL rules for push groups.
+	Staleness staleness.Config `yaml:"staleness"`
+}
+
+// Load reads and validates the file at path.
+func Load(path string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("cannot read config file %q: %w", path, err)
+	}
+	c, err := Parse(b)
+	if err != nil {
+		return nil, fmt.Errorf("invalid config file %q: %w", path, err)
+	}
+	return c, nil
+}
+
+// Parse decodes and validates a configuration. An empty document is a valid
+// configuration with every default.
+func Parse(b []byte) (*Config, error) {
+	c := &Config{}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
+		return nil, err
+	}
+	return c, nil
+}
