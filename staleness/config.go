@@ -4,8 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
-	"sort"
-	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
@@ -126,21 +124,6 @@ func (r *Rule) matches(labels map[string]string) bool {
 		}
 	}
 	return true
-}
-
-// String renders the rule's matchers like a PromQL selector.
-func (r *Rule) String() string {
-	names := make([]string, 0, len(r.Match))
-	for n := range r.Match {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	parts := make([]string, len(names))
-	for i, n := range names {
-		expr := strings.TrimSuffix(strings.TrimPrefix(r.Match[n].String(), "^(?:"), ")$")
-		parts[i] = fmt.Sprintf("%s=~%q", n, expr)
-	}
-	return "{" + strings.Join(parts, ",") + "}"
 }
 
 // Policy decides the TTL of a group from the command-line default and the
