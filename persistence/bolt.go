@@ -102,10 +102,13 @@ func (d *DB) Load(fn func(*Group) error) error {
 	return d.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketGroups).ForEach(func(k, v []byte) error {
 			g, err := DecodeGroup(v)
+			if err == nil {
+				err = fn(g)
+			}
 			if err != nil {
 				return fmt.Errorf("persistence file %q, group %q: %w", d.path, k, err)
 			}
-			return fn(g)
+			return nil
 		})
 	})
 }
