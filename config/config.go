@@ -9,6 +9,8 @@
 //	      action: zero
 //	    - match: {job: "backup"}
 //	      ttl: 0
+//	spanmetrics:
+//	  dimensions: [workspace_id, language, tag, job_kind]
 //
 // Unknown fields and invalid values are errors that name their line.
 package config
@@ -22,6 +24,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/pushrelay/pushrelay/spanmetrics"
 	"github.com/pushrelay/pushrelay/staleness"
 )
 
@@ -29,6 +32,9 @@ import (
 type Config struct {
 	// Staleness holds the TTL rules for push groups.
 	Staleness staleness.Config `yaml:"staleness"`
+	// Spanmetrics configures span metrics and service graphs; unset
+	// fields keep Tempo's defaults.
+	Spanmetrics spanmetrics.Config `yaml:"spanmetrics"`
 }
 
 // Load reads and validates the file at path.
@@ -47,10 +53,15 @@ func Load(path string) (*Config, error) {
 // Parse decodes and validates a configuration. An empty document is a valid
 // configuration with every default.
 func Parse(b []byte) (*Config, error) {
-	c := &Config{}
+	c := &Config{Spanmetrics: spanmetrics.DefaultConfig()}
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
 	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
+		return nil, err
+	}
+	// Validate a copy: defaults that depend on flags are filled later.
+	check := c.Spanmetrics
+	if err := check.Validate(); err != nil {
 		return nil, err
 	}
 	return c, nil

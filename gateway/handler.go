@@ -42,6 +42,9 @@ type HandlerOptions struct {
 	// Registry holds the own metrics: it is exposed beside the groups and
 	// receives the HTTP metrics.
 	Registry *prometheus.Registry
+	// Exposed are further gatherers exposed beside the groups, such as
+	// span metrics.
+	Exposed []prometheus.Gatherer
 	Logger   *slog.Logger
 }
 
@@ -78,7 +81,7 @@ func NewHandler(store *Store, opts HandlerOptions) http.Handler {
 	r.Handle(p+"/-/healthy", m.counted("healthy", http.HandlerFunc(a.health))).Methods(http.MethodGet)
 	r.Handle(p+"/-/ready", m.counted("ready", http.HandlerFunc(a.health))).Methods(http.MethodGet)
 
-	exposition := promhttp.InstrumentMetricHandler(opts.Registry, store.ExpositionHandler(opts.Registry))
+	exposition := promhttp.InstrumentMetricHandler(opts.Registry, store.ExpositionHandler(append(prometheus.Gatherers{opts.Registry}, opts.Exposed...)))
 	r.Handle(path.Join(p+"/", opts.TelemetryPath), exposition).Methods(http.MethodGet)
 
 	pushPrefix := p + "/metrics/job"

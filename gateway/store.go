@@ -153,11 +153,12 @@ type ownFamily struct {
 // acknowledging it. One goroutine applies all writes in arrival order;
 // readers take a read lock and only see committed or being-committed state.
 type Store struct {
-	logger *slog.Logger
-	db     Persister
-	now    func() time.Time
-	own    prometheus.Gatherer
-	expiry Expiry
+	logger   *slog.Logger
+	db       Persister
+	now      func() time.Time
+	own      prometheus.Gatherer
+	reserved map[string]dto.MetricType
+	expiry   Expiry
 
 	queue   chan *writeRequest
 	stop    chan struct{}
@@ -186,6 +187,10 @@ type StoreOptions struct {
 	Own prometheus.Gatherer
 	// Registerer receives the store's metrics; nil registers nothing.
 	Registerer prometheus.Registerer
+	// Reserved are metric names, with their types, that another part of
+	// pushrelay exposes (span metrics); pushes may not give them another
+	// type.
+	Reserved map[string]dto.MetricType
 	// Expiry resolves TTLs and schedules expiries; nil means groups never
 	// expire.
 	Expiry Expiry
@@ -199,17 +204,18 @@ type StoreOptions struct {
 // Close must be called to stop it.
 func NewStore(opts StoreOptions) (*Store, error) {
 	s := &Store{
-		logger:  opts.Logger,
-		db:      opts.Persister,
-		now:     opts.Now,
-		own:     opts.Own,
-		expiry:  opts.Expiry,
-		queue:   make(chan *writeRequest, queueCapacity),
-		stop:    make(chan struct{}),
-		stopped: make(chan struct{}),
-		groups:  map[string]*group{},
-		names:   map[string]*nameEntry{},
-		metrics: newStoreMetrics(opts.Registerer),
+		logger:   opts.Logger,
+		db:       opts.Persister,
+		now:      opts.Now,
+		own:      opts.Own,
+		reserved: opts.Reserved,
+		expiry:   opts.Expiry,
+		queue:    make(chan *writeRequest, queueCapacity),
+		stop:     make(chan struct{}),
+		stopped:  make(chan struct{}),
+		groups:   map[string]*group{},
+		names:    map[string]*nameEntry{},
+		metrics:  newStoreMetrics(opts.Registerer),
 	}
 	if s.logger == nil {
 		s.logger = promslog.NewNopLogger()
@@ -599,7 +605,7 @@ func appliedGroup(old *group, req *writeRequest, own map[string]ownFamily, ttl g
 		g = old.clone()
 	}
 	for name, f := range req.families {
-		if o, ok := own[name]; ok && (!f.hasHelp || f.help != o.help) {
+		if o, ok := own[name]; ok && o.help != "" && (!f.hasHelp || f.help != o.help) {
 			c := *f
 			c.help, c.hasHelp = o.help, true
 			f = &c
@@ -746,7 +752,10 @@ func (s *Store) ownFamilies() map[string]ownFamily {
 	if err != nil {
 		s.logger.Warn("cannot gather own metrics for the consistency check", "err", err)
 	}
-	own := make(map[string]ownFamily, len(mfs))
+	own := make(map[string]ownFamily, len(mfs)+len(s.reserved))
+	for name, typ := range s.reserved {
+		own[name] = ownFamily{typ: typ}
+	}
 	for _, mf := range mfs {
 		own[mf.GetName()] = ownFamily{typ: mf.GetType(), help: mf.GetHelp()}
 	}

@@ -69,12 +69,10 @@ func ZipkinHandler(c Consumer, m *Metrics, maxBodyBytes int64) http.Handler {
 			http.Error(w, "only POST is allowed", http.StatusMethodNotAllowed)
 			return
 		}
-		if ct := r.Header.Get("Content-Type"); ct != "" {
-			if mt, _, _ := mime.ParseMediaType(ct); mt != "application/json" && mt != "text/plain" {
-				m.requests.WithLabelValues(ReceiverZipkin, "bad_request").Inc()
-				http.Error(w, fmt.Sprintf("unsupported Content-Type %q: only Zipkin v2 JSON (application/json) is accepted", ct), http.StatusUnsupportedMediaType)
-				return
-			}
+		if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt == "application/x-protobuf" {
+			m.requests.WithLabelValues(ReceiverZipkin, "bad_request").Inc()
+			http.Error(w, "Zipkin protobuf bodies are not supported: send Zipkin v2 JSON", http.StatusUnsupportedMediaType)
+			return
 		}
 		body, err := readBody(r, maxBodyBytes)
 		if err == nil {

@@ -7,10 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
 	"runtime"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -29,7 +31,10 @@ import (
 	"github.com/pushrelay/pushrelay/config"
 	"github.com/pushrelay/pushrelay/gateway"
 	"github.com/pushrelay/pushrelay/persistence"
+	"github.com/pushrelay/pushrelay/spanmetrics"
 	"github.com/pushrelay/pushrelay/staleness"
+	"github.com/pushrelay/pushrelay/traces"
+	"google.golang.org/grpc"
 )
 
 // shutdownTimeout bounds how long in-flight requests may take at shutdown.
@@ -43,6 +48,7 @@ func main() {
 }
 
 func runMain(args []string) int {
+	var namingSet, maxSeriesSet, staleAfterSet, slackSet bool
 	app := kingpin.New("pushrelay", "A Prometheus Pushgateway replacement whose acknowledged pushes are durable.")
 	var (
 		webConfig               = webflag.AddFlags(app, ":9091")
@@ -57,6 +63,15 @@ func runMain(args []string) int {
 		configFile              = app.Flag("config.file", "YAML configuration file: staleness rules. Reloaded on SIGHUP and POST /-/reload.").Default("").String()
 		stalenessTTL            = app.Flag("staleness.ttl", "Default time to live of a group after its last successful push; 0 disables expiry.").Default("0").Duration()
 		stalenessAction         = app.Flag("staleness.action", "What happens to an expired group: zero (every sample value set to 0) or delete.").Default("zero").Enum("zero", "delete")
+		otlpGRPCAddress         = app.Flag("traces.otlp-grpc.listen-address", "Address of the OTLP gRPC trace receiver; empty disables it.").Default(":4317").String()
+		otlpHTTPAddress         = app.Flag("traces.otlp-http.listen-address", "Address of the OTLP HTTP trace receiver (POST /v1/traces); empty disables it.").Default(":4318").String()
+		zipkinAddress           = app.Flag("traces.zipkin.listen-address", "Address of the Zipkin v2 JSON receiver (POST /api/v2/spans); empty disables it.").Default(":9411").String()
+		tracesMaxBody           = app.Flag("traces.max-body-bytes", "Largest trace request body accepted, after decompression.").Default("16MiB").Bytes()
+		spanNaming              = app.Flag("spanmetrics.naming", "Span metric names: tempo (traces_spanmetrics_*, seconds) or otel (traces_span_metrics_*, milliseconds).").Default("tempo").IsSetByUser(&namingSet).Enum("tempo", "otel")
+		spanDimensions          = app.Flag("spanmetrics.dimensions", "Comma-separated span or resource attributes that become span metric labels.").Default("").String()
+		spanMaxSeries           = app.Flag("spanmetrics.max-series", "Most label sets of span metrics and service graphs kept at once.").Default("10000").IsSetByUser(&maxSeriesSet).Int()
+		spanStaleAfter          = app.Flag("spanmetrics.stale-after", "Span metric series not updated for this long are removed.").Default("15m").IsSetByUser(&staleAfterSet).Duration()
+		spanSlack               = app.Flag("spanmetrics.ingestion-slack", "Spans ending further than this in the past or future are not counted; 0 disables the window.").Default("30s").IsSetByUser(&slackSet).Duration()
 	)
 	promslogConfig := &promslog.Config{}
 	promslogflag.AddFlags(app, promslogConfig)
@@ -82,22 +97,25 @@ func runMain(args []string) int {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
 
-	loadPolicy := func() (*staleness.Policy, error) {
-		var rules []staleness.Rule
-		if *configFile != "" {
-			cfg, err := config.Load(*configFile)
-			if err != nil {
-				return nil, err
-			}
-			rules = cfg.Staleness.Rules
+	loadConfig := func() (*config.Config, error) {
+		if *configFile == "" {
+			return config.Parse(nil)
 		}
-		return staleness.NewPolicy(*stalenessTTL, staleness.Action(*stalenessAction), rules), nil
+		return config.Load(*configFile)
 	}
-	policy, err := loadPolicy()
+	loadPolicy := func() (*staleness.Policy, error) {
+		cfg, err := loadConfig()
+		if err != nil {
+			return nil, err
+		}
+		return staleness.NewPolicy(*stalenessTTL, staleness.Action(*stalenessAction), cfg.Staleness.Rules), nil
+	}
+	cfg, err := loadConfig()
 	if err != nil {
 		logger.Error("cannot start", "err", err)
 		return 1
 	}
+	policy := staleness.NewPolicy(*stalenessTTL, staleness.Action(*stalenessAction), cfg.Staleness.Rules)
 	expiry := staleness.NewManager(policy, logger)
 	reload := func() error {
 		p, err := loadPolicy()
@@ -125,10 +143,40 @@ func runMain(args []string) int {
 			Help: "Size of the persistence file.",
 		}, func() float64 { return float64(db.Size()) }))
 	}
+	spanCfg := cfg.Spanmetrics
+	if namingSet {
+		spanCfg.Naming = spanmetrics.Naming(*spanNaming)
+	}
+	if *spanDimensions != "" {
+		spanCfg.Dimensions = nil
+		for _, d := range strings.Split(*spanDimensions, ",") {
+			if d = strings.TrimSpace(d); d != "" {
+				spanCfg.Dimensions = append(spanCfg.Dimensions, d)
+			}
+		}
+	}
+	if maxSeriesSet {
+		spanCfg.MaxSeries = *spanMaxSeries
+	}
+	if staleAfterSet {
+		spanCfg.StaleAfter = *spanStaleAfter
+	}
+	if slackSet {
+		spanCfg.IngestionSlack = *spanSlack
+	}
+	spanReg := prometheus.NewRegistry()
+	processor, err := spanmetrics.New(spanCfg, spanmetrics.Options{Registerer: reg, Logger: logger})
+	if err != nil {
+		logger.Error("cannot start", "err", err)
+		return 1
+	}
+	spanReg.MustRegister(processor)
+
 	store, err := gateway.NewStore(gateway.StoreOptions{
 		Persister:  persister,
 		Own:        reg,
 		Registerer: reg,
+		Reserved:   processor.FamilyTypes(),
 		Expiry:     expiry,
 		Logger:     logger,
 	})
@@ -152,6 +200,7 @@ func runMain(args []string) int {
 		Quit:                    func() { quitOnce.Do(func() { close(quit) }) },
 		Reload:                  reload,
 		Registry:                reg,
+		Exposed:                 []prometheus.Gatherer{spanReg},
 		Logger:                  logger,
 	})
 	server := &http.Server{
@@ -178,6 +227,58 @@ func runMain(args []string) int {
 			expiry.Run(ctx, store)
 			return nil
 		}, func(error) { cancel() })
+	}
+	{
+		ctx, cancel := context.WithCancel(context.Background())
+		g.Add(func() error {
+			processor.Run(ctx)
+			return nil
+		}, func(error) { cancel() })
+	}
+	traceMetrics := traces.NewMetrics(reg)
+	maxBody := int64(*tracesMaxBody)
+	if *otlpGRPCAddress != "" {
+		lis, err := net.Listen("tcp", *otlpGRPCAddress)
+		if err != nil {
+			logger.Error("cannot listen for OTLP gRPC", "address", *otlpGRPCAddress, "err", err)
+			return 1
+		}
+		srv := grpc.NewServer(traces.GRPCServerOptions(int(maxBody))...)
+		traces.RegisterGRPC(srv, processor, traceMetrics)
+		logger.Info("OTLP gRPC trace receiver listening", "address", lis.Addr().String())
+		g.Add(func() error { return srv.Serve(lis) }, func(error) { srv.GracefulStop() })
+	}
+	addTraceServer := func(name, address, path string, h http.Handler) error {
+		if address == "" {
+			return nil
+		}
+		mux := http.NewServeMux()
+		mux.Handle(path, h)
+		srv := &http.Server{Addr: address, Handler: mux, ReadHeaderTimeout: 30 * time.Second}
+		lis, err := net.Listen("tcp", address)
+		if err != nil {
+			return fmt.Errorf("cannot listen for %s: %w", name, err)
+		}
+		logger.Info(name+" receiver listening", "address", lis.Addr().String())
+		g.Add(func() error {
+			if err := srv.Serve(lis); !errors.Is(err, http.ErrServerClosed) {
+				return err
+			}
+			return nil
+		}, func(error) {
+			ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+			defer cancel()
+			_ = srv.Shutdown(ctx)
+		})
+		return nil
+	}
+	if err := addTraceServer("OTLP HTTP trace", *otlpHTTPAddress, traces.OTLPPath, traces.OTLPHandler(processor, traceMetrics, maxBody)); err != nil {
+		logger.Error("cannot start", "err", err)
+		return 1
+	}
+	if err := addTraceServer("Zipkin", *zipkinAddress, traces.ZipkinPath, traces.ZipkinHandler(processor, traceMetrics, maxBody)); err != nil {
+		logger.Error("cannot start", "err", err)
+		return 1
 	}
 	{
 		hup := make(chan os.Signal, 1)

@@ -1,0 +1,623 @@
+package spanmetrics
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"math"
+	"sort"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/cespare/xxhash/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/promslog"
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/ptrace"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+// Metric names of the two naming profiles.
+const (
+	tempoCalls      = "traces_spanmetrics_calls_total"
+	tempoLatency    = "traces_spanmetrics_latency"
+	tempoSize       = "traces_spanmetrics_size_total"
+	otelCalls       = "traces_span_metrics_calls_total"
+	otelLatency     = "traces_span_metrics_duration_milliseconds"
+	targetInfoName  = "traces_target_info"
+	exemplarTraceID = "traceID"
+)
+
+// Reasons for dropped spans.
+const (
+	dropSlack         = "outside_metrics_ingestion_slack"
+	dropFiltered      = "filtered"
+	dropMaxSeries     = "max_series"
+	dropInvalidUTF8   = "invalid_utf8"
+	dropNoServiceName = "no_service_name"
+)
+
+// sweepInterval is how often stale series and expired edges are removed.
+const sweepInterval = time.Second
+
+// Processor turns spans into span metrics and service graph metrics. It is
+// safe for concurrent use and is a prometheus.Collector of its series.
+type Processor struct {
+	cfg    Config
+	now    func() time.Time
+	logger *slog.Logger
+	filter *spanFilter
+
+	callsName, latencyName string
+	// labels are the label names of span metric series, in slot order.
+	labels []string
+	// dimSlot is the first slot of the custom dimensions.
+	dimSlot int
+	// latencyScale converts seconds to the histogram's unit.
+	latencyScale float64
+
+	descs map[string]*prometheus.Desc
+
+	mu         sync.Mutex
+	series     map[uint64]*spanSeries
+	targetInfo map[uint64]*infoSeries
+	graph      *serviceGraph
+	active     int
+	values     []string
+
+	self *selfMetrics
+}
+
+// spanSeries holds the calls, latency and size of one label set.
+type spanSeries struct {
+	values     []string
+	next       *spanSeries
+	calls      float64
+	buckets    []float64
+	count, sum float64
+	size       float64
+	exemplars  []exemplar
+	updated    time.Time
+}
+
+type exemplar struct {
+	traceID string
+	value   float64
+	at      time.Time
+}
+
+// infoSeries is one traces_target_info series.
+type infoSeries struct {
+	names, values []string
+	updated       time.Time
+}
+
+// Options are the dependencies of a Processor.
+type Options struct {
+	// Registerer receives the self-metrics; nil registers nothing.
+	Registerer prometheus.Registerer
+	Logger     *slog.Logger
+	// Now defaults to time.Now.
+	Now func() time.Time
+}
+
+// New validates cfg and returns a Processor.
+func New(cfg Config, opts Options) (*Processor, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	p := &Processor{
+		cfg:        cfg,
+		now:        opts.Now,
+		logger:     opts.Logger,
+		filter:     newSpanFilter(cfg.FilterPolicies),
+		series:     map[uint64]*spanSeries{},
+		targetInfo: map[uint64]*infoSeries{},
+		self:       newSelfMetrics(opts.Registerer),
+	}
+	if p.now == nil {
+		p.now = time.Now
+	}
+	if p.logger == nil {
+		p.logger = promslog.NewNopLogger()
+	}
+	serviceLabel := labelService
+	p.callsName, p.latencyName, p.latencyScale = tempoCalls, tempoLatency, 1
+	if cfg.Naming == NamingOTel {
+		serviceLabel = labelServiceName
+		p.callsName, p.latencyName, p.latencyScale = otelCalls, otelLatency, 1000
+	}
+	in := cfg.IntrinsicDimensions
+	for _, l := range []struct {
+		on   bool
+		name string
+	}{{in.Service, serviceLabel}, {in.SpanName, labelSpanName}, {in.SpanKind, labelSpanKind}, {in.StatusCode, labelStatusCode}, {in.StatusMessage, labelStatusMessage}} {
+		if l.on {
+			p.labels = append(p.labels, l.name)
+		}
+	}
+	p.dimSlot = len(p.labels)
+	for _, d := range cfg.Dimensions {
+		p.labels = append(p.labels, dimensionLabel(d))
+	}
+	if cfg.EnableTargetInfo {
+		p.labels = append(p.labels, labelJob, labelInstance)
+	}
+	p.values = make([]string, len(p.labels))
+	p.graph = newServiceGraph(&p.cfg.ServiceGraphs, p)
+	p.descs = map[string]*prometheus.Desc{}
+	for name, help := range p.helps() {
+		p.descs[name] = prometheus.NewDesc(name, help, nil, nil)
+	}
+	return p, nil
+}
+
+// helps returns the help string of every family the processor can emit.
+func (p *Processor) helps() map[string]string {
+	h := map[string]string{}
+	if !p.cfg.DisableCalls {
+		h[p.callsName] = "Number of spans, by service, span name, span kind and status code."
+	}
+	if !p.cfg.DisableLatency {
+		h[p.latencyName] = "Duration of spans."
+	}
+	if !p.cfg.DisableSize && p.cfg.Naming == NamingTempo {
+		h[tempoSize] = "Size of spans in bytes, as OTLP protobuf Span messages."
+	}
+	if p.cfg.EnableTargetInfo {
+		h[targetInfoName] = "Resource attributes of the services that sent spans."
+	}
+	if !p.cfg.ServiceGraphs.Disabled {
+		for name, help := range graphHelps {
+			h[name] = help
+		}
+	}
+	return h
+}
+
+// FamilyTypes returns the name and type of every family the processor can
+// emit, so that pushes cannot redefine them.
+func (p *Processor) FamilyTypes() map[string]dto.MetricType {
+	types := map[string]dto.MetricType{}
+	for name := range p.helps() {
+		switch name {
+		case p.latencyName, graphServerSeconds, graphClientSeconds:
+			types[name] = dto.MetricType_HISTOGRAM
+		case targetInfoName:
+			types[name] = dto.MetricType_GAUGE
+		default:
+			types[name] = dto.MetricType_COUNTER
+		}
+	}
+	return types
+}
+
+// ConsumeTraces counts a batch of spans. It does not retain td.
+func (p *Processor) ConsumeTraces(_ context.Context, td ptrace.Traces) error {
+	now := p.now()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	rss := td.ResourceSpans()
+	for i := 0; i < rss.Len(); i++ {
+		rs := rss.At(i)
+		res := rs.Resource().Attributes()
+		service, _ := lookup("service.name", res)
+		var job, instance string
+		if p.cfg.EnableTargetInfo {
+			job, instance = p.jobInstance(res, service)
+			p.recordTargetInfo(res, job, instance, now)
+		}
+		sss := rs.ScopeSpans()
+		for j := 0; j < sss.Len(); j++ {
+			spans := sss.At(j).Spans()
+			for k := 0; k < spans.Len(); k++ {
+				span := spans.At(k)
+				if !p.accept(res, span, service, now) {
+					continue
+				}
+				mult := p.multiplier(res, span)
+				p.observe(res, span, service, job, instance, mult, now)
+				if service != "" && !p.cfg.ServiceGraphs.Disabled {
+					p.graph.consume(res, span, service, mult, now)
+				}
+			}
+		}
+	}
+	p.self.series.Set(float64(p.active))
+	return nil
+}
+
+// accept applies the ingestion window, the filter policies and the naming
+// profile's requirements, counting what it drops.
+func (p *Processor) accept(res pcommon.Map, span ptrace.Span, service string, now time.Time) bool {
+	if slack := p.cfg.IngestionSlack; slack > 0 {
+		end := span.EndTimestamp().AsTime()
+		if end.Before(now.Add(-slack)) || end.After(now.Add(slack)) {
+			p.self.dropped.WithLabelValues(dropSlack).Inc()
+			return false
+		}
+	}
+	if !p.filter.empty() && !p.filter.keep(res, span) {
+		p.self.dropped.WithLabelValues(dropFiltered).Inc()
+		return false
+	}
+	if p.cfg.Naming == NamingOTel && service == "" {
+		p.self.dropped.WithLabelValues(dropNoServiceName).Inc()
+		return false
+	}
+	return true
+}
+
+// multiplier returns the sampling compensation of a span: 1/value of the
+// configured double attribute (span first, then resource), else 1.
+func (p *Processor) multiplier(res pcommon.Map, span ptrace.Span) float64 {
+	key := p.cfg.SpanMultiplierKey
+	if key == "" {
+		return 1
+	}
+	for _, m := range []pcommon.Map{span.Attributes(), res} {
+		if v, ok := m.Get(key); ok && v.Type() == pcommon.ValueTypeDouble && v.Double() > 0 {
+			return 1 / v.Double()
+		}
+	}
+	return 1
+}
+
+// latency returns the duration of a span in seconds, never negative.
+func latency(span ptrace.Span) float64 {
+	start, end := span.StartTimestamp(), span.EndTimestamp()
+	if end <= start {
+		return 0
+	}
+	return float64(end-start) / 1e9
+}
+
+// observe adds one span to its span-metric series. Must be called holding
+// p.mu.
+func (p *Processor) observe(res pcommon.Map, span ptrace.Span, service, job, instance string, mult float64, now time.Time) {
+	v := p.values
+	slot := 0
+	in := p.cfg.IntrinsicDimensions
+	if in.Service {
+		v[slot] = service
+		slot++
+	}
+	if in.SpanName {
+		v[slot] = span.Name()
+		slot++
+	}
+	if in.SpanKind {
+		v[slot] = spanKindName(span.Kind())
+		slot++
+	}
+	if in.StatusCode {
+		v[slot] = statusCodeName(span.Status().Code())
+		slot++
+	}
+	if in.StatusMessage {
+		v[slot] = span.Status().Message()
+		slot++
+	}
+	first, second := res, span.Attributes()
+	if p.cfg.Naming == NamingOTel {
+		first, second = second, first
+	}
+	for _, d := range p.cfg.Dimensions {
+		v[slot], _ = lookup(d, first, second)
+		slot++
+	}
+	if p.cfg.EnableTargetInfo {
+		v[slot], v[slot+1] = job, instance
+	}
+	for i := range v {
+		v[i] = truncate(v[i], maxLabelValueLength)
+	}
+	s := p.lookupSeries(v, now)
+	if s == nil {
+		return
+	}
+	lat := latency(span) * p.latencyScale
+	s.calls += mult
+	if !p.cfg.DisableLatency {
+		i := sort.SearchFloat64s(p.cfg.HistogramBuckets, lat)
+		s.buckets[i] += mult
+		s.count += mult
+		s.sum += lat * mult
+		if tid := span.TraceID(); !tid.IsEmpty() {
+			s.exemplars[i] = exemplar{traceID: tid.String(), value: lat, at: now}
+		}
+	}
+	if !p.cfg.DisableSize && p.cfg.Naming == NamingTempo {
+		s.size += float64(spanSize(span))
+	}
+	s.updated = now
+}
+
+// lookupSeries finds or creates the series of the label values v. It
+// returns nil, counting why, when the series cannot be created. Must be
+// called holding p.mu.
+func (p *Processor) lookupSeries(v []string, now time.Time) *spanSeries {
+	h := hashValues(v)
+	head := p.series[h]
+	for s := head; s != nil; s = s.next {
+		if equalValues(s.values, v) {
+			return s
+		}
+	}
+	for _, val := range v {
+		if !utf8.ValidString(val) {
+			p.self.dropped.WithLabelValues(dropInvalidUTF8).Inc()
+			return nil
+		}
+	}
+	if !p.reserveSeries() {
+		return nil
+	}
+	s := &spanSeries{values: append([]string(nil), v...), next: head, updated: now}
+	if !p.cfg.DisableLatency {
+		s.buckets = make([]float64, len(p.cfg.HistogramBuckets)+1)
+		s.exemplars = make([]exemplar, len(p.cfg.HistogramBuckets)+1)
+	}
+	p.series[h] = s
+	return s
+}
+
+// reserveSeries takes one place under the series limit, counting a refusal.
+// Must be called holding p.mu.
+func (p *Processor) reserveSeries() bool {
+	if p.active >= p.cfg.MaxSeries {
+		p.self.refused.Inc()
+		p.self.dropped.WithLabelValues(dropMaxSeries).Inc()
+		return false
+	}
+	p.active++
+	return true
+}
+
+func hashValues(v []string) uint64 {
+	h := xxhash.New()
+	for _, s := range v {
+		_, _ = h.WriteString(s)
+		_, _ = h.Write([]byte{0xff})
+	}
+	return h.Sum64()
+}
+
+func equalValues(a, b []string) bool {
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// jobInstance derives the job and instance labels of a resource.
+func (p *Processor) jobInstance(res pcommon.Map, service string) (string, string) {
+	job := service
+	if ns, ok := lookup("service.namespace", res); ok && ns != "" && service != "" {
+		job = ns + "/" + service
+	}
+	instance, _ := lookup("service.instance.id", res)
+	return job, instance
+}
+
+// recordTargetInfo keeps the traces_target_info series of a resource. Must
+// be called holding p.mu.
+func (p *Processor) recordTargetInfo(res pcommon.Map, job, instance string, now time.Time) {
+	if job == "" && instance == "" {
+		return
+	}
+	type pair struct{ name, value string }
+	var pairs []pair
+	res.Range(func(k string, v pcommon.Value) bool {
+		switch k {
+		case "service.name", "service.namespace", "service.instance.id":
+			return true
+		}
+		if k == "" || k[0] >= '0' && k[0] <= '9' {
+			return true
+		}
+		val := truncate(stringify(v), maxLabelValueLength)
+		if val == "" {
+			return true
+		}
+		pairs = append(pairs, pair{dimensionLabel(k), val})
+		return true
+	})
+	if len(pairs) == 0 {
+		return
+	}
+	if job != "" {
+		pairs = append(pairs, pair{labelJob, job})
+	}
+	if instance != "" {
+		pairs = append(pairs, pair{labelInstance, instance})
+	}
+	sort.Slice(pairs, func(i, j int) bool { return pairs[i].name < pairs[j].name })
+	names := make([]string, len(pairs))
+	values := make([]string, len(pairs))
+	flat := make([]string, 0, 2*len(pairs))
+	for i, pr := range pairs {
+		names[i], values[i] = pr.name, pr.value
+		flat = append(flat, pr.name, pr.value)
+	}
+	h := hashValues(flat)
+	if s := p.targetInfo[h]; s != nil {
+		s.updated = now
+		return
+	}
+	for _, val := range values {
+		if !utf8.ValidString(val) {
+			return
+		}
+	}
+	if !p.reserveSeries() {
+		return
+	}
+	p.targetInfo[h] = &infoSeries{names: names, values: values, updated: now}
+}
+
+// Run removes stale series and expires unpaired service graph edges until
+// ctx is done.
+func (p *Processor) Run(ctx context.Context) {
+	t := time.NewTicker(sweepInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			p.sweep()
+		}
+	}
+}
+
+// sweep removes series not updated for StaleAfter and expires edges that
+// waited long enough.
+func (p *Processor) sweep() {
+	now := p.now()
+	cutoff := now.Add(-p.cfg.StaleAfter)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for h, head := range p.series {
+		var kept *spanSeries
+		for s := head; s != nil; {
+			next := s.next
+			if s.updated.Before(cutoff) {
+				p.active--
+			} else {
+				s.next = kept
+				kept = s
+			}
+			s = next
+		}
+		if kept == nil {
+			delete(p.series, h)
+		} else {
+			p.series[h] = kept
+		}
+	}
+	for h, s := range p.targetInfo {
+		if s.updated.Before(cutoff) {
+			delete(p.targetInfo, h)
+			p.active--
+		}
+	}
+	p.graph.expire(now)
+	p.graph.removeStale(cutoff)
+	p.self.series.Set(float64(p.active))
+}
+
+// Describe sends nothing: the processor is an unchecked collector whose
+// label sets vary with the spans.
+func (p *Processor) Describe(chan<- *prometheus.Desc) {}
+
+// Collect sends every series.
+func (p *Processor) Collect(ch chan<- prometheus.Metric) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, head := range p.series {
+		for s := head; s != nil; s = s.next {
+			labels := labelPairs(p.labels, s.values)
+			if !p.cfg.DisableCalls {
+				ch <- constMetric(p.descs[p.callsName], &dto.Metric{Label: labels, Counter: &dto.Counter{Value: proto.Float64(s.calls)}})
+			}
+			if !p.cfg.DisableLatency {
+				ch <- constMetric(p.descs[p.latencyName], &dto.Metric{Label: labels, Histogram: histogram(p.cfg.HistogramBuckets, s.buckets, s.count, s.sum, s.exemplars)})
+			}
+			if !p.cfg.DisableSize && p.cfg.Naming == NamingTempo {
+				ch <- constMetric(p.descs[tempoSize], &dto.Metric{Label: labels, Counter: &dto.Counter{Value: proto.Float64(s.size)}})
+			}
+		}
+	}
+	for _, s := range p.targetInfo {
+		ch <- constMetric(p.descs[targetInfoName], &dto.Metric{Label: labelPairs(s.names, s.values), Gauge: &dto.Gauge{Value: proto.Float64(1)}})
+	}
+	p.graph.collect(ch)
+}
+
+// labelPairs returns the non-empty labels, sorted by name.
+func labelPairs(names, values []string) []*dto.LabelPair {
+	pairs := make([]*dto.LabelPair, 0, len(names))
+	for i, n := range names {
+		if values[i] != "" {
+			pairs = append(pairs, &dto.LabelPair{Name: proto.String(n), Value: proto.String(values[i])})
+		}
+	}
+	sort.Slice(pairs, func(i, j int) bool { return pairs[i].GetName() < pairs[j].GetName() })
+	return pairs
+}
+
+// histogram renders per-bucket counts as a cumulative dto histogram. Counts
+// are whole numbers unless a span multiplier made them fractional.
+func histogram(bounds, buckets []float64, count, sum float64, exemplars []exemplar) *dto.Histogram {
+	h := &dto.Histogram{SampleSum: proto.Float64(sum)}
+	whole := count == math.Trunc(count)
+	for _, b := range buckets {
+		whole = whole && b == math.Trunc(b)
+	}
+	if whole {
+		h.SampleCount = proto.Uint64(uint64(count))
+	} else {
+		h.SampleCountFloat = proto.Float64(count)
+	}
+	cum := 0.0
+	for i, bound := range bounds {
+		cum += buckets[i]
+		b := &dto.Bucket{UpperBound: proto.Float64(bound)}
+		if whole {
+			b.CumulativeCount = proto.Uint64(uint64(cum))
+		} else {
+			b.CumulativeCountFloat = proto.Float64(cum)
+		}
+		if i < len(exemplars) && exemplars[i].traceID != "" {
+			b.Exemplar = exemplarProto(exemplars[i])
+		}
+		h.Bucket = append(h.Bucket, b)
+	}
+	inf := &dto.Bucket{UpperBound: proto.Float64(math.Inf(1))}
+	if whole {
+		inf.CumulativeCount = proto.Uint64(uint64(count))
+	} else {
+		inf.CumulativeCountFloat = proto.Float64(count)
+	}
+	if last := len(bounds); last < len(exemplars) && exemplars[last].traceID != "" {
+		inf.Exemplar = exemplarProto(exemplars[last])
+	}
+	h.Bucket = append(h.Bucket, inf)
+	return h
+}
+
+func exemplarProto(e exemplar) *dto.Exemplar {
+	return &dto.Exemplar{
+		Label:     []*dto.LabelPair{{Name: proto.String(exemplarTraceID), Value: proto.String(e.traceID)}},
+		Value:     proto.Float64(e.value),
+		Timestamp: timestamppb.New(e.at),
+	}
+}
+
+// readyMetric is a prometheus.Metric whose dto is built by the processor.
+type readyMetric struct {
+	desc *prometheus.Desc
+	m    *dto.Metric
+}
+
+func (r readyMetric) Desc() *prometheus.Desc { return r.desc }
+
+// Write hands out the dto's parts; the processor never changes them after
+// building them.
+func (r readyMetric) Write(out *dto.Metric) error {
+	out.Label, out.Counter, out.Gauge, out.Histogram = r.m.Label, r.m.Counter, r.m.Gauge, r.m.Histogram
+	return nil
+}
+
+func constMetric(desc *prometheus.Desc, m *dto.Metric) prometheus.Metric {
+	if desc == nil {
+		panic(fmt.Sprintf("BUG: no descriptor for metric %v", m))
+	}
+	return readyMetric{desc: desc, m: m}
+}
