@@ -84,7 +84,7 @@ type spanSeries struct {
 }
 
 type exemplar struct {
-	traceID string
+	traceID pcommon.TraceID
 	value   float64
 	at      time.Time
 }
@@ -327,7 +327,7 @@ func (p *Processor) observe(res pcommon.Map, span ptrace.Span, service, job, ins
 		s.count += mult
 		s.sum += lat * mult
 		if tid := span.TraceID(); !tid.IsEmpty() {
-			s.exemplars[i] = exemplar{traceID: tid.String(), value: lat, at: now}
+			s.exemplars[i] = exemplar{traceID: tid, value: lat, at: now}
 		}
 	}
 	if !p.cfg.DisableSize && p.cfg.Naming == NamingTempo {
@@ -377,11 +377,14 @@ func (p *Processor) reserveSeries() bool {
 	return true
 }
 
+var sep = []byte{0xff}
+
 func hashValues(v []string) uint64 {
-	h := xxhash.New()
+	var h xxhash.Digest
+	h.Reset()
 	for _, s := range v {
 		_, _ = h.WriteString(s)
-		_, _ = h.Write([]byte{0xff})
+		_, _ = h.Write(sep)
 	}
 	return h.Sum64()
 }
@@ -574,7 +577,7 @@ func histogram(bounds, buckets []float64, count, sum float64, exemplars []exempl
 		} else {
 			b.CumulativeCountFloat = proto.Float64(cum)
 		}
-		if i < len(exemplars) && exemplars[i].traceID != "" {
+		if i < len(exemplars) && !exemplars[i].traceID.IsEmpty() {
 			b.Exemplar = exemplarProto(exemplars[i])
 		}
 		h.Bucket = append(h.Bucket, b)
@@ -585,7 +588,7 @@ func histogram(bounds, buckets []float64, count, sum float64, exemplars []exempl
 	} else {
 		inf.CumulativeCountFloat = proto.Float64(count)
 	}
-	if last := len(bounds); last < len(exemplars) && exemplars[last].traceID != "" {
+	if last := len(bounds); last < len(exemplars) && !exemplars[last].traceID.IsEmpty() {
 		inf.Exemplar = exemplarProto(exemplars[last])
 	}
 	h.Bucket = append(h.Bucket, inf)
@@ -594,7 +597,7 @@ func histogram(bounds, buckets []float64, count, sum float64, exemplars []exempl
 
 func exemplarProto(e exemplar) *dto.Exemplar {
 	return &dto.Exemplar{
-		Label:     []*dto.LabelPair{{Name: proto.String(exemplarTraceID), Value: proto.String(e.traceID)}},
+		Label:     []*dto.LabelPair{{Name: proto.String(exemplarTraceID), Value: proto.String(e.traceID.String())}},
 		Value:     proto.Float64(e.value),
 		Timestamp: timestamppb.New(e.at),
 	}
