@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"errors"
+	"maps"
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
@@ -108,22 +109,28 @@ func (g *GroupView) LastPushSuccessful() bool {
 }
 
 // Groups returns a snapshot of every group, sorted by grouping key, with
-// families sorted by name. The result is owned by the caller.
+// families sorted by name. The result is owned by the caller. Groups are
+// immutable, so the lock is held only to collect them and decoding happens
+// outside it.
 func (s *Store) Groups() []GroupView {
 	s.mu.RLock()
-	defer s.mu.RUnlock()
-	views := make([]GroupView, 0, len(s.groups))
-	for _, key := range s.sortedGroupKeys() {
-		g := s.groups[key]
+	keys := s.sortedGroupKeys()
+	groups := make([]*group, len(keys))
+	for i, key := range keys {
+		groups[i] = s.groups[key]
+	}
+	s.mu.RUnlock()
+	views := make([]GroupView, len(groups))
+	for i, g := range groups {
 		v := GroupView{
-			Grouping: g.grouping, PushTime: g.pushTime, FailureTime: g.failureTime,
+			Grouping: maps.Clone(g.grouping), PushTime: g.pushTime, FailureTime: g.failureTime,
 			TTL: g.ttl.d, TTLSource: g.ttl.source, TTLAction: g.ttl.action, Stale: g.expired,
 		}
 		for _, name := range g.familyNames() {
 			f := g.families[name]
 			v.Families = append(v.Families, FamilyView{Time: f.time, Family: f.Dto()})
 		}
-		views = append(views, v)
+		views[i] = v
 	}
 	return views
 }
