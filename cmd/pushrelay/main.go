@@ -29,6 +29,7 @@ import (
 	webflag "github.com/prometheus/exporter-toolkit/web/kingpinflag"
 
 	"github.com/pushrelay/pushrelay/config"
+	"github.com/pushrelay/pushrelay/forward"
 	"github.com/pushrelay/pushrelay/gateway"
 	"github.com/pushrelay/pushrelay/persistence"
 	"github.com/pushrelay/pushrelay/spanmetrics"
@@ -71,6 +72,12 @@ func runMain(args []string) int {
 		spanDimensions          = app.Flag("spanmetrics.dimensions", "Comma-separated span or resource attributes that become span metric labels.").Default("").String()
 		spanMaxSeries           = app.Flag("spanmetrics.max-series", "Most label sets of span metrics and service graphs kept at once.").Default("10000").IsSetByUser(&maxSeriesSet).Int()
 		spanStaleAfter          = app.Flag("spanmetrics.stale-after", "Span metric series not updated for this long are removed.").Default("15m").IsSetByUser(&staleAfterSet).Duration()
+		forwardEndpoint         = app.Flag("forward.otlp.endpoint", "OTLP gRPC collector (host:port or URL) that every group and all span metrics are forwarded to; empty disables forwarding unless OTEL_EXPORTER_OTLP_(METRICS_)ENDPOINT is set.").Default("").String()
+		forwardInterval         = app.Flag("forward.otlp.interval", "Interval between forwarding rounds.").Default("15s").Duration()
+		forwardInsecure         = app.Flag("forward.otlp.insecure", "Forward over plaintext gRPC.").Default("false").Bool()
+		forwardHeaders          = app.Flag("forward.otlp.headers", "Headers sent with every forwarding request, as k=v,k2=v2.").Default("").String()
+		forwardCAFile           = app.Flag("forward.otlp.ca-file", "CA certificate file to verify the collector's TLS certificate.").Default("").String()
+		forwardTimeout          = app.Flag("forward.otlp.timeout", "Timeout of one forwarding request.").Default("10s").Duration()
 		spanSlack               = app.Flag("spanmetrics.ingestion-slack", "Spans ending further than this in the past or future are not counted; 0 disables the window.").Default("30s").IsSetByUser(&slackSet).Duration()
 	)
 	promslogConfig := &promslog.Config{}
@@ -234,6 +241,29 @@ func runMain(args []string) int {
 			processor.Run(ctx)
 			return nil
 		}, func(error) { cancel() })
+	}
+	if exporter, err := forward.NewExporter(forward.ExporterConfig{
+		Endpoint: *forwardEndpoint, Interval: *forwardInterval, Insecure: *forwardInsecure,
+		Headers: *forwardHeaders, CAFile: *forwardCAFile, Timeout: *forwardTimeout,
+	}); err != nil {
+		logger.Error("cannot start", "err", err)
+		return 1
+	} else if exporter != nil {
+		fwd := forward.New(forward.Options{
+			Groups:     store.Groups,
+			Gatherer:   spanReg,
+			Exporter:   exporter,
+			Interval:   *forwardInterval,
+			Resource:   pushrelayResource(),
+			Registerer: reg,
+			Logger:     logger,
+		})
+		ctx, cancel := context.WithCancel(context.Background())
+		g.Add(func() error {
+			fwd.Run(ctx)
+			return nil
+		}, func(error) { cancel() })
+		logger.Info("forwarding metrics over OTLP", "endpoint", *forwardEndpoint, "interval", *forwardInterval)
 	}
 	traceMetrics := traces.NewMetrics(reg)
 	maxBody := int64(*tracesMaxBody)
