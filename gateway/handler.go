@@ -45,6 +45,8 @@ type HandlerOptions struct {
 	// Exposed are further gatherers exposed beside the groups, such as
 	// span metrics.
 	Exposed []prometheus.Gatherer
+	// Services feeds the span metrics page; nil shows it as unavailable.
+	Services func() []ServiceStats
 	Logger   *slog.Logger
 }
 
@@ -135,6 +137,7 @@ func NewHandler(store *Store, opts HandlerOptions) http.Handler {
 
 	r.Handle(p+"/", m.counted("status", http.HandlerFunc(a.uiIndex))).Methods(http.MethodGet)
 	r.Handle(p+"/status", m.counted("status", http.HandlerFunc(a.uiStatus))).Methods(http.MethodGet)
+	r.Handle(p+"/spans", m.counted("status", http.HandlerFunc(a.uiSpans))).Methods(http.MethodGet)
 	r.PathPrefix(p + "/static/").Handler(m.counted("static", staticHandler(p))).Methods(http.MethodGet)
 	if opts.EnableAdminAPI {
 		r.HandleFunc(p+"/delete", a.uiDelete).Methods(http.MethodPost)

@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"html/template"
 	"io/fs"
+	"math"
 	"net/http"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -23,6 +25,7 @@ var webAssets embed.FS
 var uiPages = map[string]*template.Template{
 	"index":  template.Must(template.ParseFS(webAssets, "web/templates/layout.html", "web/templates/index.html")),
 	"status": template.Must(template.ParseFS(webAssets, "web/templates/layout.html", "web/templates/status.html")),
+	"spans":  template.Must(template.ParseFS(webAssets, "web/templates/layout.html", "web/templates/spans.html")),
 }
 
 // uiLabel is one name/value pair shown by the UI.
@@ -38,7 +41,24 @@ type uiGroup struct {
 	PushTimeISO, PushAgo string
 	Failed               bool
 	FailureAgo           string
+	TTL                  string
+	Stale                bool
 	Families             []uiFamily
+}
+
+// ServiceStats is what the span metrics page shows of one service.
+type ServiceStats struct {
+	Service string
+	// Calls is the total of spans; CallsPerSecond and ErrorRatio cover the
+	// recent past.
+	Calls, CallsPerSecond, ErrorRatio float64
+	// P50 and P95 are latency quantiles in seconds; NaN when unknown.
+	P50, P95 float64
+}
+
+type uiService struct {
+	Service, Rate, Errors, P50, P95, Calls string
+	Failing                                bool
 }
 
 // sortedLabels returns m as name-sorted pairs.
@@ -116,6 +136,10 @@ func (a *api) uiIndex(w http.ResponseWriter, _ *http.Request) {
 			PushAgo:     ago(now, g.PushTime),
 			Failed:      !g.LastPushSuccessful(),
 			FailureAgo:  ago(now, g.FailureTime),
+			Stale:       g.Stale,
+		}
+		if g.TTL > 0 {
+			ug.TTL = g.TTL.String()
 		}
 		for _, f := range g.Families {
 			var text bytes.Buffer
@@ -145,6 +169,36 @@ func (a *api) uiStatus(w http.ResponseWriter, _ *http.Request) {
 		"Flags":     sortedLabels(a.opts.Flags),
 		"StartTime": a.opts.StartTime.UTC().Format(time.RFC3339),
 	})
+}
+
+func (a *api) uiSpans(w http.ResponseWriter, _ *http.Request) {
+	var services []uiService
+	if a.opts.Services != nil {
+		for _, st := range a.opts.Services() {
+			services = append(services, uiService{
+				Service: st.Service,
+				Rate:    strconv.FormatFloat(st.CallsPerSecond, 'f', 2, 64),
+				Errors:  strconv.FormatFloat(100*st.ErrorRatio, 'f', 1, 64) + " %",
+				P50:     formatSeconds(st.P50),
+				P95:     formatSeconds(st.P95),
+				Calls:   strconv.FormatFloat(st.Calls, 'f', -1, 64),
+				Failing: st.ErrorRatio > 0,
+			})
+		}
+	}
+	a.render(w, "spans", map[string]any{"Title": "Span metrics", "Enabled": a.opts.Services != nil, "Services": services})
+}
+
+// formatSeconds renders a latency for people.
+func formatSeconds(s float64) string {
+	switch {
+	case math.IsNaN(s):
+		return "–"
+	case s < 1:
+		return strconv.FormatFloat(s*1000, 'f', 1, 64) + " ms"
+	default:
+		return strconv.FormatFloat(s, 'f', 2, 64) + " s"
+	}
 }
 
 // uiDelete deletes the group named by the form's path and returns to the

@@ -67,6 +67,7 @@ type Processor struct {
 	graph      *serviceGraph
 	active     int
 	values     []string
+	history    []serviceSnapshot
 
 	self *selfMetrics
 }
@@ -512,6 +513,7 @@ func (p *Processor) sweep() {
 	}
 	p.graph.expire(now)
 	p.graph.removeStale(cutoff)
+	p.snapshot(now)
 	p.self.series.Set(float64(p.active))
 }
 

@@ -208,6 +208,13 @@ func runMain(args []string) int {
 		Reload:                  reload,
 		Registry:                reg,
 		Exposed:                 []prometheus.Gatherer{spanReg},
+		Services: func() []gateway.ServiceStats {
+			var out []gateway.ServiceStats
+			for _, st := range processor.Services() {
+				out = append(out, gateway.ServiceStats(st))
+			}
+			return out
+		},
 		Logger:                  logger,
 	})
 	server := &http.Server{
