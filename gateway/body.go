@@ -21,6 +21,38 @@ import (
 // maxDelimitedMessage bounds one length-delimited protobuf message.
 const maxDelimitedMessage = 1 << 30
 
+// DefaultMaxBodyBytes is the default limit of a push body, on the wire and
+// decompressed.
+const DefaultMaxBodyBytes = 16 << 20
+
+// BodyTooLargeError reports a push body over the size limit.
+type BodyTooLargeError struct{ Limit int64 }
+
+func (e *BodyTooLargeError) Error() string {
+	return fmt.Sprintf("push body exceeds the limit of %d bytes (--push.max-body-bytes)", e.Limit)
+}
+
+// limitReader fails with a *BodyTooLargeError once more than limit bytes
+// were read.
+type limitReader struct {
+	r     io.Reader
+	limit int64
+	n     int64
+}
+
+func (l *limitReader) Read(p []byte) (int, error) {
+	n, err := l.r.Read(p)
+	l.n += int64(n)
+	if l.n > l.limit {
+		return n, &BodyTooLargeError{Limit: l.limit}
+	}
+	var maxErr *http.MaxBytesError
+	if errors.As(err, &maxErr) {
+		return n, &BodyTooLargeError{Limit: l.limit}
+	}
+	return n, err
+}
+
 // isDelimitedProtobuf reports whether a Content-Type names the delimited
 // protobuf MetricFamily format.
 func isDelimitedProtobuf(contentType string) bool {
@@ -31,19 +63,21 @@ func isDelimitedProtobuf(contentType string) bool {
 }
 
 // decodeBody undoes a gzip or snappy Content-Encoding; other encodings are
-// read as they are, like the Pushgateway does.
-func decodeBody(r *http.Request) (io.Reader, error) {
+// read as they are, like the Pushgateway does. Both the wire body and the
+// decoded body are limited to limit bytes.
+func decodeBody(w http.ResponseWriter, r *http.Request, limit int64) (io.Reader, error) {
+	wire := &limitReader{r: http.MaxBytesReader(w, r.Body, limit), limit: limit}
 	switch strings.ToLower(r.Header.Get("Content-Encoding")) {
 	case "gzip":
-		zr, err := gzip.NewReader(r.Body)
+		zr, err := gzip.NewReader(wire)
 		if err != nil {
 			return nil, err
 		}
-		return zr, nil
+		return &limitReader{r: zr, limit: limit}, nil
 	case "snappy":
-		return snappy.NewReader(r.Body), nil
+		return &limitReader{r: snappy.NewReader(wire), limit: limit}, nil
 	default:
-		return r.Body, nil
+		return wire, nil
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	"github.com/gorilla/mux"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/promslog"
 )
 
@@ -30,6 +31,9 @@ type HandlerOptions struct {
 	// DisableConsistencyCheck answers pushes with 202 as soon as they are
 	// queued.
 	DisableConsistencyCheck bool
+	// MaxBodyBytes limits a push body, on the wire and decompressed;
+	// DefaultMaxBodyBytes when zero.
+	MaxBodyBytes int64
 	// Flags and BuildInfo are shown by /api/v1/status.
 	Flags     map[string]string
 	BuildInfo map[string]string
@@ -69,6 +73,9 @@ func NewHandler(store *Store, opts HandlerOptions) http.Handler {
 	}
 	if opts.TelemetryPath == "" {
 		opts.TelemetryPath = "/metrics"
+	}
+	if opts.MaxBodyBytes <= 0 {
+		opts.MaxBodyBytes = DefaultMaxBodyBytes
 	}
 	opts.RoutePrefix = NormalizeRoutePrefix(opts.RoutePrefix)
 	a := &api{store: store, opts: opts, logger: opts.Logger, metrics: newHTTPMetrics(opts.Registry)}
@@ -208,16 +215,19 @@ func (a *api) pushHandler(replace bool) http.Handler {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
 		}
-		body, err := decodeBody(r)
-		if err != nil {
-			a.logger.Debug("cannot decode push body", "source", r.RemoteAddr, "err", err)
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
+		body, err := decodeBody(w, r, a.opts.MaxBodyBytes)
+		var mfs map[string]*dto.MetricFamily
+		if err == nil {
+			mfs, err = ParseBody(body, r.Header.Get("Content-Type"))
 		}
-		mfs, err := ParseBody(body, r.Header.Get("Content-Type"))
 		if err != nil {
 			a.logger.Debug("cannot parse push body", "source", r.RemoteAddr, "err", err)
-			http.Error(w, err.Error(), http.StatusBadRequest)
+			code := http.StatusBadRequest
+			var tooLarge *BodyTooLargeError
+			if errors.As(err, &tooLarge) {
+				code, err = http.StatusRequestEntityTooLarge, tooLarge
+			}
+			http.Error(w, err.Error(), code)
 			return
 		}
 		ttl, err := ttlHeader(r)
@@ -230,6 +240,7 @@ func (a *api) pushHandler(replace bool) http.Handler {
 		err = a.store.push(g, mfs, replace, check, ttl)
 		var rejected *RejectedError
 		var persistErr *PersistError
+		var limitErr *LimitError
 		switch {
 		case err == nil && !check:
 			w.WriteHeader(http.StatusAccepted)
@@ -238,6 +249,9 @@ func (a *api) pushHandler(replace bool) http.Handler {
 		case errors.As(err, &rejected):
 			a.logger.Error("pushed metrics are invalid or inconsistent with existing metrics", "method", r.Method, "source", r.RemoteAddr, "group", g, "err", err)
 			http.Error(w, fmt.Sprintf("pushed metrics are invalid or inconsistent with existing metrics: %v", err), http.StatusBadRequest)
+		case errors.As(err, &limitErr):
+			a.logger.Debug("push over a limit", "source", r.RemoteAddr, "group", g, "err", err)
+			http.Error(w, err.Error(), limitErr.Status)
 		case errors.As(err, &persistErr):
 			http.Error(w, fmt.Sprintf("push not stored: %v", err), http.StatusServiceUnavailable)
 		default:

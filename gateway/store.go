@@ -4,9 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/btree"
@@ -42,6 +44,27 @@ type RejectedError struct{ Err error }
 func (e *RejectedError) Error() string { return e.Err.Error() }
 func (e *RejectedError) Unwrap() error { return e.Err }
 
+// LimitError is returned for a write that would exceed a configured limit;
+// it changed nothing. Status is the HTTP status to answer with.
+type LimitError struct {
+	Status int
+	Msg    string
+}
+
+func (e *LimitError) Error() string { return e.Msg }
+
+// Limits bound what pushes may store; zero values mean no limit.
+type Limits struct {
+	// MaxGroups bounds the number of groups.
+	MaxGroups int
+	// MaxSeriesPerGroup bounds the series of one group, its timestamp
+	// gauges not counted.
+	MaxSeriesPerGroup int
+	// MaxLabelNameLength and MaxLabelValueLength bound the bytes of one
+	// label name or value.
+	MaxLabelNameLength, MaxLabelValueLength int
+}
+
 // PersistError is returned when a write could not be committed to disk; the
 // write was undone in memory.
 type PersistError struct{ Err error }
@@ -55,6 +78,9 @@ type Persister interface {
 	Commit(ops []persistence.Op) error
 	// Load calls fn for every stored group.
 	Load(fn func(*persistence.Group) error) error
+	// Probe checks that the storage can be written again after a failed
+	// commit.
+	Probe() error
 }
 
 var _ Persister = (*persistence.DB)(nil)
@@ -159,6 +185,7 @@ type Store struct {
 	own      prometheus.Gatherer
 	reserved map[string]dto.MetricType
 	expiry   Expiry
+	limits   Limits
 
 	queue   chan *writeRequest
 	stop    chan struct{}
@@ -170,6 +197,10 @@ type Store struct {
 	groups      map[string]*group
 	names       map[string]*nameEntry
 	sortedNames []string
+
+	// persistErr is the error of the last commit while the storage cannot
+	// be written; nil when it can.
+	persistErr atomic.Pointer[error]
 
 	// ownCache is only used by the writer goroutine.
 	ownCache     map[string]ownFamily
@@ -194,6 +225,8 @@ type StoreOptions struct {
 	// Expiry resolves TTLs and schedules expiries; nil means groups never
 	// expire.
 	Expiry Expiry
+	// Limits bound what pushes may store.
+	Limits Limits
 	// Logger defaults to a no-op logger.
 	Logger *slog.Logger
 	// Now defaults to time.Now.
@@ -210,6 +243,7 @@ func NewStore(opts StoreOptions) (*Store, error) {
 		own:      opts.Own,
 		reserved: opts.Reserved,
 		expiry:   opts.Expiry,
+		limits:   opts.Limits,
 		queue:    make(chan *writeRequest, queueCapacity),
 		stop:     make(chan struct{}),
 		stopped:  make(chan struct{}),
@@ -390,15 +424,30 @@ func (s *Store) Healthy() error {
 	if len(s.queue) == cap(s.queue) {
 		return errors.New("write queue is full")
 	}
+	if err := s.persistErr.Load(); err != nil {
+		return fmt.Errorf("the persistence file cannot be written: %w", *err)
+	}
 	return nil
 }
 
+// probeInterval is how often a failing persistence is probed for recovery.
+const probeInterval = 5 * time.Second
+
 func (s *Store) loop() {
 	defer close(s.stopped)
+	probe := time.NewTicker(probeInterval)
+	defer probe.Stop()
 	for {
 		select {
 		case req := <-s.queue:
 			s.process(s.collect(req))
+		case <-probe.C:
+			if s.persistErr.Load() != nil {
+				if err := s.db.Probe(); err == nil {
+					s.persistErr.Store(nil)
+					s.logger.Info("persistence file is writable again")
+				}
+			}
 		case <-s.stop:
 			for {
 				select {
@@ -472,6 +521,10 @@ func (s *Store) process(batch []*writeRequest) {
 			}
 		case writePut, writePost:
 			old := s.groups[req.key]
+			if err := s.checkLimits(req, old); err != nil {
+				results[i] = err
+				continue
+			}
 			err := req.reject
 			if err == nil {
 				err = s.check(req, old, own)
@@ -487,7 +540,13 @@ func (s *Store) process(batch []*writeRequest) {
 	s.metrics.groups.Set(float64(len(s.groups)))
 	s.mu.Unlock()
 
-	if err := s.commit(changes); err != nil {
+	err := s.commit(changes)
+	if err != nil {
+		s.persistErr.Store(&err)
+	} else if len(changes) > 0 && s.db != nil {
+		s.persistErr.Store(nil)
+	}
+	if err != nil {
 		s.mu.Lock()
 		for i := len(changes) - 1; i >= 0; i-- {
 			c := changes[i]
@@ -543,6 +602,35 @@ func (s *Store) commit(changes []change) error {
 	err := s.db.Commit(ops)
 	s.metrics.commitDuration.Observe(time.Since(start).Seconds())
 	return err
+}
+
+// checkLimits decides whether applying req to old stays within the group
+// and series limits. Must be called holding s.mu.
+func (s *Store) checkLimits(req *writeRequest, old *group) error {
+	if max := s.limits.MaxGroups; max > 0 && old == nil && len(s.groups) >= max {
+		return &LimitError{Status: http.StatusInsufficientStorage, Msg: fmt.Sprintf(
+			"cannot create group %s: pushrelay holds the maximum of %d groups (--push.max-groups)", req.grouping, max)}
+	}
+	max := s.limits.MaxSeriesPerGroup
+	if max <= 0 || req.reject != nil {
+		return nil
+	}
+	n := 0
+	for _, f := range req.families {
+		n += len(f.series)
+	}
+	if old != nil && req.kind == writePost {
+		for name, f := range old.families {
+			if _, replaced := req.families[name]; !replaced && !isGatewayFamily(name) {
+				n += len(f.series)
+			}
+		}
+	}
+	if n > max {
+		return &LimitError{Status: http.StatusRequestEntityTooLarge, Msg: fmt.Sprintf(
+			"group %s would hold %d series, more than the limit of %d (--push.max-series-per-group)", req.grouping, n, max)}
+	}
+	return nil
 }
 
 // resolveTTL returns the TTL a push gives its group: the header's, else the

@@ -2,7 +2,9 @@ package gateway
 
 import (
 	"errors"
+	"fmt"
 	"maps"
+	"net/http"
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
@@ -31,6 +33,9 @@ func (s *Store) push(grouping Grouping, mfs map[string]*dto.MetricFamily, replac
 		if name == pushTimeName || name == pushFailureTimeName {
 			continue
 		}
+		if err := s.checkLabelLengths(mf); err != nil {
+			return err
+		}
 		f, err := newFamily(mf, grouping, req.key, now)
 		if errors.Is(err, errTimestamp) {
 			req.reject, req.families = err, nil
@@ -42,6 +47,28 @@ func (s *Store) push(grouping Grouping, mfs map[string]*dto.MetricFamily, replac
 		req.families[name] = f
 	}
 	return s.write(req, wait)
+}
+
+// checkLabelLengths enforces the label name and value limits on a pushed
+// family.
+func (s *Store) checkLabelLengths(mf *dto.MetricFamily) error {
+	maxName, maxValue := s.limits.MaxLabelNameLength, s.limits.MaxLabelValueLength
+	if maxName <= 0 && maxValue <= 0 {
+		return nil
+	}
+	for _, m := range mf.Metric {
+		for _, lp := range m.Label {
+			if maxName > 0 && len(lp.GetName()) > maxName {
+				return &LimitError{Status: http.StatusBadRequest, Msg: fmt.Sprintf(
+					"label name %.40q... of metric %q is %d bytes long, more than the limit of %d (--push.max-label-name-length)", lp.GetName(), mf.GetName(), len(lp.GetName()), maxName)}
+			}
+			if maxValue > 0 && len(lp.GetValue()) > maxValue {
+				return &LimitError{Status: http.StatusBadRequest, Msg: fmt.Sprintf(
+					"value of label %q of metric %q is %d bytes long, more than the limit of %d (--push.max-label-value-length)", lp.GetName(), mf.GetName(), len(lp.GetValue()), maxValue)}
+			}
+		}
+	}
+	return nil
 }
 
 // Delete removes the group named by grouping. It returns once the deletion

@@ -18,6 +18,7 @@ var (
 	bucketMeta   = []byte("meta")
 	bucketGroups = []byte("groups")
 	keySchema    = []byte("schema")
+	keyProbe     = []byte("probe")
 )
 
 // ErrLocked is returned by Open when another process holds the file.
@@ -142,6 +143,18 @@ func (d *DB) Commit(ops []Op) error {
 	})
 	if err != nil {
 		return fmt.Errorf("cannot commit to persistence file %q: %w", d.path, err)
+	}
+	return nil
+}
+
+// Probe writes and syncs a small record to find out whether the file can be
+// written again after a failed commit.
+func (d *DB) Probe() error {
+	err := d.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketMeta).Put(keyProbe, []byte(time.Now().UTC().Format(time.RFC3339Nano)))
+	})
+	if err != nil {
+		return fmt.Errorf("cannot write persistence file %q: %w", d.path, err)
 	}
 	return nil
 }

@@ -29,9 +29,14 @@ type grpcService struct {
 	ptraceotlp.UnimplementedGRPCServer
 	consumer Consumer
 	metrics  *Metrics
+	limits   Limits
 }
 
 func (s *grpcService) Export(ctx context.Context, req ptraceotlp.ExportRequest) (ptraceotlp.ExportResponse, error) {
+	if err := s.limits.checkSpans(req.Traces()); err != nil {
+		s.metrics.requests.WithLabelValues(ReceiverOTLPGRPC, "too_large").Inc()
+		return ptraceotlp.NewExportResponse(), status.Error(codes.ResourceExhausted, err.Error())
+	}
 	if err := s.metrics.consume(ctx, s.consumer, ReceiverOTLPGRPC, req.Traces()); err != nil {
 		return ptraceotlp.NewExportResponse(), status.Error(codes.Internal, err.Error())
 	}
@@ -40,8 +45,8 @@ func (s *grpcService) Export(ctx context.Context, req ptraceotlp.ExportRequest) 
 
 // RegisterGRPC registers the OTLP TraceService on srv. Create srv with
 // GRPCServerOptions to apply the body size limit.
-func RegisterGRPC(srv *grpc.Server, c Consumer, m *Metrics) {
-	ptraceotlp.RegisterGRPCServer(srv, &grpcService{consumer: c, metrics: m})
+func RegisterGRPC(srv *grpc.Server, c Consumer, m *Metrics, l Limits) {
+	ptraceotlp.RegisterGRPCServer(srv, &grpcService{consumer: c, metrics: m, limits: l})
 }
 
 // GRPCServerOptions bound the size of a received message.
@@ -53,7 +58,7 @@ func GRPCServerOptions(maxBodyBytes int) []grpc.ServerOption {
 // compressed, and answers like an OTLP/HTTP receiver: 200 with an
 // ExportTraceServiceResponse in the request's format, or an error status
 // with a google.rpc.Status body.
-func OTLPHandler(c Consumer, m *Metrics, maxBodyBytes int64) http.Handler {
+func OTLPHandler(c Consumer, m *Metrics, l Limits) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodPost {
 			w.Header().Set("Allow", http.MethodPost)
@@ -68,13 +73,18 @@ func OTLPHandler(c Consumer, m *Metrics, maxBodyBytes int64) http.Handler {
 			m.requests.WithLabelValues(ReceiverOTLPHTTP, "bad_request").Inc()
 			return
 		}
-		body, err := readBody(r, maxBodyBytes)
+		body, err := readBody(r, l.MaxBodyBytes)
 		if err == nil {
 			req := ptraceotlp.NewExportRequest()
 			if isJSON {
 				err = req.UnmarshalJSON(body)
 			} else {
 				err = req.UnmarshalProto(body)
+			}
+			if err != nil {
+				err = fmt.Errorf("cannot decode spans: %w", err)
+			} else {
+				err = l.checkSpans(req.Traces())
 			}
 			if err == nil {
 				if err := m.consume(r.Context(), c, ReceiverOTLPHTTP, req.Traces()); err != nil {
@@ -84,7 +94,6 @@ func OTLPHandler(c Consumer, m *Metrics, maxBodyBytes int64) http.Handler {
 				writeOTLPResponse(w, isJSON)
 				return
 			}
-			err = fmt.Errorf("cannot decode spans: %w", err)
 		}
 		code, result := httpStatus(err)
 		m.requests.WithLabelValues(ReceiverOTLPHTTP, result).Inc()

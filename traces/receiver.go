@@ -24,6 +24,25 @@ const (
 // DefaultMaxBodyBytes bounds a decoded request body.
 const DefaultMaxBodyBytes = 16 << 20
 
+// Limits bound one export request.
+type Limits struct {
+	// MaxBodyBytes bounds the body on the wire and decompressed.
+	MaxBodyBytes int64
+	// MaxSpans bounds the spans of one request; 0 means no limit.
+	MaxSpans int
+}
+
+// errTooManySpans marks a request with more spans than allowed.
+var errTooManySpans = errors.New("too many spans in one request")
+
+// checkSpans enforces Limits.MaxSpans.
+func (l Limits) checkSpans(td ptrace.Traces) error {
+	if n := td.SpanCount(); l.MaxSpans > 0 && n > l.MaxSpans {
+		return fmt.Errorf("%w: %d spans, the limit is %d (--traces.max-spans-per-request)", errTooManySpans, n, l.MaxSpans)
+	}
+	return nil
+}
+
 // Consumer receives span batches. It must not retain td after it returns.
 type Consumer interface {
 	ConsumeTraces(ctx context.Context, td ptrace.Traces) error
@@ -114,7 +133,7 @@ func bodyError(err error) error {
 
 // httpStatus maps a body error to its status code.
 func httpStatus(err error) (int, string) {
-	if errors.Is(err, errTooLarge) {
+	if errors.Is(err, errTooLarge) || errors.Is(err, errTooManySpans) {
 		return http.StatusRequestEntityTooLarge, "too_large"
 	}
 	return http.StatusBadRequest, "bad_request"

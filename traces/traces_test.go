@@ -136,11 +136,12 @@ func TestZipkinHandler(t *testing.T) {
 		"protobuf":         {http.MethodPost, "application/x-protobuf", "", []byte{1}, http.StatusUnsupportedMediaType, "not supported", 0},
 		"unknown encoding": {http.MethodPost, "application/json", "br", []byte(valid), http.StatusBadRequest, "unsupported Content-Encoding", 0},
 		"get":              {http.MethodGet, "", "", nil, http.StatusMethodNotAllowed, "", 0},
+		"too many spans":   {http.MethodPost, "application/json", "", []byte("[" + strings.Repeat(strings.Trim(valid, "[]")+",", 3) + strings.Trim(valid, "[]") + "]"), http.StatusRequestEntityTooLarge, "4 spans, the limit is 3", 0},
 	}
 	for name, sc := range scenarios {
 		t.Run(name, func(t *testing.T) {
 			c := &capture{}
-			h := ZipkinHandler(c, NewMetrics(nil), 1024)
+			h := ZipkinHandler(c, NewMetrics(nil), Limits{MaxBodyBytes: 1024, MaxSpans: 3})
 			req := httptest.NewRequest(sc.method, ZipkinPath, bytes.NewReader(sc.body))
 			if sc.contentType != "" {
 				req.Header.Set("Content-Type", sc.contentType)
@@ -190,7 +191,7 @@ func TestOTLPHandlerJSONAndProtobufAgree(t *testing.T) {
 		rec := httptest.NewRecorder()
 		r := httptest.NewRequest(http.MethodPost, OTLPPath, bytes.NewReader(tc.body))
 		r.Header.Set("Content-Type", tc.contentType)
-		OTLPHandler(c, NewMetrics(nil), DefaultMaxBodyBytes).ServeHTTP(rec, r)
+		OTLPHandler(c, NewMetrics(nil), Limits{MaxBodyBytes: DefaultMaxBodyBytes}).ServeHTTP(rec, r)
 		require.Equal(t, http.StatusOK, rec.Code)
 		require.Equal(t, tc.contentType, rec.Header().Get("Content-Type"))
 		require.Len(t, c.batches, 1)
@@ -217,7 +218,7 @@ func TestOTLPHandlerErrors(t *testing.T) {
 			rec := httptest.NewRecorder()
 			r := httptest.NewRequest(http.MethodPost, OTLPPath, bytes.NewReader(sc.body))
 			r.Header.Set("Content-Type", sc.contentType)
-			OTLPHandler(c, NewMetrics(nil), 64).ServeHTTP(rec, r)
+			OTLPHandler(c, NewMetrics(nil), Limits{MaxBodyBytes: 64}).ServeHTTP(rec, r)
 			require.Equal(t, sc.wantCode, rec.Code, rec.Body.String())
 			require.Empty(t, c.batches)
 		})
@@ -258,7 +259,7 @@ func FuzzOTLPJSON(f *testing.F) {
 		rec := httptest.NewRecorder()
 		r := httptest.NewRequest(http.MethodPost, OTLPPath, bytes.NewReader(b))
 		r.Header.Set("Content-Type", "application/json")
-		OTLPHandler(c, NewMetrics(nil), DefaultMaxBodyBytes).ServeHTTP(rec, r)
+		OTLPHandler(c, NewMetrics(nil), Limits{MaxBodyBytes: DefaultMaxBodyBytes}).ServeHTTP(rec, r)
 		if rec.Code == http.StatusOK {
 			require.Len(t, c.batches, 1)
 		} else {

@@ -62,7 +62,7 @@ func isResourceTag(key string) bool {
 
 // ZipkinHandler serves POST /api/v2/spans with a Zipkin v2 JSON array, plain
 // or compressed, and answers 202 once the spans are counted.
-func ZipkinHandler(c Consumer, m *Metrics, maxBodyBytes int64) http.Handler {
+func ZipkinHandler(c Consumer, m *Metrics, l Limits) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodPost {
 			w.Header().Set("Allow", http.MethodPost)
@@ -74,10 +74,13 @@ func ZipkinHandler(c Consumer, m *Metrics, maxBodyBytes int64) http.Handler {
 			http.Error(w, "Zipkin protobuf bodies are not supported: send Zipkin v2 JSON", http.StatusUnsupportedMediaType)
 			return
 		}
-		body, err := readBody(r, maxBodyBytes)
+		body, err := readBody(r, l.MaxBodyBytes)
 		if err == nil {
 			var td ptrace.Traces
 			if td, err = ParseZipkin(body); err == nil {
+				err = l.checkSpans(td)
+			}
+			if err == nil {
 				if err := m.consume(r.Context(), c, ReceiverZipkin, td); err != nil {
 					http.Error(w, err.Error(), http.StatusInternalServerError)
 					return

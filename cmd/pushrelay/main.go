@@ -38,8 +38,15 @@ import (
 	"google.golang.org/grpc"
 )
 
-// shutdownTimeout bounds how long in-flight requests may take at shutdown.
-const shutdownTimeout = 30 * time.Second
+// Timeouts of the HTTP servers: slow clients cannot hold connections open.
+const (
+	// shutdownTimeout bounds how long in-flight requests may take at
+	// shutdown.
+	shutdownTimeout   = 30 * time.Second
+	readHeaderTimeout = 10 * time.Second
+	readTimeout       = 5 * time.Minute
+	idleTimeout       = 2 * time.Minute
+)
 
 func main() {
 	if version.Version == "" {
@@ -61,6 +68,11 @@ func runMain(args []string) int {
 		persistenceFile         = app.Flag("persistence.file", "bbolt file that every acknowledged push is committed to. Empty keeps metrics in memory only.").Default("data/pushrelay.db").String()
 		_                       = app.Flag("persistence.interval", "Accepted for compatibility with the Pushgateway; has no effect, every push is committed before it is acknowledged.").Default("5m").Duration()
 		disableConsistencyCheck = app.Flag("push.disable-consistency-check", "Answer pushes with 202 as soon as they are queued instead of waiting for the consistency check and the commit.").Default("false").Bool()
+		maxBodyBytes            = app.Flag("push.max-body-bytes", "Largest push body accepted, on the wire and decompressed; larger pushes are answered 413.").Default("16MiB").Bytes()
+		maxGroups               = app.Flag("push.max-groups", "Most groups held; a push creating one more is answered 507. 0 means no limit.").Default("0").Int()
+		maxSeriesPerGroup       = app.Flag("push.max-series-per-group", "Most series one group may hold; a push exceeding it is answered 413. 0 means no limit.").Default("0").Int()
+		maxLabelNameLength      = app.Flag("push.max-label-name-length", "Longest label name accepted in a push, in bytes; 0 means no limit.").Default("0").Int()
+		maxLabelValueLength     = app.Flag("push.max-label-value-length", "Longest label value accepted in a push, in bytes; 0 means no limit.").Default("0").Int()
 		configFile              = app.Flag("config.file", "YAML configuration file: staleness rules. Reloaded on SIGHUP and POST /-/reload.").Default("").String()
 		stalenessTTL            = app.Flag("staleness.ttl", "Default time to live of a group after its last successful push; 0 disables expiry.").Default("0").Duration()
 		stalenessAction         = app.Flag("staleness.action", "What happens to an expired group: zero (every sample value set to 0) or delete.").Default("zero").Enum("zero", "delete")
@@ -68,6 +80,7 @@ func runMain(args []string) int {
 		otlpHTTPAddress         = app.Flag("traces.otlp-http.listen-address", "Address of the OTLP HTTP trace receiver (POST /v1/traces); empty disables it.").Default(":4318").String()
 		zipkinAddress           = app.Flag("traces.zipkin.listen-address", "Address of the Zipkin v2 JSON receiver (POST /api/v2/spans); empty disables it.").Default(":9411").String()
 		tracesMaxBody           = app.Flag("traces.max-body-bytes", "Largest trace request body accepted, after decompression.").Default("16MiB").Bytes()
+		tracesMaxSpans          = app.Flag("traces.max-spans-per-request", "Most spans accepted in one trace request; 0 means no limit.").Default("100000").Int()
 		spanNaming              = app.Flag("spanmetrics.naming", "Span metric names: tempo (traces_spanmetrics_*, seconds) or otel (traces_span_metrics_*, milliseconds).").Default("tempo").IsSetByUser(&namingSet).Enum("tempo", "otel")
 		spanDimensions          = app.Flag("spanmetrics.dimensions", "Comma-separated span or resource attributes that become span metric labels.").Default("").String()
 		spanMaxSeries           = app.Flag("spanmetrics.max-series", "Most label sets of span metrics and service graphs kept at once.").Default("10000").IsSetByUser(&maxSeriesSet).Int()
@@ -185,7 +198,11 @@ func runMain(args []string) int {
 		Registerer: reg,
 		Reserved:   processor.FamilyTypes(),
 		Expiry:     expiry,
-		Logger:     logger,
+		Limits: gateway.Limits{
+			MaxGroups: *maxGroups, MaxSeriesPerGroup: *maxSeriesPerGroup,
+			MaxLabelNameLength: *maxLabelNameLength, MaxLabelValueLength: *maxLabelValueLength,
+		},
+		Logger: logger,
 	})
 	if err != nil {
 		logger.Error("cannot restore groups", "err", err)
@@ -201,6 +218,7 @@ func runMain(args []string) int {
 		EnableLifecycle:         *enableLifeCycle,
 		EnableAdminAPI:          *enableAdminAPI,
 		DisableConsistencyCheck: *disableConsistencyCheck,
+		MaxBodyBytes:            int64(*maxBodyBytes),
 		Flags:                   flagValues(app),
 		BuildInfo:               buildInfo(),
 		StartTime:               time.Now(),
@@ -215,11 +233,13 @@ func runMain(args []string) int {
 			}
 			return out
 		},
-		Logger:                  logger,
+		Logger: logger,
 	})
 	server := &http.Server{
 		Handler:           handler,
-		ReadHeaderTimeout: 30 * time.Second,
+		ReadHeaderTimeout: readHeaderTimeout,
+		ReadTimeout:       readTimeout,
+		IdleTimeout:       idleTimeout,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelError),
 	}
 
@@ -273,15 +293,15 @@ func runMain(args []string) int {
 		logger.Info("forwarding metrics over OTLP", "endpoint", *forwardEndpoint, "interval", *forwardInterval)
 	}
 	traceMetrics := traces.NewMetrics(reg)
-	maxBody := int64(*tracesMaxBody)
+	traceLimits := traces.Limits{MaxBodyBytes: int64(*tracesMaxBody), MaxSpans: *tracesMaxSpans}
 	if *otlpGRPCAddress != "" {
 		lis, err := net.Listen("tcp", *otlpGRPCAddress)
 		if err != nil {
 			logger.Error("cannot listen for OTLP gRPC", "address", *otlpGRPCAddress, "err", err)
 			return 1
 		}
-		srv := grpc.NewServer(traces.GRPCServerOptions(int(maxBody))...)
-		traces.RegisterGRPC(srv, processor, traceMetrics)
+		srv := grpc.NewServer(traces.GRPCServerOptions(int(traceLimits.MaxBodyBytes))...)
+		traces.RegisterGRPC(srv, processor, traceMetrics, traceLimits)
 		logger.Info("OTLP gRPC trace receiver listening", "address", lis.Addr().String())
 		g.Add(func() error { return srv.Serve(lis) }, func(error) { srv.GracefulStop() })
 	}
@@ -291,7 +311,7 @@ func runMain(args []string) int {
 		}
 		mux := http.NewServeMux()
 		mux.Handle(path, h)
-		srv := &http.Server{Addr: address, Handler: mux, ReadHeaderTimeout: 30 * time.Second}
+		srv := &http.Server{Addr: address, Handler: mux, ReadHeaderTimeout: readHeaderTimeout, ReadTimeout: readTimeout, IdleTimeout: idleTimeout}
 		lis, err := net.Listen("tcp", address)
 		if err != nil {
 			return fmt.Errorf("cannot listen for %s: %w", name, err)
@@ -309,11 +329,11 @@ func runMain(args []string) int {
 		})
 		return nil
 	}
-	if err := addTraceServer("OTLP HTTP trace", *otlpHTTPAddress, traces.OTLPPath, traces.OTLPHandler(processor, traceMetrics, maxBody)); err != nil {
+	if err := addTraceServer("OTLP HTTP trace", *otlpHTTPAddress, traces.OTLPPath, traces.OTLPHandler(processor, traceMetrics, traceLimits)); err != nil {
 		logger.Error("cannot start", "err", err)
 		return 1
 	}
-	if err := addTraceServer("Zipkin", *zipkinAddress, traces.ZipkinPath, traces.ZipkinHandler(processor, traceMetrics, maxBody)); err != nil {
+	if err := addTraceServer("Zipkin", *zipkinAddress, traces.ZipkinPath, traces.ZipkinHandler(processor, traceMetrics, traceLimits)); err != nil {
 		logger.Error("cannot start", "err", err)
 		return 1
 	}
