@@ -1,0 +1,512 @@
+// Command pushrelay-bench measures push throughput and scrape cost of
+// pushrelay and of the Prometheus Pushgateway in one run, on loopback, and
+// prints the ratios that pushrelay's performance targets are stated in.
+//
+// It either starts the servers itself, each on a free 127.0.0.1 port with a
+// fresh temporary data directory:
+//
+//   - pushrelay (--pushrelay-bin) with its bbolt file, consistency check on;
+//   - the Pushgateway (--pushgateway-bin) with --persistence.file and
+//     --push.disable-consistency-check ("pushgateway-unchecked");
+//   - the Pushgateway with --persistence.file and its consistency check
+//     ("pushgateway-checked"). Because a checked Pushgateway takes
+//     O(groups) per push, its groups are filled by an unchecked instance on
+//     the same file, which is then restarted with the check on;
+//
+// or targets already running servers (--pushrelay-url, --pushgateway-url,
+// --pushgateway-checked-url), whose bench groups it deletes afterwards.
+// An in-process HTTP server that discards every body ("null") shows what
+// the load tool and loopback can do on the machine.
+//
+// For every target, in order of increasing group count:
+//
+//  1. fill: PUT a ~40-sample text body (counters, gauges, a 10-bucket
+//     histogram) once to each new group job=<--job>,instance=gNNNNNN;
+//  2. push (at each --push-groups level): --clients keep-alive clients PUT
+//     the body to uniformly random groups for --duration; pushes/s,
+//     p50/p90/p99/max latency, errors by status, server and client CPU;
+//  3. scrape (at each --scrape-groups level): GET /metrics with
+//     Prometheus' Accept header and Accept-Encoding: gzip, as text with
+//     gzip (to tell the format's cost from gzip's) and as plain text;
+//     seconds per scrape, wire and decompressed bytes, samples
+//     (non-comment lines), µs per sample and the server's peak RSS (VmHWM,
+//     reset before each scrape through /proc/<pid>/clear_refs).
+//
+// With --profile-dir, CPU profiles of pushrelay are taken through its
+// /debug/pprof/profile endpoint during every push phase and during repeated
+// scrapes at the largest scrape level; read them with go tool pprof -top.
+//
+// Every phase is bounded in time and in requests. Boolean flags are negated
+// with --no-, e.g. --no-cleanup.
+//
+// Example, as run for issue 2:
+//
+//	go build -o /tmp/pr-bench/pushrelay ./cmd/pushrelay
+//	go run ./cmd/pushrelay-bench --pushrelay-bin=/tmp/pr-bench/pushrelay \
+//	    --duration=10s --checked-duration=10s --profile-dir=/tmp/pr-bench/profiles
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/alecthomas/kingpin/v2"
+)
+
+type config struct {
+	pushrelayBin   string
+	pushrelayURL   string
+	pushrelayPID   int
+	pushrelayArgs  []string
+	pushgatewayBin string
+	pgURL          string
+	pgCheckedURL   string
+	pgArgs         []string
+
+	skipPushrelay bool
+	skipUnchecked bool
+	skipChecked   bool
+	skipNull      bool
+
+	clients         int
+	duration        time.Duration
+	checkedDuration time.Duration
+	pushGroups      []int
+	checkedGroups   []int
+	scrapeGroups    []int
+	pgScrapeMax     int
+	scrapeCount     int
+	bigScrapeCount  int
+	bigScrapeGroups int
+	fillTimeout     time.Duration
+	maxRequests     int64
+	requestTimeout  time.Duration
+	job             string
+	seed            uint64
+	workDir         string
+	keep            bool
+	profileDir      string
+	jsonOut         string
+	cleanup         bool
+}
+
+// results collects everything measured.
+type results struct {
+	Started  time.Time      `json:"started"`
+	Clients  int            `json:"clients"`
+	Samples  int            `json:"samples_per_push"`
+	Fills    []fillResult   `json:"fills"`
+	Pushes   []pushResult   `json:"pushes"`
+	Scrapes  []scrapeResult `json:"scrapes"`
+	Profiles []string       `json:"profiles,omitempty"`
+	Notes    []string       `json:"notes,omitempty"`
+	Commands []string       `json:"commands,omitempty"`
+}
+
+func (r *results) note(format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	r.Notes = append(r.Notes, msg)
+	fmt.Fprintln(os.Stderr, "  note: "+msg)
+}
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+func run(args []string) int {
+	var c config
+	var pushGroups, checkedGroups, scrapeGroups string
+	app := kingpin.New("pushrelay-bench", "Load tool comparing pushrelay with the Prometheus Pushgateway: push throughput and latency, scrape time, bytes and memory.")
+	app.HelpFlag.Short('h')
+	app.Flag("pushrelay-bin", "Path to a built pushrelay binary to start. Ignored with --pushrelay-url.").StringVar(&c.pushrelayBin)
+	app.Flag("pushrelay-url", "URL of a running pushrelay instead of starting one.").StringVar(&c.pushrelayURL)
+	app.Flag("pushrelay-pid", "Process id of the running pushrelay at --pushrelay-url, for CPU and RSS.").IntVar(&c.pushrelayPID)
+	app.Flag("pushrelay-arg", "Extra argument for the started pushrelay (repeatable).").StringsVar(&c.pushrelayArgs)
+	app.Flag("pushgateway-bin", "Path to the Pushgateway binary to start.").Default("/usr/bin/prometheus-pushgateway").StringVar(&c.pushgatewayBin)
+	app.Flag("pushgateway-url", "URL of a running Pushgateway started with --push.disable-consistency-check, instead of starting one.").StringVar(&c.pgURL)
+	app.Flag("pushgateway-checked-url", "URL of a running Pushgateway with its consistency check, instead of starting one.").StringVar(&c.pgCheckedURL)
+	app.Flag("pushgateway-arg", "Extra argument for every started Pushgateway (repeatable).").StringsVar(&c.pgArgs)
+	app.Flag("skip-pushrelay", "Do not measure pushrelay.").BoolVar(&c.skipPushrelay)
+	app.Flag("skip-unchecked", "Do not measure the Pushgateway without its consistency check.").BoolVar(&c.skipUnchecked)
+	app.Flag("skip-checked", "Do not measure the Pushgateway with its consistency check.").BoolVar(&c.skipChecked)
+	app.Flag("skip-null", "Do not measure the in-process do-nothing HTTP server.").BoolVar(&c.skipNull)
+	app.Flag("clients", "Concurrent keep-alive clients.").Default("32").IntVar(&c.clients)
+	app.Flag("duration", "Length of each timed push phase.").Default("10s").DurationVar(&c.duration)
+	app.Flag("checked-duration", "Length of each push phase against the checked Pushgateway (about 12 pushes/s at 1k groups).").Default("10s").DurationVar(&c.checkedDuration)
+	app.Flag("push-groups", "Comma-separated group counts to run push phases at.").Default("1000,10000").StringVar(&pushGroups)
+	app.Flag("checked-groups", "Comma-separated group counts for the checked Pushgateway's push phases (each costs O(groups) per push).").Default("1000").StringVar(&checkedGroups)
+	app.Flag("scrape-groups", "Comma-separated group counts to scrape at.").Default("1000,10000,50000").StringVar(&scrapeGroups)
+	app.Flag("pushgateway-scrape-max-groups", "Skip Pushgateway scrapes (and the fill for them) above this many groups; 0 means no limit. At 50k groups one Pushgateway scrape takes ~15 s and GBs.").Default("50000").IntVar(&c.pgScrapeMax)
+	app.Flag("scrape-count", "Scrapes per mode and level; the median is reported.").Default("3").IntVar(&c.scrapeCount)
+	app.Flag("big-scrape-count", "Scrapes per mode of the Pushgateway at or above --big-scrape-groups.").Default("1").IntVar(&c.bigScrapeCount)
+	app.Flag("big-scrape-groups", "Group count from which the Pushgateway is scraped only --big-scrape-count times.").Default("50000").IntVar(&c.bigScrapeGroups)
+	app.Flag("fill-timeout", "Upper bound for filling one level of groups.").Default("5m").DurationVar(&c.fillTimeout)
+	app.Flag("max-requests", "Upper bound for the requests of one push phase.").Default("5000000").Int64Var(&c.maxRequests)
+	app.Flag("request-timeout", "Timeout of one HTTP request (a 50k-group Pushgateway scrape takes ~15 s).").Default("180s").DurationVar(&c.requestTimeout)
+	app.Flag("job", "Job label of the bench groups.").Default("pushrelay_bench").StringVar(&c.job)
+	app.Flag("seed", "Seed of the random group choice.").Default("1").Uint64Var(&c.seed)
+	app.Flag("work-dir", "Directory for the data directories and logs of started servers; a new temporary directory by default.").StringVar(&c.workDir)
+	app.Flag("keep", "Keep the work directory (data files, logs) after the run.").BoolVar(&c.keep)
+	app.Flag("profile-dir", "Write CPU profiles of pushrelay (push phases, largest scrape) here; needs --duration of at least 7s.").StringVar(&c.profileDir)
+	app.Flag("json", "Also write all results as JSON to this file.").StringVar(&c.jsonOut)
+	app.Flag("cleanup", "Delete the bench groups from servers given by URL at the end.").Default("true").BoolVar(&c.cleanup)
+	if _, err := app.Parse(args); err != nil {
+		fmt.Fprintf(os.Stderr, "pushrelay-bench: %v\n", err)
+		return 2
+	}
+	var err error
+	if c.pushGroups, err = parseInts(pushGroups); err == nil {
+		if c.checkedGroups, err = parseInts(checkedGroups); err == nil {
+			c.scrapeGroups, err = parseInts(scrapeGroups)
+		}
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "pushrelay-bench: %v\n", err)
+		return 2
+	}
+	if c.clients < 1 || c.scrapeCount < 1 || c.bigScrapeCount < 1 {
+		fmt.Fprintln(os.Stderr, "pushrelay-bench: --clients, --scrape-count and --big-scrape-count must be at least 1")
+		return 2
+	}
+	if !c.skipPushrelay && c.pushrelayBin == "" && c.pushrelayURL == "" {
+		fmt.Fprintln(os.Stderr, "pushrelay-bench: give --pushrelay-bin or --pushrelay-url (or --skip-pushrelay)")
+		return 2
+	}
+	for _, u := range []string{c.pushrelayURL, c.pgURL, c.pgCheckedURL} {
+		if u != "" && !isLoopbackURL(u) {
+			fmt.Fprintf(os.Stderr, "pushrelay-bench: %s is not a loopback URL; this tool only loads loopback servers\n", u)
+			return 2
+		}
+	}
+	if c.workDir == "" {
+		if c.workDir, err = os.MkdirTemp("", "pushrelay-bench-"); err != nil {
+			fmt.Fprintf(os.Stderr, "pushrelay-bench: %v\n", err)
+			return 1
+		}
+		if !c.keep {
+			defer os.RemoveAll(c.workDir)
+		}
+	} else if err := os.MkdirAll(c.workDir, 0o755); err != nil {
+		fmt.Fprintf(os.Stderr, "pushrelay-bench: %v\n", err)
+		return 1
+	}
+	if c.profileDir != "" {
+		if c.profileDir, err = filepath.Abs(c.profileDir); err != nil {
+			fmt.Fprintf(os.Stderr, "pushrelay-bench: %v\n", err)
+			return 1
+		}
+	}
+
+	res := &results{Started: time.Now(), Clients: c.clients, Samples: samplesPerBody}
+	res.Commands = append(res.Commands, "pushrelay-bench "+strings.Join(args, " "))
+	fmt.Fprintf(os.Stderr, "work dir %s; body %d bytes, %d samples; %d clients\n", c.workDir, len(pushBody(0)), samplesPerBody, c.clients)
+	l := newLoader(c.clients, c.job, c.maxRequests, c.requestTimeout)
+
+	failed := false
+	if !c.skipNull {
+		if err := runNull(&c, l, res); err != nil {
+			res.note("null server: %v", err)
+		}
+	}
+	if !c.skipPushrelay {
+		if err := runPushrelay(&c, l, res); err != nil {
+			res.note("pushrelay: %v", err)
+			failed = true
+		}
+	}
+	if !c.skipUnchecked {
+		if err := runUnchecked(&c, l, res); err != nil {
+			res.note("pushgateway-unchecked: %v", err)
+			failed = true
+		}
+	}
+	if !c.skipChecked {
+		if err := runChecked(&c, l, res); err != nil {
+			res.note("pushgateway-checked: %v", err)
+			failed = true
+		}
+	}
+
+	printReport(os.Stdout, res)
+	if c.jsonOut != "" {
+		b, _ := json.MarshalIndent(res, "", "  ")
+		if err := os.WriteFile(c.jsonOut, b, 0o644); err != nil {
+			fmt.Fprintf(os.Stderr, "pushrelay-bench: %v\n", err)
+			failed = true
+		}
+	}
+	if c.keep {
+		fmt.Fprintf(os.Stderr, "kept %s\n", c.workDir)
+	}
+	if failed {
+		return 1
+	}
+	return 0
+}
+
+func parseInts(s string) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		mult := 1
+		if num, ok := strings.CutSuffix(strings.ToLower(f), "k"); ok {
+			f, mult = num, 1000
+		}
+		n, err := strconv.Atoi(f)
+		n *= mult
+		if err != nil || n <= 0 {
+			return nil, fmt.Errorf("invalid group count %q", f)
+		}
+		out = append(out, n)
+	}
+	slices.Sort(out)
+	return slices.Compact(out), nil
+}
+
+func isLoopbackURL(u string) bool {
+	for _, p := range []string{"http://127.", "http://localhost:", "http://localhost/", "http://[::1]"} {
+		if strings.HasPrefix(u, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// runNull measures the in-process do-nothing server at the first push level.
+func runNull(c *config, l *loader, res *results) error {
+	fmt.Fprintln(os.Stderr, "== null (in-process do-nothing HTTP server)")
+	n, err := startNullServer()
+	if err != nil {
+		return err
+	}
+	defer n.stop()
+	t := &target{name: "null", url: n.url, pid: os.Getpid()}
+	groups := 1000
+	if len(c.pushGroups) > 0 {
+		groups = c.pushGroups[0]
+	}
+	pr := l.pushPhase(t, groups, c.duration, c.seed, "", "")
+	pr.ServerCPUus, pr.ServerCPUPct = 0, 0 // the server is this process
+	res.Pushes = append(res.Pushes, pr)
+	logPush(pr)
+	return nil
+}
+
+func runPushrelay(c *config, l *loader, res *results) error {
+	fmt.Fprintln(os.Stderr, "== pushrelay")
+	t := &target{name: "pushrelay", url: strings.TrimRight(c.pushrelayURL, "/"), pid: c.pushrelayPID}
+	if t.url == "" {
+		dir := filepath.Join(c.workDir, "pushrelay")
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return err
+		}
+		args := append([]string{"--persistence.file=" + filepath.Join(dir, "pushrelay.db"), "--log.level=warn"}, c.pushrelayArgs...)
+		p, err := startProc("pushrelay", c.pushrelayBin, dir, args, 30*time.Second)
+		if err != nil {
+			return err
+		}
+		res.Commands = append(res.Commands, strings.Join(p.cmd.Args, " "))
+		defer func() {
+			if err := p.stop(time.Minute); err != nil {
+				res.note("%v", err)
+			}
+		}()
+		t.url, t.pid, t.proc = p.url, p.pid(), p
+	}
+	return runLevels(c, l, res, t, 0, true)
+}
+
+func runUnchecked(c *config, l *loader, res *results) error {
+	fmt.Fprintln(os.Stderr, "== pushgateway-unchecked")
+	t := &target{name: "pushgateway-unchecked", url: strings.TrimRight(c.pgURL, "/")}
+	if t.url == "" {
+		dir := filepath.Join(c.workDir, "pushgateway-unchecked")
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return err
+		}
+		args := append([]string{"--persistence.file=" + filepath.Join(dir, "pushgateway.db"), "--push.disable-consistency-check", "--log.level=warn"}, c.pgArgs...)
+		p, err := startProc("pushgateway-unchecked", c.pushgatewayBin, dir, args, 30*time.Second)
+		if err != nil {
+			return err
+		}
+		res.Commands = append(res.Commands, strings.Join(p.cmd.Args, " "))
+		// The Pushgateway writes its whole file on shutdown; nothing
+		// needs it here, so do not wait long.
+		defer p.kill()
+		t.url, t.pid, t.proc = p.url, p.pid(), p
+	}
+	return runLevels(c, l, res, t, c.pgScrapeMax, false)
+}
+
+// runLevels fills, pushes and scrapes t at every level in increasing order.
+// scrapeMax (0: none) skips scrapes and fills above it. Only pushrelay is
+// profiled and always scraped --scrape-count times.
+func runLevels(c *config, l *loader, res *results, t *target, scrapeMax int, isPushrelay bool) error {
+	levels := slices.Concat(c.pushGroups, c.scrapeGroups)
+	slices.Sort(levels)
+	levels = slices.Compact(levels)
+	filled := 0
+	defer func() {
+		if t.proc == nil && c.cleanup && filled > 0 {
+			n, errs := l.deleteGroups(t, filled, 5*time.Minute)
+			fmt.Fprintf(os.Stderr, "  cleanup: deleted %d of %d groups, errors %s\n", n, filled, errs)
+		}
+	}()
+	for _, level := range levels {
+		doPush := slices.Contains(c.pushGroups, level)
+		doScrape := slices.Contains(c.scrapeGroups, level) && (scrapeMax == 0 || level <= scrapeMax)
+		if !doPush && !doScrape {
+			res.note("%s: skipping %d groups (over --pushgateway-scrape-max-groups)", t.name, level)
+			continue
+		}
+		if err := t.proc.alive(); err != nil {
+			return err
+		}
+		if level > filled {
+			fr := l.fill(t, filled, level, c.fillTimeout)
+			res.Fills = append(res.Fills, fr)
+			fmt.Fprintf(os.Stderr, "  fill %d→%d: %d ok in %.1fs (%.0f/s), errors %s\n", fr.From, fr.To, fr.Done, fr.Seconds, fr.Rate, fr.Errors)
+			filled = level
+			if fr.TimedOut {
+				return fmt.Errorf("fill to %d groups timed out after %s", level, c.fillTimeout)
+			}
+		}
+		if doPush {
+			var profURL, profPath string
+			if isPushrelay && c.profileDir != "" && c.duration >= 7*time.Second {
+				profURL = t.url + "/debug/pprof/profile?seconds=5"
+				profPath = filepath.Join(c.profileDir, fmt.Sprintf("%s-push-%d.pprof", t.name, level))
+			}
+			pr := l.pushPhase(t, level, c.duration, c.seed, profURL, profPath)
+			res.Pushes = append(res.Pushes, pr)
+			if pr.Profile != "" {
+				res.Profiles = append(res.Profiles, pr.Profile)
+			}
+			logPush(pr)
+		}
+		if err := t.proc.alive(); err != nil {
+			return err
+		}
+		if doScrape {
+			n := c.scrapeCount
+			if !isPushrelay && level >= c.bigScrapeGroups {
+				n = c.bigScrapeCount
+			}
+			for _, m := range scrapeModes {
+				sr := l.scrape(t, level, m, n)
+				res.Scrapes = append(res.Scrapes, sr)
+				logScrape(sr)
+				if sr.Err != "" {
+					return fmt.Errorf("scrape at %d groups: %s", level, sr.Err)
+				}
+			}
+			if isPushrelay && c.profileDir != "" && level == c.scrapeGroups[len(c.scrapeGroups)-1] {
+				path := filepath.Join(c.profileDir, fmt.Sprintf("%s-scrape-%d.pprof", t.name, level))
+				n, err := l.profileScrapes(t, scrapeModes[0], t.url+"/debug/pprof/profile?seconds=5", path, 200)
+				if err != nil {
+					res.note("%s: scrape profile: %v", t.name, err)
+				} else {
+					res.Profiles = append(res.Profiles, path)
+					fmt.Fprintf(os.Stderr, "  scrape profile: %d scrapes during 5s → %s\n", n, path)
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// runChecked measures the Pushgateway with its consistency check. Its groups
+// are filled by an unchecked Pushgateway on the same persistence file,
+// which then restarts with the check: filling 1k groups through the check
+// alone would take minutes.
+func runChecked(c *config, l *loader, res *results) error {
+	fmt.Fprintln(os.Stderr, "== pushgateway-checked")
+	if c.pgCheckedURL != "" {
+		t := &target{name: "pushgateway-checked", url: strings.TrimRight(c.pgCheckedURL, "/")}
+		filled := 0
+		defer func() {
+			if c.cleanup && filled > 0 {
+				n, errs := l.deleteGroups(t, filled, 5*time.Minute)
+				fmt.Fprintf(os.Stderr, "  cleanup: deleted %d of %d groups, errors %s\n", n, filled, errs)
+			}
+		}()
+		for _, level := range c.checkedGroups {
+			fr := l.fill(t, filled, level, c.fillTimeout)
+			res.Fills = append(res.Fills, fr)
+			filled = level
+			if fr.TimedOut {
+				return fmt.Errorf("fill to %d groups timed out", level)
+			}
+			pr := l.pushPhase(t, level, c.checkedDuration, c.seed, "", "")
+			res.Pushes = append(res.Pushes, pr)
+			logPush(pr)
+		}
+		return nil
+	}
+	dir := filepath.Join(c.workDir, "pushgateway-checked")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	file := filepath.Join(dir, "pushgateway.db")
+	filled := 0
+	for _, level := range c.checkedGroups {
+		// Fill through an unchecked instance, which persists on SIGTERM.
+		args := append([]string{"--persistence.file=" + file, "--push.disable-consistency-check", "--log.level=warn"}, c.pgArgs...)
+		p, err := startProc("pushgateway-checked-filler", c.pushgatewayBin, dir, args, time.Minute)
+		if err != nil {
+			return err
+		}
+		filler := &target{name: "pushgateway-checked", url: p.url, pid: p.pid(), proc: p}
+		fr := l.fill(filler, filled, level, c.fillTimeout)
+		res.Fills = append(res.Fills, fr)
+		fmt.Fprintf(os.Stderr, "  fill %d→%d (unchecked filler): %d ok in %.1fs, errors %s\n", fr.From, fr.To, fr.Done, fr.Seconds, fr.Errors)
+		if err := p.stop(2 * time.Minute); err != nil {
+			return err
+		}
+		filled = level
+		if fr.TimedOut {
+			return fmt.Errorf("fill to %d groups timed out", level)
+		}
+
+		args = append([]string{"--persistence.file=" + file, "--log.level=warn"}, c.pgArgs...)
+		p, err = startProc("pushgateway-checked", c.pushgatewayBin, dir, args, 2*time.Minute)
+		if err != nil {
+			return err
+		}
+		res.Commands = append(res.Commands, strings.Join(p.cmd.Args, " "))
+		t := &target{name: "pushgateway-checked", url: p.url, pid: p.pid(), proc: p}
+		if n, err := l.countGroups(t); err != nil || n != level {
+			res.note("pushgateway-checked: after restart %d groups are exposed, want %d (err %v)", n, level, err)
+		}
+		pr := l.pushPhase(t, level, c.checkedDuration, c.seed, "", "")
+		res.Pushes = append(res.Pushes, pr)
+		logPush(pr)
+		// Persist for the next level's filler.
+		if err := p.stop(2 * time.Minute); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func logPush(p pushResult) {
+	fmt.Fprintf(os.Stderr, "  push %s @%d groups: %.0f pushes/s, p50 %.2fms p99 %.2fms, errors %s\n", p.Target, p.Groups, p.Rate, p.P50ms, p.P99ms, p.Errors)
+}
+
+func logScrape(s scrapeResult) {
+	if s.Err != "" {
+		fmt.Fprintf(os.Stderr, "  scrape %s @%d %s: error %s\n", s.Target, s.Groups, s.Mode, s.Err)
+		return
+	}
+	fmt.Fprintf(os.Stderr, "  scrape %s @%d %s: %.3fs (first %.3fs), %d samples, %.3f µs/sample, %.1f MB wire, peak RSS %.0f MB\n",
+		s.Target, s.Groups, s.Mode, s.MedianSeconds, s.FirstSeconds, s.Samples, s.USPerSample, float64(s.WireBytes)/1e6, float64(s.PeakRSS)/(1<<20))
+}
