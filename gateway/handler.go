@@ -151,10 +151,11 @@ func NewHandler(store *Store, opts HandlerOptions) http.Handler {
 		r.HandleFunc(p+"/wipe", a.uiWipe).Methods(http.MethodPost)
 	}
 
-	r.PathPrefix(p + "/debug/pprof/").HandlerFunc(pprof.Index).Methods(http.MethodGet)
+	// The specific profiles first: mux matches routes in order.
 	for name, h := range map[string]http.HandlerFunc{"cmdline": pprof.Cmdline, "profile": pprof.Profile, "symbol": pprof.Symbol, "trace": pprof.Trace} {
 		r.HandleFunc(p+"/debug/pprof/"+name, h).Methods(http.MethodGet)
 	}
+	r.PathPrefix(p + "/debug/pprof/").HandlerFunc(pprof.Index).Methods(http.MethodGet)
 	return cleanPaths(r)
 }
 

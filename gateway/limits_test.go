@@ -118,3 +118,16 @@ func pushedLines(exposition string) []string {
 	}
 	return out
 }
+
+// TestPprofRoutes checks that every profile is reachable, not only the index.
+func TestPprofRoutes(t *testing.T) {
+	st, err := NewStore(StoreOptions{})
+	require.NoError(t, err)
+	defer st.Close()
+	h := NewHandler(st, HandlerOptions{})
+	for _, path := range []string{"/debug/pprof/", "/debug/pprof/cmdline", "/debug/pprof/symbol", "/debug/pprof/heap", "/debug/pprof/profile?seconds=1"} {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
+		require.Equal(t, http.StatusOK, rec.Code, path)
+	}
+}
