@@ -94,10 +94,14 @@ func sortMetrics(ms []*dto.Metric) {
 	})
 }
 
-// render writes the own families and every stored group in format to buf.
+// flushAt is the size at which rendered output is handed to the writer.
+const flushAt = 256 << 10
+
+// render writes the own families and every stored group in format to w.
 // Names are merged in sorted order; a name both own and pushed becomes one
-// family. Must be called holding s.mu.
-func (s *Store) render(buf *bytes.Buffer, own []*dto.MetricFamily, format expfmt.Format) error {
+// family. The store is read-locked for one family at a time, so writes are
+// not held up by a large scrape.
+func (s *Store) render(w io.Writer, own []*dto.MetricFamily, format expfmt.Format) error {
 	fast := -1
 	switch format.FormatType() {
 	case expfmt.TypeTextPlain:
@@ -105,8 +109,21 @@ func (s *Store) render(buf *bytes.Buffer, own []*dto.MetricFamily, format expfmt
 	case expfmt.TypeOpenMetrics:
 		fast = 1
 	}
+	buf := bufPool.Get().(*bytes.Buffer)
+	buf.Reset()
+	defer bufPool.Put(buf)
+	flush := func(force bool) error {
+		if buf.Len() >= flushAt || force && buf.Len() > 0 {
+			_, err := w.Write(buf.Bytes())
+			buf.Reset()
+			return err
+		}
+		return nil
+	}
 	enc := expfmt.NewEncoder(buf, format)
-	names := s.sortedNameList()
+	s.mu.RLock()
+	names := s.sortedNameList() // replaced, never modified, when names change
+	s.mu.RUnlock()
 	i, j := 0, 0
 	for i < len(own) || j < len(names) {
 		var mf *dto.MetricFamily
@@ -115,43 +132,86 @@ func (s *Store) render(buf *bytes.Buffer, own []*dto.MetricFamily, format expfmt
 			mf = own[i]
 			i++
 		case i < len(own) && own[i].GetName() == names[j]:
+			s.mu.RLock()
 			mf = s.mergedFamily(names[j], own[i])
+			s.mu.RUnlock()
 			i++
 			j++
 		default:
 			name := names[j]
 			j++
-			e := s.names[name]
-			if e.series.Len() == 0 {
-				continue
-			}
-			if fast < 0 {
-				mf = s.mergedFamily(name, nil)
-				break
-			}
-			buf.Write(e.headers[fast])
 			var err error
-			e.series.Ascend(func(se *series) bool {
-				var b []byte
-				if b, err = se.lines(name, e.typ, fast == 1); err != nil {
-					return false
+			s.mu.RLock()
+			if e := s.names[name]; e != nil && e.series.Len() > 0 {
+				if fast < 0 {
+					mf = s.mergedFamily(name, nil)
+				} else {
+					err = s.renderFamily(buf, name, e, fast == 1)
 				}
-				buf.Write(b)
-				return true
-			})
+			}
+			s.mu.RUnlock()
 			if err != nil {
 				return err
 			}
-			continue
+			if mf == nil {
+				if err := flush(false); err != nil {
+					return err
+				}
+				continue
+			}
 		}
 		if err := enc.Encode(mf); err != nil {
 			return err
 		}
+		if err := flush(false); err != nil {
+			return err
+		}
 	}
 	if c, ok := enc.(expfmt.Closer); ok {
-		return c.Close()
+		if err := c.Close(); err != nil {
+			return err
+		}
 	}
-	return nil
+	return flush(true)
+}
+
+// renderFamily copies the cached lines of every series of one name. Must be
+// called holding s.mu.
+func (s *Store) renderFamily(buf *bytes.Buffer, name string, e *nameEntry, openMetrics bool) error {
+	header := 0
+	if openMetrics {
+		header = 1
+	}
+	buf.Write(e.headers[header])
+	var err error
+	e.series.Ascend(func(se *series) bool {
+		if openMetrics && se.simple {
+			appendOpenMetricsLine(buf, se.text)
+			return true
+		}
+		var b []byte
+		if b, err = se.lines(name, e.typ, openMetrics); err != nil {
+			return false
+		}
+		buf.Write(b)
+		return true
+	})
+	return err
+}
+
+// appendOpenMetricsLine writes the OpenMetrics form of a simple series'
+// text line: the same line with the value written as OpenMetrics floats
+// are, with ".0" after a number that has neither a point nor an exponent.
+func appendOpenMetricsLine(buf *bytes.Buffer, text []byte) {
+	line := text[:len(text)-1]
+	sp := bytes.LastIndexByte(line, ' ')
+	value := line[sp+1:]
+	buf.Write(line)
+	if bytes.ContainsAny(value, ".eN") || bytes.HasSuffix(value, []byte("Inf")) {
+		buf.WriteByte('\n')
+		return
+	}
+	buf.WriteString(".0\n")
 }
 
 // lines returns the series in the text format or, building and caching it on
@@ -185,17 +245,6 @@ func (s *Store) ExpositionHandler(gatherer prometheus.Gatherer) http.Handler {
 			return
 		}
 		format := expfmt.NegotiateAccept(r.Header, scrapeFormats...)
-		buf := bufPool.Get().(*bytes.Buffer)
-		buf.Reset()
-		defer bufPool.Put(buf)
-
-		s.mu.RLock()
-		err = s.render(buf, own, format)
-		s.mu.RUnlock()
-		if err != nil {
-			http.Error(w, fmt.Sprintf("An error has occurred while serving metrics:\n\n%s", err), http.StatusInternalServerError)
-			return
-		}
 		h := w.Header()
 		h.Set("Content-Type", string(format))
 		var out io.Writer = w
@@ -209,10 +258,11 @@ func (s *Store) ExpositionHandler(gatherer prometheus.Gatherer) http.Handler {
 				gzipPool.Put(zw)
 			}()
 			out = zw
-		} else {
-			h.Set("Content-Length", fmt.Sprint(buf.Len()))
 		}
-		_, _ = out.Write(buf.Bytes())
+		if err := s.render(out, own, format); err != nil {
+			// The status is sent already: the scraper sees a cut-off body.
+			s.logger.Error("cannot serve metrics", "err", err)
+		}
 	})
 }
 

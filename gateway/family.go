@@ -2,7 +2,9 @@ package gateway
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
+	"math"
 	"sort"
 	"strings"
 	"sync/atomic"
@@ -28,11 +30,14 @@ const (
 // series is one pushed metric (one dto.Metric) ready for exposition. It is
 // immutable once built.
 type series struct {
-	// values are the label values ordered by label name; they decide the
-	// exposition order as client_golang's metric sorting does.
-	values []string
+	// key orders the series in exposition order (see sortKey).
+	key string
 	// groupKey is the key of the group holding the series.
 	groupKey string
+	// simple marks a counter, gauge or untyped series with nothing but
+	// labels and a value, whose OpenMetrics line derives from its text
+	// line.
+	simple bool
 	// id identifies the series by metric name and label set.
 	id uint64
 	// metric is the protobuf encoding of the dto.Metric.
@@ -122,14 +127,13 @@ func newFamily(mf *dto.MetricFamily, g Grouping, groupKey string, t time.Time) (
 
 // newSeries encodes the sanitised metric m of family f.
 func newSeries(f *family, m *dto.Metric, groupKey string) (*series, error) {
-	s := &series{groupKey: groupKey, values: make([]string, len(m.Label))}
-	for i, lp := range m.Label {
-		s.values[i] = lp.GetValue()
-	}
+	s := &series{groupKey: groupKey}
 	s.id = seriesID(f.name, m.Label)
+	s.key = sortKey(m.Label, groupKey, s.id)
 	if v, ok := simpleValue(f.name, f.typ, m); ok && isPlainSimpleMetric(m) {
 		s.metric = appendSimpleMetricProto(nil, f.typ, m.Label, v)
 		s.text = appendSimpleSample(make([]byte, 0, 64), f.name, m.Label, v)
+		s.simple = true
 		return s, nil
 	}
 	var err error
@@ -214,20 +218,35 @@ func emptyMetric(typ dto.MetricType) *dto.Metric {
 }
 
 // seriesLess orders series as client_golang sorts metrics of one family:
-// fewer labels first, then by label values in label-name order.
-func seriesLess(a, b *series) bool {
-	if len(a.values) != len(b.values) {
-		return len(a.values) < len(b.values)
+// fewer labels first, then by label values in label-name order; series
+// that tie are ordered by group and identity.
+func seriesLess(a, b *series) bool { return a.key < b.key }
+
+// sortKey encodes the order of seriesLess into a string that compares
+// bytewise: the label count, then every value with 0x00 escaped as 0x00 0x01
+// and ended by 0x00 0x00 (which sorts before any longer value), then the
+// group key and the series id.
+func sortKey(labels []*dto.LabelPair, groupKey string, id uint64) string {
+	n := 2 + len(groupKey) + 8
+	for _, lp := range labels {
+		n += len(lp.GetValue()) + 2
 	}
-	for i, v := range a.values {
-		if v != b.values[i] {
-			return v < b.values[i]
+	b := make([]byte, 0, n)
+	b = binary.BigEndian.AppendUint16(b, uint16(min(len(labels), math.MaxUint16)))
+	for _, lp := range labels {
+		v := lp.GetValue()
+		for i := 0; i < len(v); i++ {
+			if v[i] == 0 {
+				b = append(b, 0, 1)
+			} else {
+				b = append(b, v[i])
+			}
 		}
+		b = append(b, 0, 0)
 	}
-	if a.groupKey != b.groupKey {
-		return a.groupKey < b.groupKey
-	}
-	return a.id < b.id
+	b = append(b, groupKey...)
+	b = binary.BigEndian.AppendUint64(b, id)
+	return string(b)
 }
 
 // sanitizeLabels sets every grouping label to its URL value, adds an empty

@@ -17,6 +17,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/protobuf/encoding/protodelim"
 
@@ -301,3 +303,22 @@ func label(name, value string) *dto.LabelPair {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// parseText parses a text-format exposition.
+func parseText(text string) (map[string]*dto.MetricFamily, error) {
+	p := expfmt.NewTextParser(model.LegacyValidation)
+	return p.TextToMetricFamilies(strings.NewReader(text))
+}
+
+// checkGather runs client_golang's gather checks (types, duplicate series,
+// suffix collisions, label names) over families.
+func checkGather(mfs map[string]*dto.MetricFamily) error {
+	_, err := prometheus.Gatherers{prometheus.GathererFunc(func() ([]*dto.MetricFamily, error) {
+		out := make([]*dto.MetricFamily, 0, len(mfs))
+		for _, mf := range mfs {
+			out = append(out, mf)
+		}
+		return out, nil
+	})}.Gather()
+	return err
+}

@@ -433,46 +433,74 @@ func (s *Store) Healthy() error {
 // probeInterval is how often a failing persistence is probed for recovery.
 const probeInterval = 5 * time.Second
 
+// loop applies writes in arrival order. Commits run on their own goroutine,
+// so that while one batch is being synced the next one is already applied
+// in memory and grows; each request is answered once its batch is
+// committed.
 func (s *Store) loop() {
 	defer close(s.stopped)
 	probe := time.NewTicker(probeInterval)
 	defer probe.Stop()
+	toCommit := make(chan *batch)
+	committed := make(chan *batch)
+	go func() {
+		for b := range toCommit {
+			b.err = s.commit(b.changes)
+			committed <- b
+		}
+	}()
+	defer close(toCommit)
+
+	var next *batch // applied, not yet handed to the committer
+	inflight := false
+	stopping := false
 	for {
+		if !inflight && next != nil {
+			toCommit <- next
+			next, inflight = nil, true
+		}
+		if stopping && !inflight && next == nil && len(s.queue) == 0 {
+			return
+		}
+		queue := s.queue
+		if next != nil && len(next.reqs) >= maxBatch {
+			queue = nil // Let the committer catch up.
+		}
+		stop := s.stop
+		if stopping {
+			stop = nil
+		}
 		select {
-		case req := <-s.queue:
-			s.process(s.collect(req))
+		case req := <-queue:
+			next = s.apply(next, s.collect(req))
+		case b := <-committed:
+			inflight = false
+			next = s.finish(b, next)
 		case <-probe.C:
-			if s.persistErr.Load() != nil {
+			if s.persistErr.Load() != nil && s.db != nil {
 				if err := s.db.Probe(); err == nil {
 					s.persistErr.Store(nil)
 					s.logger.Info("persistence file is writable again")
 				}
 			}
-		case <-s.stop:
-			for {
-				select {
-				case req := <-s.queue:
-					s.process(s.collect(req))
-				default:
-					return
-				}
-			}
+		case <-stop:
+			stopping = true
 		}
 	}
 }
 
 // collect adds whatever else is queued to first, up to maxBatch writes.
 func (s *Store) collect(first *writeRequest) []*writeRequest {
-	batch := []*writeRequest{first}
-	for len(batch) < maxBatch {
+	reqs := []*writeRequest{first}
+	for len(reqs) < maxBatch {
 		select {
 		case req := <-s.queue:
-			batch = append(batch, req)
+			reqs = append(reqs, req)
 		default:
-			return batch
+			return reqs
 		}
 	}
-	return batch
+	return reqs
 }
 
 // change records one group replacement of a batch, for persisting and undo.
@@ -481,21 +509,33 @@ type change struct {
 	old, new *group
 }
 
-// process applies a batch in order, commits it in one transaction and then
-// answers every request.
-func (s *Store) process(batch []*writeRequest) {
-	start := s.now()
+// batch is a set of applied writes committed together.
+type batch struct {
+	start   time.Time
+	reqs    []*writeRequest
+	results []error
+	changes []change
+	expired map[string]int
+	// err is the outcome of the commit.
+	err error
+}
+
+// apply applies reqs in order to the memory state and adds them to b,
+// which it creates when nil.
+func (s *Store) apply(b *batch, reqs []*writeRequest) *batch {
+	if b == nil {
+		b = &batch{start: s.now(), expired: map[string]int{}}
+	}
 	own := s.ownFamilies()
-	results := make([]error, len(batch))
-	expired := map[string]int{}
-	var changes []change
 	replace := func(key string, old, g *group) {
 		s.install(key, old, g)
-		changes = append(changes, change{key: key, old: old, new: g})
+		b.changes = append(b.changes, change{key: key, old: old, new: g})
 	}
 
 	s.mu.Lock()
-	for i, req := range batch {
+	defer s.mu.Unlock()
+	for _, req := range reqs {
+		var result error
 		switch req.kind {
 		case writeDelete:
 			if old := s.groups[req.key]; old != nil {
@@ -517,63 +557,85 @@ func (s *Store) process(batch []*writeRequest) {
 				} else {
 					replace(key, g, zeroedGroup(g, now))
 				}
-				expired[g.ttl.action]++
+				b.expired[g.ttl.action]++
 			}
 		case writePut, writePost:
 			old := s.groups[req.key]
 			if err := s.checkLimits(req, old); err != nil {
-				results[i] = err
-				continue
+				result = err
+				break
 			}
 			err := req.reject
 			if err == nil {
 				err = s.check(req, old, own)
 			}
 			if err != nil {
-				results[i] = &RejectedError{Err: err}
+				result = &RejectedError{Err: err}
 				replace(req.key, old, failedGroup(old, req))
-				continue
+				break
 			}
 			replace(req.key, old, appliedGroup(old, req, own, s.resolveTTL(req)))
+		}
+		b.reqs = append(b.reqs, req)
+		b.results = append(b.results, result)
+	}
+	s.metrics.groups.Set(float64(len(s.groups)))
+	return b
+}
+
+// finish answers the requests of a committed batch. When the commit failed,
+// it undoes the batch and next (applied after it, not yet committed) and
+// fails both; it returns what is left of next.
+func (s *Store) finish(b, next *batch) *batch {
+	if b.err == nil {
+		if len(b.changes) > 0 && s.db != nil {
+			s.persistErr.Store(nil)
+		}
+		s.scheduleChanges(b.changes)
+		for action, n := range b.expired {
+			s.metrics.expirations.WithLabelValues(action).Add(float64(n))
+		}
+		s.answer(b)
+		return next
+	}
+	err := b.err
+	s.persistErr.Store(&err)
+	undone := []*batch{b}
+	if next != nil {
+		undone = append(undone, next)
+	}
+	s.mu.Lock()
+	for i := len(undone) - 1; i >= 0; i-- {
+		changes := undone[i].changes
+		for j := len(changes) - 1; j >= 0; j-- {
+			c := changes[j]
+			s.install(c.key, c.new, c.old)
 		}
 	}
 	s.metrics.groups.Set(float64(len(s.groups)))
 	s.mu.Unlock()
+	for _, u := range undone {
+		s.logger.Error("cannot persist writes; they were not applied", "writes", len(u.reqs), "err", err)
+		for i := range u.results {
+			u.results[i] = &PersistError{Err: err}
+		}
+		s.answer(u)
+	}
+	return nil
+}
 
-	err := s.commit(changes)
-	if err != nil {
-		s.persistErr.Store(&err)
-	} else if len(changes) > 0 && s.db != nil {
-		s.persistErr.Store(nil)
-	}
-	if err != nil {
-		s.mu.Lock()
-		for i := len(changes) - 1; i >= 0; i-- {
-			c := changes[i]
-			s.install(c.key, c.new, c.old)
-		}
-		s.metrics.groups.Set(float64(len(s.groups)))
-		s.mu.Unlock()
-		s.logger.Error("cannot persist writes; they were not applied", "writes", len(batch), "err", err)
-		for i := range results {
-			results[i] = &PersistError{Err: err}
-		}
-	} else {
-		s.scheduleChanges(changes)
-		for action, n := range expired {
-			s.metrics.expirations.WithLabelValues(action).Add(float64(n))
-		}
-	}
-	s.metrics.batchSize.Observe(float64(len(batch)))
-	s.metrics.writeDuration.Observe(s.now().Sub(start).Seconds())
-	for i, req := range batch {
+// answer sends every request of b its result.
+func (s *Store) answer(b *batch) {
+	s.metrics.batchSize.Observe(float64(len(b.reqs)))
+	s.metrics.writeDuration.Observe(s.now().Sub(b.start).Seconds())
+	for i, req := range b.reqs {
 		if req.done != nil {
-			if results[i] != nil {
-				req.done <- results[i]
+			if b.results[i] != nil {
+				req.done <- b.results[i]
 			}
 			close(req.done)
-		} else if results[i] != nil {
-			s.logger.Error("queued write failed", "group", req.grouping, "err", results[i])
+		} else if b.results[i] != nil {
+			s.logger.Error("queued write failed", "group", req.grouping, "err", b.results[i])
 		}
 	}
 }
@@ -743,8 +805,16 @@ func failedGroup(old *group, req *writeRequest) *group {
 func (s *Store) install(key string, old, g *group) {
 	if old != nil {
 		for name, f := range old.families {
-			if g == nil || g.families[name] != f {
+			var nf *family
+			if g != nil {
+				nf = g.families[name]
+			}
+			switch {
+			case nf == f:
+			case nf == nil:
 				s.removeFamily(f)
+			default:
+				s.replaceFamily(f, nf)
 			}
 		}
 	}
@@ -753,11 +823,53 @@ func (s *Store) install(key string, old, g *group) {
 		return
 	}
 	for name, f := range g.families {
-		if old == nil || old.families[name] != f {
+		if old == nil || old.families[name] == nil {
 			s.addFamily(f)
 		}
 	}
 	s.groups[key] = g
+}
+
+// replaceFamily swaps a group's family for a new version of the same name.
+// Series of the same identity replace each other in place; only those that
+// are gone are deleted. Must be called holding s.mu for writing.
+func (s *Store) replaceFamily(old, f *family) {
+	e := s.names[f.name]
+	if e == nil || e.typ != f.typ {
+		s.removeFamily(old)
+		s.addFamily(f)
+		return
+	}
+	s.setHelp(e, f)
+	for _, se := range f.series {
+		e.series.ReplaceOrInsert(se)
+		e.owners[se.id] = se.groupKey
+	}
+	// Both lists are sorted: walk them together to find the series of old
+	// that f does not have.
+	j := 0
+	for _, se := range old.series {
+		for j < len(f.series) && f.series[j].key < se.key {
+			j++
+		}
+		if j < len(f.series) && f.series[j].key == se.key {
+			continue
+		}
+		e.series.Delete(se)
+		if e.owners[se.id] == se.groupKey {
+			delete(e.owners, se.id)
+		}
+	}
+}
+
+// setHelp updates the help string of an index entry and its cached
+// headers. Must be called holding s.mu for writing.
+func (s *Store) setHelp(e *nameEntry, f *family) {
+	if e.headers[0] == nil || e.help != f.help || e.hasHelp != f.hasHelp {
+		e.help, e.hasHelp = f.help, f.hasHelp
+		e.headers[0] = familyHeader(f.name, f.help, f.hasHelp, e.typ, false)
+		e.headers[1] = familyHeader(f.name, f.help, f.hasHelp, e.typ, true)
+	}
 }
 
 // addFamily indexes f. Must be called holding s.mu for writing.
@@ -772,11 +884,7 @@ func (s *Store) addFamily(f *family) {
 		s.names[f.name] = e
 		s.sortedNames = nil
 	}
-	if e.headers[0] == nil || e.help != f.help || e.hasHelp != f.hasHelp {
-		e.help, e.hasHelp = f.help, f.hasHelp
-		e.headers[0] = familyHeader(f.name, f.help, f.hasHelp, e.typ, false)
-		e.headers[1] = familyHeader(f.name, f.help, f.hasHelp, e.typ, true)
-	}
+	s.setHelp(e, f)
 	e.holders++
 	for _, se := range f.series {
 		e.series.ReplaceOrInsert(se)

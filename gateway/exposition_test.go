@@ -1,0 +1,117 @@
+package gateway
+
+import (
+	"bytes"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/proto"
+)
+
+// TestFastExpositionMatchesExpfmt checks the cached-bytes exposition, in the
+// text format and in OpenMetrics, against expfmt encoding the same families
+// decoded from the store.
+func TestFastExpositionMatchesExpfmt(t *testing.T) {
+	st, err := NewStore(StoreOptions{})
+	require.NoError(t, err)
+	defer st.Close()
+	h := NewHandler(st, HandlerOptions{Registry: prometheus.NewRegistry()})
+	bodies := map[string]string{
+		"/metrics/job/a":            "# HELP c_total A counter.\n# TYPE c_total counter\nc_total{x=\"1\"} 1\nc_total{x=\"2\"} 0\nc_total{x=\"3\"} -1\nc_total{x=\"4\"} 1e+06\nc_total{x=\"5\"} 2.5\n# TYPE plain counter\nplain 7\n",
+		"/metrics/job/b/instance/i": "# TYPE g gauge\ng NaN\ng{y=\"q\\\"uote\\\\back\\nline\"} +Inf\ng{y=\"z\"} -Inf\nu 123456789012\nu{y=\"1\"} 1.5e-300\n",
+		"/metrics/job/c":            "# TYPE h histogram\nh_bucket{le=\"0.1\"} 1\nh_bucket{le=\"1\"} 1000000\nh_bucket{le=\"+Inf\"} 1000001\nh_sum 3.5\nh_count 1000001\n# TYPE s summary\ns{quantile=\"0.5\"} 1\ns_sum 2\ns_count 3\n",
+		"/metrics/job/d":            "# TYPE c_total counter\nc_total{x=\"1\"} 4\n# TYPE g gauge\ng 0\n",
+	}
+	for path, body := range bodies {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(http.MethodPut, path, strings.NewReader(body)))
+		require.Equal(t, http.StatusOK, rec.Code, rec.Body.String())
+	}
+	mfs, err := st.Gatherer().Gather()
+	require.NoError(t, err)
+	for _, tc := range []struct {
+		accept string
+		format expfmt.Format
+	}{
+		{"", expfmt.NewFormat(expfmt.TypeTextPlain)},
+		{"application/openmetrics-text;version=1.0.0", expfmt.NewFormat(expfmt.TypeOpenMetrics)},
+	} {
+		var want bytes.Buffer
+		enc := expfmt.NewEncoder(&want, tc.format)
+		for _, mf := range mfs {
+			require.NoError(t, enc.Encode(mf))
+		}
+		if c, ok := enc.(expfmt.Closer); ok {
+			require.NoError(t, c.Close())
+		}
+		req := httptest.NewRequest(http.MethodGet, "/metrics", nil)
+		if tc.accept != "" {
+			req.Header.Set("Accept", tc.accept)
+		}
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		require.Equal(t, http.StatusOK, rec.Code)
+		got := rec.Body.String()
+		// The handler adds its own metrics; compare the pushed part.
+		require.Equal(t, want.String(), withoutFamilies(withoutFamilies(got, "promhttp_metric_handler_"), "pushrelay_"), "format %s", tc.format)
+	}
+}
+
+// withoutFamilies drops the lines of families whose name starts with prefix.
+func withoutFamilies(exposition, prefix string) string {
+	var out []string
+	for _, l := range strings.SplitAfter(exposition, "\n") {
+		name := strings.TrimPrefix(strings.TrimPrefix(strings.TrimPrefix(l, "# HELP "), "# TYPE "), "# UNIT ")
+		if strings.HasPrefix(name, prefix) {
+			continue
+		}
+		out = append(out, l)
+	}
+	return strings.Join(out, "")
+}
+
+// TestSortKeyOrder checks that the byte order of sort keys is the order
+// client_golang sorts metrics in: by label count, then value by value.
+func TestSortKeyOrder(t *testing.T) {
+	alphabet := []string{"", "a", "b", "a\x00", "\x00", "ab", "a\x01", "\xff", "é"}
+	rng := rand.New(rand.NewPCG(1, 2))
+	type item struct {
+		values []string
+		key    string
+	}
+	var items []item
+	for i := 0; i < 500; i++ {
+		n := rng.IntN(3)
+		var labels []*dto.LabelPair
+		var values []string
+		for j := 0; j < n; j++ {
+			v := alphabet[rng.IntN(len(alphabet))] + alphabet[rng.IntN(len(alphabet))]
+			values = append(values, v)
+			labels = append(labels, &dto.LabelPair{Name: proto.String("l"), Value: proto.String(v)})
+		}
+		items = append(items, item{values, sortKey(labels, "g", uint64(i))})
+	}
+	elementwise := func(a, b []string) int {
+		if len(a) != len(b) {
+			return len(a) - len(b)
+		}
+		for k := range a {
+			if a[k] != b[k] {
+				return strings.Compare(a[k], b[k])
+			}
+		}
+		return 0
+	}
+	sort.Slice(items, func(i, j int) bool { return items[i].key < items[j].key })
+	for i := 1; i < len(items); i++ {
+		require.LessOrEqual(t, elementwise(items[i-1].values, items[i].values), 0, "%q before %q", items[i-1].values, items[i].values)
+	}
+}
