@@ -83,3 +83,11 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+func TestParseAuth(t *testing.T) {
+	c, err := Parse([]byte("auth:\n  push:\n    basic_auth_users:\n      ci: $2y$10$QOauhQNbBCuQDKes6eFzPeMqBSjb7Mr5DUmpZ/VcEd00UAV/LDeSi\n"))
+	require.NoError(t, err)
+	require.Contains(t, c.Auth.Push.BasicAuthUsers, "ci")
+	_, err = Parse([]byte("auth:\n  scrape:\n    basic_auth_users:\n      prometheus: plaintext\n"))
+	require.ErrorContains(t, err, `auth.scrape user "prometheus": the password must be a bcrypt hash`)
+}

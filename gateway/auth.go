@@ -2,9 +2,7 @@ package gateway
 
 import (
 	"crypto/sha256"
-	"crypto/subtle"
 	"net/http"
-	"strings"
 	"sync"
 
 	"golang.org/x/crypto/bcrypt"
@@ -100,11 +98,3 @@ func (a *authenticator) require(class string, h http.Handler) http.Handler {
 		h.ServeHTTP(w, r)
 	})
 }
-
-// constantTimeEqual compares two strings without leaking their common
-// prefix length.
-func constantTimeEqual(a, b string) bool {
-	return subtle.ConstantTimeCompare([]byte(a), []byte(b)) == 1
-}
-
-var _ = strings.TrimSpace

@@ -51,7 +51,10 @@ type HandlerOptions struct {
 	Exposed []prometheus.Gatherer
 	// Services feeds the span metrics page; nil shows it as unavailable.
 	Services func() []ServiceStats
-	Logger   *slog.Logger
+	// Auth sets separate credentials for pushing, reading and
+	// administration.
+	Auth   Auth
+	Logger *slog.Logger
 }
 
 type api struct {
@@ -87,16 +90,20 @@ func NewHandler(store *Store, opts HandlerOptions) http.Handler {
 	r.MethodNotAllowedHandler = http.HandlerFunc(methodNotAllowed)
 
 	m := a.metrics
+	auth := newAuthenticator(opts.Auth)
+	push, read, admin := func(h http.Handler) http.Handler { return auth.require(classPush, h) },
+		func(h http.Handler) http.Handler { return auth.require(classScrape, h) },
+		func(h http.Handler) http.Handler { return auth.require(classAdmin, h) }
 	r.Handle(p+"/-/healthy", m.counted("healthy", http.HandlerFunc(a.health))).Methods(http.MethodGet)
 	r.Handle(p+"/-/ready", m.counted("ready", http.HandlerFunc(a.health))).Methods(http.MethodGet)
 
 	exposition := promhttp.InstrumentMetricHandler(opts.Registry, store.ExpositionHandler(append(prometheus.Gatherers{opts.Registry}, opts.Exposed...)))
-	r.Handle(path.Join(p+"/", opts.TelemetryPath), exposition).Methods(http.MethodGet)
+	r.Handle(path.Join(p+"/", opts.TelemetryPath), read(exposition)).Methods(http.MethodGet)
 
 	pushPrefix := p + "/metrics/job"
-	put := m.push("push", a.pushHandler(true))
-	post := m.push("push", a.pushHandler(false))
-	del := m.counted("delete", http.HandlerFunc(a.delete))
+	put := push(m.push("push", a.pushHandler(true)))
+	post := push(m.push("push", a.pushHandler(false)))
+	del := push(m.counted("delete", http.HandlerFunc(a.delete)))
 	r.MatcherFunc(func(req *http.Request, _ *mux.RouteMatch) bool {
 		rest, ok := strings.CutPrefix(req.URL.Path, pushPrefix)
 		return ok && (strings.HasPrefix(rest, "/") || strings.HasPrefix(rest, Base64Suffix+"/"))
@@ -121,16 +128,16 @@ func NewHandler(store *Store, opts HandlerOptions) http.Handler {
 	})
 
 	apiPrefix := p + "/api/v1"
-	r.Handle(apiPrefix+"/metrics", m.counted("api/v1/metrics", cors(http.HandlerFunc(a.apiMetrics)))).Methods(http.MethodGet)
-	r.Handle(apiPrefix+"/status", m.counted("api/v1/status", cors(http.HandlerFunc(a.apiStatus)))).Methods(http.MethodGet)
+	r.Handle(apiPrefix+"/metrics", read(m.counted("api/v1/metrics", cors(http.HandlerFunc(a.apiMetrics))))).Methods(http.MethodGet)
+	r.Handle(apiPrefix+"/status", read(m.counted("api/v1/status", cors(http.HandlerFunc(a.apiStatus))))).Methods(http.MethodGet)
 	if opts.EnableAdminAPI {
-		r.Handle(apiPrefix+"/admin/wipe", m.counted("wipe", http.HandlerFunc(a.wipe))).Methods(http.MethodPut)
+		r.Handle(apiPrefix+"/admin/wipe", admin(m.counted("wipe", http.HandlerFunc(a.wipe)))).Methods(http.MethodPut)
 	}
 	r.PathPrefix(apiPrefix + "/").Methods(http.MethodOptions).Handler(m.counted("api/v1/options", cors(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))))
 
 	if opts.EnableLifecycle {
-		r.HandleFunc(p+"/-/quit", a.quit).Methods(http.MethodPut, http.MethodPost)
-		r.HandleFunc(p+"/-/reload", a.reload).Methods(http.MethodPut, http.MethodPost)
+		r.Handle(p+"/-/quit", admin(http.HandlerFunc(a.quit))).Methods(http.MethodPut, http.MethodPost)
+		r.Handle(p+"/-/reload", admin(http.HandlerFunc(a.reload))).Methods(http.MethodPut, http.MethodPost)
 	} else {
 		lifecycleDisabled := func(w http.ResponseWriter, _ *http.Request) {
 			http.Error(w, "Lifecycle API is not enabled.", http.StatusForbidden)
@@ -142,20 +149,20 @@ func NewHandler(store *Store, opts HandlerOptions) http.Handler {
 		http.Error(w, "Only POST or PUT requests allowed.", http.StatusMethodNotAllowed)
 	}).Methods(http.MethodGet)
 
-	r.Handle(p+"/", m.counted("status", http.HandlerFunc(a.uiIndex))).Methods(http.MethodGet)
-	r.Handle(p+"/status", m.counted("status", http.HandlerFunc(a.uiStatus))).Methods(http.MethodGet)
-	r.Handle(p+"/spans", m.counted("status", http.HandlerFunc(a.uiSpans))).Methods(http.MethodGet)
+	r.Handle(p+"/", read(m.counted("status", http.HandlerFunc(a.uiIndex)))).Methods(http.MethodGet)
+	r.Handle(p+"/status", read(m.counted("status", http.HandlerFunc(a.uiStatus)))).Methods(http.MethodGet)
+	r.Handle(p+"/spans", read(m.counted("status", http.HandlerFunc(a.uiSpans)))).Methods(http.MethodGet)
 	r.PathPrefix(p + "/static/").Handler(m.counted("static", staticHandler(p))).Methods(http.MethodGet)
 	if opts.EnableAdminAPI {
-		r.HandleFunc(p+"/delete", a.uiDelete).Methods(http.MethodPost)
-		r.HandleFunc(p+"/wipe", a.uiWipe).Methods(http.MethodPost)
+		r.Handle(p+"/delete", admin(http.HandlerFunc(a.uiDelete))).Methods(http.MethodPost)
+		r.Handle(p+"/wipe", admin(http.HandlerFunc(a.uiWipe))).Methods(http.MethodPost)
 	}
 
 	// The specific profiles first: mux matches routes in order.
 	for name, h := range map[string]http.HandlerFunc{"cmdline": pprof.Cmdline, "profile": pprof.Profile, "symbol": pprof.Symbol, "trace": pprof.Trace} {
-		r.HandleFunc(p+"/debug/pprof/"+name, h).Methods(http.MethodGet)
+		r.Handle(p+"/debug/pprof/"+name, admin(h)).Methods(http.MethodGet)
 	}
-	r.PathPrefix(p + "/debug/pprof/").HandlerFunc(pprof.Index).Methods(http.MethodGet)
+	r.PathPrefix(p + "/debug/pprof/").Handler(admin(http.HandlerFunc(pprof.Index))).Methods(http.MethodGet)
 	return cleanPaths(r)
 }
 

@@ -36,6 +36,7 @@ import (
 	"github.com/pushrelay/pushrelay/staleness"
 	"github.com/pushrelay/pushrelay/traces"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 )
 
 // Timeouts of the HTTP servers: slow clients cannot hold connections open.
@@ -219,13 +220,16 @@ func runMain(args []string) int {
 		EnableAdminAPI:          *enableAdminAPI,
 		DisableConsistencyCheck: *disableConsistencyCheck,
 		MaxBodyBytes:            int64(*maxBodyBytes),
-		Flags:                   flagValues(app),
-		BuildInfo:               buildInfo(),
-		StartTime:               time.Now(),
-		Quit:                    func() { quitOnce.Do(func() { close(quit) }) },
-		Reload:                  reload,
-		Registry:                reg,
-		Exposed:                 []prometheus.Gatherer{spanReg},
+		Auth: gateway.Auth{
+			Push: cfg.Auth.Push.BasicAuthUsers, Scrape: cfg.Auth.Scrape.BasicAuthUsers, Admin: cfg.Auth.Admin.BasicAuthUsers,
+		},
+		Flags:     flagValues(app),
+		BuildInfo: buildInfo(),
+		StartTime: time.Now(),
+		Quit:      func() { quitOnce.Do(func() { close(quit) }) },
+		Reload:    reload,
+		Registry:  reg,
+		Exposed:   []prometheus.Gatherer{spanReg},
 		Services: func() []gateway.ServiceStats {
 			var out []gateway.ServiceStats
 			for _, st := range processor.Services() {
@@ -300,7 +304,16 @@ func runMain(args []string) int {
 			logger.Error("cannot listen for OTLP gRPC", "address", *otlpGRPCAddress, "err", err)
 			return 1
 		}
-		srv := grpc.NewServer(traces.GRPCServerOptions(int(traceLimits.MaxBodyBytes))...)
+		tlsConfig, err := traces.GRPCTLSConfig(*webConfig.WebConfigFile)
+		if err != nil {
+			logger.Error("cannot start", "err", err)
+			return 1
+		}
+		opts := traces.GRPCServerOptions(int(traceLimits.MaxBodyBytes))
+		if tlsConfig != nil {
+			opts = append(opts, grpc.Creds(credentials.NewTLS(tlsConfig)))
+		}
+		srv := grpc.NewServer(opts...)
 		traces.RegisterGRPC(srv, processor, traceMetrics, traceLimits)
 		logger.Info("OTLP gRPC trace receiver listening", "address", lis.Addr().String())
 		g.Add(func() error { return srv.Serve(lis) }, func(error) { srv.GracefulStop() })
@@ -317,8 +330,11 @@ func runMain(args []string) int {
 			return fmt.Errorf("cannot listen for %s: %w", name, err)
 		}
 		logger.Info(name+" receiver listening", "address", lis.Addr().String())
+		// The web config file (TLS, basic auth) applies here as on :9091.
+		noSystemd := false
+		flags := &web.FlagConfig{WebListenAddresses: &[]string{address}, WebSystemdSocket: &noSystemd, WebConfigFile: webConfig.WebConfigFile}
 		g.Add(func() error {
-			if err := srv.Serve(lis); !errors.Is(err, http.ErrServerClosed) {
+			if err := web.ServeMultiple([]net.Listener{lis}, srv, flags, logger); !errors.Is(err, http.ErrServerClosed) {
 				return err
 			}
 			return nil
