@@ -3,6 +3,7 @@ package gateway
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 	"net/http"
 	"time"
 
@@ -78,6 +79,16 @@ func apiMetrics(mf *dto.MetricFamily) []map[string]any {
 			obj["sum"] = fmt.Sprint(m.GetSummary().GetSampleSum())
 		case dto.MetricType_HISTOGRAM, dto.MetricType_GAUGE_HISTOGRAM:
 			h := m.GetHistogram()
+			if len(h.GetPositiveSpan())+len(h.GetNegativeSpan()) > 0 {
+				obj["buckets"] = nativeBuckets(h)
+				if h.SampleCountFloat != nil {
+					obj["count"] = fmt.Sprint(h.GetSampleCountFloat())
+				} else {
+					obj["count"] = fmt.Sprint(h.GetSampleCount())
+				}
+				obj["sum"] = fmt.Sprint(h.GetSampleSum())
+				break
+			}
 			b := map[string]string{}
 			for _, bk := range h.GetBucket() {
 				if c := bk.GetCumulativeCountFloat(); c > 0 {
@@ -123,4 +134,80 @@ func respondJSON(w http.ResponseWriter, data any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(b)
+}
+
+// Boundary rules of native histogram buckets in the Prometheus HTTP API.
+const (
+	openLeft   = 0 // (lower, upper]
+	openRight  = 1 // [lower, upper)
+	closedBoth = 3 // [lower, upper]
+)
+
+// nativeBuckets lists the non-empty buckets of a native histogram as the
+// Prometheus API does: [boundary rule, "lower", "upper", "count"], negative
+// buckets first, then the zero bucket, then the positive ones.
+func nativeBuckets(h *dto.Histogram) [][]any {
+	float := h.SampleCountFloat != nil || len(h.GetPositiveCount())+len(h.GetNegativeCount()) > 0
+	count := func(v float64) string {
+		if float {
+			return fmt.Sprint(v)
+		}
+		return fmt.Sprint(uint64(v))
+	}
+	var out [][]any
+	neg := spanBuckets(h.GetSchema(), h.GetNegativeSpan(), h.GetNegativeDelta(), h.GetNegativeCount())
+	for i := len(neg) - 1; i >= 0; i-- {
+		b := neg[i]
+		out = append(out, []any{openRight, fmt.Sprint(-b.upper), fmt.Sprint(-b.lower), count(b.count)})
+	}
+	zero := h.GetZeroCountFloat()
+	if h.ZeroCountFloat == nil {
+		zero = float64(h.GetZeroCount())
+	}
+	if zero > 0 {
+		zt := h.GetZeroThreshold()
+		out = append(out, []any{closedBoth, fmt.Sprint(-zt), fmt.Sprint(zt), count(zero)})
+	}
+	for _, b := range spanBuckets(h.GetSchema(), h.GetPositiveSpan(), h.GetPositiveDelta(), h.GetPositiveCount()) {
+		out = append(out, []any{openLeft, fmt.Sprint(b.lower), fmt.Sprint(b.upper), count(b.count)})
+	}
+	return out
+}
+
+type nativeBucket struct{ lower, upper, count float64 }
+
+// spanBuckets expands spans with delta-encoded integer counts (or absolute
+// float counts) into the non-empty buckets of one side, ascending.
+func spanBuckets(schema int32, spans []*dto.BucketSpan, deltas []int64, floats []float64) []nativeBucket {
+	var out []nativeBucket
+	idx, n := int32(0), 0
+	var abs int64
+	for _, sp := range spans {
+		idx += sp.GetOffset()
+		for j := uint32(0); j < sp.GetLength(); j++ {
+			var c float64
+			switch {
+			case n < len(floats):
+				c = floats[n]
+			case n < len(deltas):
+				abs += deltas[n]
+				c = float64(abs)
+			}
+			n++
+			if c != 0 {
+				lower, upper := bucketBounds(schema, idx)
+				out = append(out, nativeBucket{lower, upper, c})
+			}
+			idx++
+		}
+	}
+	return out
+}
+
+// bucketBounds returns the bounds of bucket idx of an exponential schema:
+// (base^(idx-1), base^idx] with base = 2^(2^-schema).
+func bucketBounds(schema int32, idx int32) (float64, float64) {
+	upper := math.Exp2(float64(idx) * math.Exp2(-float64(schema)))
+	lower := math.Exp2(float64(idx-1) * math.Exp2(-float64(schema)))
+	return lower, upper
 }

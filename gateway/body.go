@@ -85,18 +85,43 @@ func decodeBody(w http.ResponseWriter, r *http.Request, limit int64) (io.Reader,
 // says so, the text format 0.0.4 otherwise. An empty body yields no
 // families. Errors are the parsers' messages.
 func ParseBody(body io.Reader, contentType string) (map[string]*dto.MetricFamily, error) {
-	if isDelimitedProtobuf(contentType) {
-		return parseDelimited(body)
-	}
-	in, err := io.ReadAll(body)
+	parsed, err := parseBody(body, contentType)
 	if err != nil {
 		return nil, err
 	}
-	if mfs, ok := parseTextFast(in); ok {
-		return mfs, nil
+	mfs := make(map[string]*dto.MetricFamily, len(parsed))
+	for name, p := range parsed {
+		mfs[name] = p.toDto()
 	}
-	parser := expfmt.NewTextParser(model.LegacyValidation)
-	return parser.TextToMetricFamilies(bytes.NewReader(in))
+	return mfs, nil
+}
+
+// parseBody is ParseBody keeping simple metrics as label slices.
+func parseBody(body io.Reader, contentType string) (map[string]*parsedFamily, error) {
+	var mfs map[string]*dto.MetricFamily
+	if isDelimitedProtobuf(contentType) {
+		var err error
+		if mfs, err = parseDelimited(body); err != nil {
+			return nil, err
+		}
+	} else {
+		in, err := io.ReadAll(body)
+		if err != nil {
+			return nil, err
+		}
+		if parsed, ok := parseTextFast(in); ok {
+			return parsed, nil
+		}
+		parser := expfmt.NewTextParser(model.LegacyValidation)
+		if mfs, err = parser.TextToMetricFamilies(bytes.NewReader(in)); err != nil {
+			return nil, err
+		}
+	}
+	parsed := make(map[string]*parsedFamily, len(mfs))
+	for name, mf := range mfs {
+		parsed[name] = fromDto(mf)
+	}
+	return parsed, nil
 }
 
 // parseDelimited reads varint-delimited MetricFamily messages; a later

@@ -9,6 +9,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/stretchr/testify/require"
+
+	"github.com/pushrelay/pushrelay/gateway"
 )
 
 // metricOf builds the sanitised metric that a rejection message quotes:
@@ -415,4 +417,32 @@ func withoutLinePrefix(text, prefix string) string {
 		}
 	}
 	return sb.String()
+}
+
+// TestDisableConsistencyCheck checks the documented difference from the
+// Pushgateway (README "Differences"): with the check disabled, pushes are
+// answered 202 once queued, and an inconsistent or timestamped push is
+// dropped with its group's failure time set instead of being stored.
+func TestDisableConsistencyCheck(t *testing.T) {
+	g := MustNewGateway(t, withHandler(func(o *gateway.HandlerOptions) { o.DisableConsistencyCheck = true }))
+	// A DELETE waits for its commit, and writes are applied in order, so
+	// it makes the queued pushes before it visible.
+	barrier := func() { g.MustDo(http.StatusAccepted, http.MethodDelete, "/metrics/job/barrier", "") }
+	g.At(1).MustDo(http.StatusAccepted, http.MethodPut, "/metrics/job/a", "# TYPE m gauge\nm 1\n")
+	g.At(2).MustDo(http.StatusAccepted, http.MethodPut, "/metrics/job/b", "# TYPE m counter\nm 1\n")
+	g.At(3).MustDo(http.StatusAccepted, http.MethodPut, "/metrics/job/c", "n 1 1\n")
+	require.Equal(t, "text format parsing error in line 1: unexpected end of input stream\n",
+		g.At(4).MustDo(http.StatusBadRequest, http.MethodPut, "/metrics/job/d", "n 1"))
+	require.Equal(t, "improper label name \"__x\"\n",
+		g.At(4).MustDo(http.StatusBadRequest, http.MethodPut, "/metrics/job/d/__x/1", ""))
+	barrier()
+	require.Equal(t, lines(
+		`m{instance="",job="a"} 1`,
+		`push_failure_time_seconds{instance="",job="a"} 0`,
+		`push_failure_time_seconds{instance="",job="b"} 1.700000002e+09`,
+		`push_failure_time_seconds{instance="",job="c"} 1.700000003e+09`,
+		`push_time_seconds{instance="",job="a"} 1.700000001e+09`,
+		`push_time_seconds{instance="",job="b"} 0`,
+		`push_time_seconds{instance="",job="c"} 0`,
+	), g.Samples())
 }

@@ -10,10 +10,8 @@ import (
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/stretchr/testify/require"
-	"google.golang.org/protobuf/proto"
 )
 
 // TestFastExpositionMatchesExpfmt checks the cached-bytes exposition, in the
@@ -90,12 +88,12 @@ func TestSortKeyOrder(t *testing.T) {
 	var items []item
 	for i := 0; i < 500; i++ {
 		n := rng.IntN(3)
-		var labels []*dto.LabelPair
+		var labels []label
 		var values []string
 		for j := 0; j < n; j++ {
 			v := alphabet[rng.IntN(len(alphabet))] + alphabet[rng.IntN(len(alphabet))]
 			values = append(values, v)
-			labels = append(labels, &dto.LabelPair{Name: proto.String("l"), Value: proto.String(v)})
+			labels = append(labels, label{"l", v})
 		}
 		items = append(items, item{values, sortKey(labels, "g", uint64(i))})
 	}

@@ -81,18 +81,84 @@ func (f *family) Dto() *dto.MetricFamily {
 	return mf
 }
 
-// newFamily sanitises mf for the group g (grouping labels set, instance
-// added, labels sorted), validates it and encodes every metric. It modifies
-// mf. Problems that the Pushgateway reports from its consistency check are
-// collected in family.invalid rather than returned.
-func newFamily(mf *dto.MetricFamily, g Grouping, groupKey string, t time.Time) (*family, error) {
+// label is one name/value pair of a metric.
+type label struct{ name, value string }
+
+// simpleMetric is a counter, gauge or untyped metric with nothing but
+// labels and a value.
+type simpleMetric struct {
+	labels []label
+	value  float64
+}
+
+// parsedFamily is a pushed family before it is sanitised and encoded.
+// Simple metrics are kept as label slices, cheap to build and encode; the
+// others stay dto.Metric in dto.Metric.
+type parsedFamily struct {
+	dto    *dto.MetricFamily
+	simple []simpleMetric
+}
+
+// fromDto splits a decoded family into simple and other metrics.
+func fromDto(mf *dto.MetricFamily) *parsedFamily {
+	p := &parsedFamily{dto: mf}
+	rest := mf.Metric[:0:0]
+	for _, m := range mf.Metric {
+		v, ok := simpleValue(mf.GetName(), mf.GetType(), m)
+		if !ok || !isPlainSimpleMetric(m) {
+			rest = append(rest, m)
+			continue
+		}
+		labels := make([]label, len(m.Label))
+		for i, lp := range m.Label {
+			labels[i] = label{lp.GetName(), lp.GetValue()}
+		}
+		p.simple = append(p.simple, simpleMetric{labels: labels, value: v})
+	}
+	p.dto = &dto.MetricFamily{Name: mf.Name, Help: mf.Help, Type: mf.Type, Metric: rest}
+	return p
+}
+
+// toDto returns the family as one dto.MetricFamily.
+func (p *parsedFamily) toDto() *dto.MetricFamily {
+	mf := &dto.MetricFamily{Name: p.dto.Name, Help: p.dto.Help, Type: p.dto.Type, Metric: append([]*dto.Metric(nil), p.dto.Metric...)}
+	for _, sm := range p.simple {
+		mf.Metric = append(mf.Metric, sm.dto(mf.GetType()))
+	}
+	return mf
+}
+
+// dto returns the metric as a dto.Metric of type typ.
+func (sm *simpleMetric) dto(typ dto.MetricType) *dto.Metric {
+	m := emptyMetric(typ)
+	for _, l := range sm.labels {
+		m.Label = append(m.Label, &dto.LabelPair{Name: proto.String(l.name), Value: proto.String(l.value)})
+	}
+	v := proto.Float64(sm.value)
+	switch {
+	case m.Counter != nil:
+		m.Counter.Value = v
+	case m.Gauge != nil:
+		m.Gauge.Value = v
+	default:
+		m.Untyped.Value = v
+	}
+	return m
+}
+
+// newFamily sanitises a pushed family for the group g (grouping labels set,
+// instance added, labels sorted), validates it and encodes every metric. It
+// may modify p. Problems that the Pushgateway reports from its consistency
+// check are collected in family.invalid rather than returned.
+func newFamily(p *parsedFamily, g Grouping, groupKey string, t time.Time) (*family, error) {
+	mf := p.dto
 	f := &family{
 		name:    mf.GetName(),
 		help:    mf.GetHelp(),
 		hasHelp: mf.Help != nil,
 		typ:     mf.GetType(),
 		time:    t,
-		series:  make([]*series, 0, len(mf.Metric)),
+		series:  make([]*series, 0, len(mf.Metric)+len(p.simple)),
 	}
 	if !model.LegacyValidation.IsValidMetricName(f.name) {
 		f.invalid = append(f.invalid, fmt.Errorf("invalid metric name %q", f.name))
@@ -100,7 +166,32 @@ func newFamily(mf *dto.MetricFamily, g Grouping, groupKey string, t time.Time) (
 	if _, ok := dto.MetricType_name[int32(f.typ)]; !ok {
 		return nil, fmt.Errorf("metric family %q has unknown type %d", f.name, f.typ)
 	}
-	ids := make(map[uint64]struct{}, len(mf.Metric))
+	ids := make(map[uint64]struct{}, len(mf.Metric)+len(p.simple))
+	add := func(s *series, m func() *dto.Metric) {
+		if _, dup := ids[s.id]; dup {
+			f.invalid = append(f.invalid, fmt.Errorf("collected metric %q { %s} was collected before with the same name and label values", f.name, m()))
+			return
+		}
+		ids[s.id] = struct{}{}
+		f.series = append(f.series, s)
+	}
+	for i := range p.simple {
+		sm := &p.simple[i]
+		sm.labels = sanitizeSimple(sm.labels, g)
+		if err := checkSimple(f.name, f.typ, sm); err != nil {
+			f.invalid = append(f.invalid, err)
+			continue
+		}
+		id := seriesID(f.name, sm.labels)
+		add(&series{
+			groupKey: groupKey,
+			id:       id,
+			key:      sortKey(sm.labels, groupKey, id),
+			simple:   true,
+			metric:   appendSimpleMetricProto(nil, f.typ, sm.labels, sm.value),
+			text:     appendSimpleSample(make([]byte, 0, 64), f.name, sm.labels, sm.value),
+		}, func() *dto.Metric { return sm.dto(f.typ) })
+	}
 	for _, m := range mf.Metric {
 		if m.TimestampMs != nil {
 			return nil, errTimestamp
@@ -114,12 +205,7 @@ func newFamily(mf *dto.MetricFamily, g Grouping, groupKey string, t time.Time) (
 		if err != nil {
 			return nil, err
 		}
-		if _, dup := ids[s.id]; dup {
-			f.invalid = append(f.invalid, fmt.Errorf("collected metric %q { %s} was collected before with the same name and label values", f.name, m))
-			continue
-		}
-		ids[s.id] = struct{}{}
-		f.series = append(f.series, s)
+		add(s, func() *dto.Metric { return m })
 	}
 	sort.Slice(f.series, func(i, j int) bool { return seriesLess(f.series[i], f.series[j]) })
 	return f, nil
@@ -127,15 +213,13 @@ func newFamily(mf *dto.MetricFamily, g Grouping, groupKey string, t time.Time) (
 
 // newSeries encodes the sanitised metric m of family f.
 func newSeries(f *family, m *dto.Metric, groupKey string) (*series, error) {
-	s := &series{groupKey: groupKey}
-	s.id = seriesID(f.name, m.Label)
-	s.key = sortKey(m.Label, groupKey, s.id)
-	if v, ok := simpleValue(f.name, f.typ, m); ok && isPlainSimpleMetric(m) {
-		s.metric = appendSimpleMetricProto(nil, f.typ, m.Label, v)
-		s.text = appendSimpleSample(make([]byte, 0, 64), f.name, m.Label, v)
-		s.simple = true
-		return s, nil
+	labels := make([]label, len(m.Label))
+	for i, lp := range m.Label {
+		labels[i] = label{lp.GetName(), lp.GetValue()}
 	}
+	s := &series{groupKey: groupKey}
+	s.id = seriesID(f.name, labels)
+	s.key = sortKey(labels, groupKey, s.id)
 	var err error
 	if s.metric, err = proto.Marshal(m); err != nil {
 		return nil, fmt.Errorf("cannot encode metric of %q: %w", f.name, err)
@@ -144,15 +228,16 @@ func newSeries(f *family, m *dto.Metric, groupKey string) (*series, error) {
 	return s, err
 }
 
-// seriesID hashes a metric name and its sorted label pairs.
-func seriesID(name string, labels []*dto.LabelPair) uint64 {
-	h := xxhash.New()
+// seriesID hashes a metric name and its sorted labels.
+func seriesID(name string, labels []label) uint64 {
+	var h xxhash.Digest
+	h.Reset()
 	_, _ = h.WriteString(name)
 	_, _ = h.WriteString(separator)
-	for _, lp := range labels {
-		_, _ = h.WriteString(lp.GetName())
+	for _, l := range labels {
+		_, _ = h.WriteString(l.name)
 		_, _ = h.WriteString(separator)
-		_, _ = h.WriteString(lp.GetValue())
+		_, _ = h.WriteString(l.value)
 		_, _ = h.WriteString(separator)
 	}
 	return h.Sum64()
@@ -226,15 +311,15 @@ func seriesLess(a, b *series) bool { return a.key < b.key }
 // bytewise: the label count, then every value with 0x00 escaped as 0x00 0x01
 // and ended by 0x00 0x00 (which sorts before any longer value), then the
 // group key and the series id.
-func sortKey(labels []*dto.LabelPair, groupKey string, id uint64) string {
+func sortKey(labels []label, groupKey string, id uint64) string {
 	n := 2 + len(groupKey) + 8
-	for _, lp := range labels {
-		n += len(lp.GetValue()) + 2
+	for _, l := range labels {
+		n += len(l.value) + 2
 	}
 	b := make([]byte, 0, n)
 	b = binary.BigEndian.AppendUint16(b, uint16(min(len(labels), math.MaxUint16)))
-	for _, lp := range labels {
-		v := lp.GetValue()
+	for _, l := range labels {
+		v := l.value
 		for i := 0; i < len(v); i++ {
 			if v[i] == 0 {
 				b = append(b, 0, 1)
@@ -282,6 +367,59 @@ func sanitizeLabels(m *dto.Metric, g Grouping) {
 			ls[j], ls[j-1] = ls[j-1], ls[j]
 		}
 	}
+}
+
+// sanitizeSimple is sanitizeLabels for a label slice: it returns labels
+// with every grouping label set to its URL value, an empty instance label
+// added when there is none, sorted by name.
+func sanitizeSimple(labels []label, g Grouping) []label {
+	out := make([]label, len(labels), len(labels)+len(g)+1)
+	copy(out, labels)
+	matched, hasInstance := 0, false
+	for i := range out {
+		if v, ok := g[out[i].name]; ok {
+			out[i].value = v
+			matched++
+		}
+		hasInstance = hasInstance || out[i].name == model.InstanceLabel
+	}
+	if matched < len(g) {
+		for n, v := range g {
+			found := false
+			for _, l := range out {
+				if l.name == n {
+					found = true
+					break
+				}
+			}
+			if !found {
+				out = append(out, label{n, v})
+				hasInstance = hasInstance || n == model.InstanceLabel
+			}
+		}
+	}
+	if !hasInstance {
+		out = append(out, label{model.InstanceLabel, ""})
+	}
+	for i := 1; i < len(out); i++ {
+		for j := i; j > 0 && out[j].name < out[j-1].name; j-- {
+			out[j], out[j-1] = out[j-1], out[j]
+		}
+	}
+	return out
+}
+
+// checkSimple is checkMetric for a simple metric's sorted labels.
+func checkSimple(name string, typ dto.MetricType, sm *simpleMetric) error {
+	prev := ""
+	for _, l := range sm.labels {
+		if l.name == prev || !model.LabelName(l.name).IsValidLegacy() || strings.HasPrefix(l.name, model.ReservedLabelPrefix) || !utf8.ValidString(l.value) {
+			// The rare error path: report it exactly as for a dto.Metric.
+			return checkMetric(name, typ, sm.dto(typ))
+		}
+		prev = l.name
+	}
+	return nil
 }
 
 func hasLabel(labels []*dto.LabelPair, name string) bool {
@@ -333,7 +471,7 @@ func staleFamily(g Grouping, groupKey string, stale bool, written time.Time) *fa
 	}
 	mf := &dto.MetricFamily{Name: proto.String(pushStaleName), Help: proto.String(pushStaleHelp), Type: dto.MetricType_GAUGE.Enum(),
 		Metric: []*dto.Metric{{Gauge: &dto.Gauge{Value: proto.Float64(v)}}}}
-	f, err := newFamily(mf, g, groupKey, written)
+	f, err := newFamily(fromDto(mf), g, groupKey, written)
 	if err != nil {
 		panic(fmt.Sprintf("BUG: cannot build %s: %v", pushStaleName, err))
 	}
@@ -351,7 +489,7 @@ func (f *family) zeroed() *family {
 	if len(f.series) > 0 {
 		groupKey = f.series[0].groupKey
 	}
-	z, err := newFamily(mf, nil, groupKey, f.time)
+	z, err := newFamily(fromDto(mf), nil, groupKey, f.time)
 	if err != nil {
 		panic(fmt.Sprintf("BUG: cannot zero family %s: %v", f.name, err))
 	}
@@ -421,7 +559,7 @@ func timestampFamily(name, help string, g Grouping, groupKey string, t, written 
 	}
 	m := &dto.Metric{Gauge: &dto.Gauge{Value: proto.Float64(v)}}
 	mf := &dto.MetricFamily{Name: proto.String(name), Help: proto.String(help), Type: dto.MetricType_GAUGE.Enum(), Metric: []*dto.Metric{m}}
-	f, err := newFamily(mf, g, groupKey, written)
+	f, err := newFamily(fromDto(mf), g, groupKey, written)
 	if err != nil {
 		panic(fmt.Sprintf("BUG: cannot build %s: %v", name, err))
 	}

@@ -13,7 +13,6 @@ import (
 	"github.com/gorilla/mux"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/promslog"
 )
 
@@ -133,7 +132,11 @@ func NewHandler(store *Store, opts HandlerOptions) http.Handler {
 	if opts.EnableAdminAPI {
 		r.Handle(apiPrefix+"/admin/wipe", admin(m.counted("wipe", http.HandlerFunc(a.wipe)))).Methods(http.MethodPut)
 	}
-	r.PathPrefix(apiPrefix + "/").Methods(http.MethodOptions).Handler(m.counted("api/v1/options", cors(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))))
+	// A matcher, not Methods: other methods on unknown /api/v1 paths must
+	// stay 404 rather than become 405.
+	r.MatcherFunc(func(req *http.Request, _ *mux.RouteMatch) bool {
+		return req.Method == http.MethodOptions && strings.HasPrefix(req.URL.Path, apiPrefix+"/")
+	}).Handler(m.counted("api/v1/options", cors(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))))
 
 	if opts.EnableLifecycle {
 		r.Handle(p+"/-/quit", admin(http.HandlerFunc(a.quit))).Methods(http.MethodPut, http.MethodPost)
@@ -224,9 +227,9 @@ func (a *api) pushHandler(replace bool) http.Handler {
 			return
 		}
 		body, err := decodeBody(w, r, a.opts.MaxBodyBytes)
-		var mfs map[string]*dto.MetricFamily
+		var mfs map[string]*parsedFamily
 		if err == nil {
-			mfs, err = ParseBody(body, r.Header.Get("Content-Type"))
+			mfs, err = parseBody(body, r.Header.Get("Content-Type"))
 		}
 		if err != nil {
 			a.logger.Debug("cannot parse push body", "source", r.RemoteAddr, "err", err)

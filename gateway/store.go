@@ -312,14 +312,32 @@ func groupFromRecord(pg *persistence.Group) (*group, error) {
 			}
 			mf.Metric = append(mf.Metric, m)
 		}
-		f, err := newFamily(mf, grouping, key, time.Unix(0, pf.Time))
+		f, err := newFamily(fromDto(mf), grouping, key, time.Unix(0, pf.Time))
 		if err != nil {
 			return nil, fmt.Errorf("group %s: %w", grouping, err)
 		}
 		g.families[f.name] = f
 	}
-	g.setTimestampFamilies(g.pushTime, g.pushTime)
+	g.families[pushTimeName] = timestampFamily(pushTimeName, pushTimeHelp, g.grouping, g.key, g.pushTime, unixNanos(pg.PushWritten))
+	g.families[pushFailureTimeName] = timestampFamily(pushFailureTimeName, pushFailureTimeHelp, g.grouping, g.key, g.failureTime, unixNanos(pg.FailureWritten))
+	g.setStaleFamily(unixNanos(pg.StaleWritten))
 	return g, nil
+}
+
+// unixNanos is the inverse of time.Time.UnixNano, with 0 for the zero time.
+func unixNanos(n int64) time.Time {
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n)
+}
+
+// nanos is time.Time.UnixNano with 0 for the zero time.
+func nanos(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
 }
 
 // record returns the stored form of g.
@@ -328,11 +346,11 @@ func (g *group) record() *persistence.Group {
 	for _, n := range g.grouping.sortedNames() {
 		pg.Labels = append(pg.Labels, persistence.Label{Name: n, Value: g.grouping[n]})
 	}
-	if !g.pushTime.IsZero() {
-		pg.PushTime = g.pushTime.UnixNano()
-	}
-	if !g.failureTime.IsZero() {
-		pg.FailureTime = g.failureTime.UnixNano()
+	pg.PushTime, pg.FailureTime = nanos(g.pushTime), nanos(g.failureTime)
+	pg.PushWritten = nanos(g.families[pushTimeName].time)
+	pg.FailureWritten = nanos(g.families[pushFailureTimeName].time)
+	if f := g.families[pushStaleName]; f != nil {
+		pg.StaleWritten = nanos(f.time)
 	}
 	pg.TTL = persistence.TTL{Nanos: int64(g.ttl.d), Source: g.ttl.source, Action: g.ttl.action, Expired: g.expired}
 	for _, name := range g.familyNames() {
@@ -358,14 +376,6 @@ func (g *group) familyNames() []string {
 	}
 	sort.Strings(names)
 	return names
-}
-
-// setTimestampFamilies rebuilds push_time_seconds,
-// push_failure_time_seconds and push_stale from the group's state.
-func (g *group) setTimestampFamilies(pushWritten, failureWritten time.Time) {
-	g.families[pushTimeName] = timestampFamily(pushTimeName, pushTimeHelp, g.grouping, g.key, g.pushTime, pushWritten)
-	g.families[pushFailureTimeName] = timestampFamily(pushFailureTimeName, pushFailureTimeHelp, g.grouping, g.key, g.failureTime, failureWritten)
-	g.setStaleFamily(pushWritten)
 }
 
 // setStaleFamily adds push_stale to a group with a TTL and removes it from

@@ -13,17 +13,17 @@ import (
 // untyped metric: the same bytes as expfmt.MetricFamilyToText writes for it,
 // without going through a writer. The name and label names must be valid in
 // the legacy scheme and the metric must carry no timestamp.
-func appendSimpleSample(b []byte, name string, labels []*dto.LabelPair, v float64) []byte {
+func appendSimpleSample(b []byte, name string, labels []label, v float64) []byte {
 	b = append(b, name...)
-	for i, lp := range labels {
+	for i, l := range labels {
 		if i == 0 {
 			b = append(b, '{')
 		} else {
 			b = append(b, ',')
 		}
-		b = append(b, lp.GetName()...)
+		b = append(b, l.name...)
 		b = append(b, '=', '"')
-		b = appendEscapedLabelValue(b, lp.GetValue())
+		b = appendEscapedLabelValue(b, l.value)
 		b = append(b, '"')
 	}
 	if len(labels) > 0 {
@@ -107,9 +107,9 @@ const (
 // appendSimpleMetricProto appends the protobuf encoding of a counter, gauge
 // or untyped metric that has only labels and a value; it decodes to a
 // message equal to the one proto.Marshal would encode.
-func appendSimpleMetricProto(b []byte, typ dto.MetricType, labels []*dto.LabelPair, v float64) []byte {
-	for _, lp := range labels {
-		name, value := lp.GetName(), lp.GetValue()
+func appendSimpleMetricProto(b []byte, typ dto.MetricType, labels []label, v float64) []byte {
+	for _, l := range labels {
+		name, value := l.name, l.value
 		size := protowire.SizeTag(fieldLabelName) + protowire.SizeBytes(len(name)) +
 			protowire.SizeTag(fieldLabelValue) + protowire.SizeBytes(len(value))
 		b = protowire.AppendTag(b, fieldMetricLabel, protowire.BytesType)

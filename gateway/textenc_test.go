@@ -57,7 +57,7 @@ func TestAppendSimpleSampleMatchesExpfmt(t *testing.T) {
 			require.NoError(t, err)
 			v, ok := simpleValue("metric_name", sc.typ, m)
 			require.True(t, ok)
-			got := appendSimpleSample(nil, "metric_name", m.Label, v)
+			got := appendSimpleSample(nil, "metric_name", fromDto(&dto.MetricFamily{Name: proto.String("metric_name"), Type: sc.typ.Enum(), Metric: []*dto.Metric{m}}).simple[0].labels, v)
 			require.True(t, bytes.Equal(want, got), "want %q, got %q", want, got)
 		})
 	}
@@ -82,7 +82,7 @@ func TestAppendSimpleMetricProto(t *testing.T) {
 			require.True(t, isPlainSimpleMetric(sc.m))
 			v, ok := simpleValue("x", sc.typ, sc.m)
 			require.True(t, ok)
-			b := appendSimpleMetricProto(nil, sc.typ, sc.m.Label, v)
+			b := appendSimpleMetricProto(nil, sc.typ, fromDto(&dto.MetricFamily{Name: proto.String("x"), Type: sc.typ.Enum(), Metric: []*dto.Metric{sc.m}}).simple[0].labels, v)
 			got := &dto.Metric{}
 			require.NoError(t, proto.Unmarshal(b, got))
 			require.True(t, proto.Equal(sc.m, got), "want %v, got %v", sc.m, got)

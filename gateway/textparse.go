@@ -20,11 +20,11 @@ import (
 // syntax error), and the caller then uses expfmt, which also produces the
 // canonical error messages. FuzzParseTextFast checks that every accepted
 // input gives exactly expfmt's result.
-func parseTextFast(in []byte) (map[string]*dto.MetricFamily, bool) {
+func parseTextFast(in []byte) (map[string]*parsedFamily, bool) {
 	if len(in) > 0 && in[len(in)-1] != '\n' {
 		return nil, false
 	}
-	p := fastParser{families: map[string]*dto.MetricFamily{}}
+	p := fastParser{families: map[string]*dto.MetricFamily{}, simple: map[string][]simpleMetric{}}
 	for len(in) > 0 {
 		i := bytes.IndexByte(in, '\n')
 		line := in[:i]
@@ -42,9 +42,10 @@ func parseTextFast(in []byte) (map[string]*dto.MetricFamily, bool) {
 			return nil, false
 		}
 	}
+	out := make(map[string]*parsedFamily, len(p.families))
 	for name, mf := range p.families {
-		if len(mf.Metric) == 0 {
-			delete(p.families, name)
+		simple := p.simple[name]
+		if len(mf.Metric) == 0 && len(simple) == 0 {
 			continue
 		}
 		if mf.GetType() == dto.MetricType_HISTOGRAM {
@@ -52,16 +53,21 @@ func parseTextFast(in []byte) (map[string]*dto.MetricFamily, bool) {
 				normalizeHistogram(m.Histogram)
 			}
 		}
+		out[name] = &parsedFamily{dto: mf, simple: simple}
 	}
-	return p.families, true
+	return out, true
 }
 
 type fastParser struct {
+	// families hold the name, help and type of every family, and the
+	// metrics of summaries and histograms.
 	families map[string]*dto.MetricFamily
+	// simple holds the metrics of counters, gauges and untyped families.
+	simple map[string][]simpleMetric
 	// grouped maps family name and label set to the summary or histogram
 	// metric that its lines build.
 	grouped map[string]*dto.Metric
-	labels  []*dto.LabelPair
+	labels  []label
 }
 
 // family resolves a metric name like expfmt's setOrCreateCurrentMF: a
@@ -202,12 +208,12 @@ func (p *fastParser) sample(line []byte) bool {
 				le, special = b, true
 			}
 			if !special {
-				for _, lp := range p.labels {
-					if lp.GetName() == labelName {
+				for _, l := range p.labels {
+					if l.name == labelName {
 						return false
 					}
 				}
-				p.labels = append(p.labels, &dto.LabelPair{Name: proto.String(labelName), Value: proto.String(value)})
+				p.labels = append(p.labels, label{labelName, value})
 			}
 			if len(rest) == 0 {
 				return false
@@ -229,22 +235,18 @@ func (p *fastParser) sample(line []byte) bool {
 	if err != nil {
 		return false
 	}
-	var labels []*dto.LabelPair
-	if len(p.labels) > 0 {
-		labels = append(make([]*dto.LabelPair, 0, len(p.labels)), p.labels...)
-	}
 	switch typ {
-	case dto.MetricType_COUNTER:
-		mf.Metric = append(mf.Metric, &dto.Metric{Label: labels, Counter: &dto.Counter{Value: proto.Float64(v)}})
-	case dto.MetricType_GAUGE:
-		mf.Metric = append(mf.Metric, &dto.Metric{Label: labels, Gauge: &dto.Gauge{Value: proto.Float64(v)}})
-	case dto.MetricType_UNTYPED:
-		mf.Metric = append(mf.Metric, &dto.Metric{Label: labels, Untyped: &dto.Untyped{Value: proto.Float64(v)}})
+	case dto.MetricType_COUNTER, dto.MetricType_GAUGE, dto.MetricType_UNTYPED:
+		var labels []label
+		if len(p.labels) > 0 {
+			labels = append(make([]label, 0, len(p.labels)), p.labels...)
+		}
+		p.simple[mf.GetName()] = append(p.simple[mf.GetName()], simpleMetric{labels: labels, value: v})
 	case dto.MetricType_SUMMARY:
 		if !isCount && !isSum && math.IsNaN(quantile) {
 			return false
 		}
-		m := p.groupedMetric(mf, labels)
+		m := p.groupedMetric(mf)
 		if m.Summary == nil {
 			m.Summary = &dto.Summary{}
 		}
@@ -264,7 +266,7 @@ func (p *fastParser) sample(line []byte) bool {
 		if !isCount && !isSum && (math.IsNaN(le) || !strings.HasSuffix(name, "_bucket") || name == mf.GetName()) {
 			return false
 		}
-		m := p.groupedMetric(mf, labels)
+		m := p.groupedMetric(mf)
 		if m.Histogram == nil {
 			m.Histogram = &dto.Histogram{}
 		}
@@ -296,26 +298,30 @@ func (p *fastParser) sample(line []byte) bool {
 	return true
 }
 
-// groupedMetric returns the summary or histogram metric of mf with these labels,
-// creating it on first use; later lines keep the first line's labels.
-func (p *fastParser) groupedMetric(mf *dto.MetricFamily, labels []*dto.LabelPair) *dto.Metric {
+// groupedMetric returns the summary or histogram metric of mf with the
+// current line's labels, creating it on first use; later lines keep the
+// first line's labels.
+func (p *fastParser) groupedMetric(mf *dto.MetricFamily) *dto.Metric {
 	if p.grouped == nil {
 		p.grouped = map[string]*dto.Metric{}
 	}
-	sorted := append([]*dto.LabelPair(nil), labels...)
-	sort.Slice(sorted, func(i, j int) bool { return sorted[i].GetName() < sorted[j].GetName() })
+	sorted := append([]label(nil), p.labels...)
+	sort.Slice(sorted, func(i, j int) bool { return sorted[i].name < sorted[j].name })
 	var key strings.Builder
 	key.WriteString(mf.GetName())
-	for _, lp := range sorted {
+	for _, l := range sorted {
 		key.WriteString(separator)
-		key.WriteString(lp.GetName())
+		key.WriteString(l.name)
 		key.WriteString(separator)
-		key.WriteString(lp.GetValue())
+		key.WriteString(l.value)
 	}
 	if m := p.grouped[key.String()]; m != nil {
 		return m
 	}
-	m := &dto.Metric{Label: labels}
+	m := &dto.Metric{}
+	for _, l := range p.labels {
+		m.Label = append(m.Label, &dto.LabelPair{Name: proto.String(l.name), Value: proto.String(l.value)})
+	}
 	p.grouped[key.String()] = m
 	mf.Metric = append(mf.Metric, m)
 	return m

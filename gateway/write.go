@@ -17,11 +17,16 @@ import (
 // *PersistError when the commit failed; otherwise it returns once the push
 // is queued. mfs is modified.
 func (s *Store) Push(grouping Grouping, mfs map[string]*dto.MetricFamily, replace, wait bool) error {
-	return s.push(grouping, mfs, replace, wait, nil)
+	parsed := make(map[string]*parsedFamily, len(mfs))
+	for name, mf := range mfs {
+		parsed[name] = fromDto(mf)
+	}
+	return s.push(grouping, parsed, replace, wait, nil)
 }
 
-// push is Push with an optional TTL given by the push itself.
-func (s *Store) push(grouping Grouping, mfs map[string]*dto.MetricFamily, replace, wait bool, ttl *time.Duration) error {
+// push is Push of parsed families with an optional TTL given by the push
+// itself.
+func (s *Store) push(grouping Grouping, mfs map[string]*parsedFamily, replace, wait bool, ttl *time.Duration) error {
 	now := s.now()
 	req := &writeRequest{kind: writePost, grouping: grouping, key: grouping.Key(), time: now, ttl: ttl}
 	if replace {
@@ -29,8 +34,17 @@ func (s *Store) push(grouping Grouping, mfs map[string]*dto.MetricFamily, replac
 	}
 	req.families = make(map[string]*family, len(mfs))
 	for name, mf := range mfs {
-		// The gateway's own timestamp gauges always win.
+		if req.reject != nil {
+			break
+		}
+		// The gateway's own timestamp gauges always win, but a timestamp
+		// on them still rejects the push.
 		if name == pushTimeName || name == pushFailureTimeName {
+			for _, m := range mf.dto.Metric {
+				if m.TimestampMs != nil {
+					req.reject, req.families = errTimestamp, nil
+				}
+			}
 			continue
 		}
 		if err := s.checkLabelLengths(mf); err != nil {
@@ -51,20 +65,34 @@ func (s *Store) push(grouping Grouping, mfs map[string]*dto.MetricFamily, replac
 
 // checkLabelLengths enforces the label name and value limits on a pushed
 // family.
-func (s *Store) checkLabelLengths(mf *dto.MetricFamily) error {
+func (s *Store) checkLabelLengths(p *parsedFamily) error {
 	maxName, maxValue := s.limits.MaxLabelNameLength, s.limits.MaxLabelValueLength
 	if maxName <= 0 && maxValue <= 0 {
 		return nil
 	}
-	for _, m := range mf.Metric {
-		for _, lp := range m.Label {
-			if maxName > 0 && len(lp.GetName()) > maxName {
-				return &LimitError{Status: http.StatusBadRequest, Msg: fmt.Sprintf(
-					"label name %.40q... of metric %q is %d bytes long, more than the limit of %d (--push.max-label-name-length)", lp.GetName(), mf.GetName(), len(lp.GetName()), maxName)}
+	name := p.dto.GetName()
+	check := func(ln, lv string) error {
+		if maxName > 0 && len(ln) > maxName {
+			return &LimitError{Status: http.StatusBadRequest, Msg: fmt.Sprintf(
+				"label name %.40q... of metric %q is %d bytes long, more than the limit of %d (--push.max-label-name-length)", ln, name, len(ln), maxName)}
+		}
+		if maxValue > 0 && len(lv) > maxValue {
+			return &LimitError{Status: http.StatusBadRequest, Msg: fmt.Sprintf(
+				"value of label %q of metric %q is %d bytes long, more than the limit of %d (--push.max-label-value-length)", ln, name, len(lv), maxValue)}
+		}
+		return nil
+	}
+	for _, sm := range p.simple {
+		for _, l := range sm.labels {
+			if err := check(l.name, l.value); err != nil {
+				return err
 			}
-			if maxValue > 0 && len(lp.GetValue()) > maxValue {
-				return &LimitError{Status: http.StatusBadRequest, Msg: fmt.Sprintf(
-					"value of label %q of metric %q is %d bytes long, more than the limit of %d (--push.max-label-value-length)", lp.GetName(), mf.GetName(), len(lp.GetValue()), maxValue)}
+		}
+	}
+	for _, m := range p.dto.Metric {
+		for _, lp := range m.Label {
+			if err := check(lp.GetName(), lp.GetValue()); err != nil {
+				return err
 			}
 		}
 	}

@@ -20,6 +20,10 @@ type Group struct {
 	// PushTime and FailureTime are Unix nanoseconds of the last successful
 	// and the last failed push; 0 means never.
 	PushTime, FailureTime int64
+	// PushWritten, FailureWritten and StaleWritten are Unix nanoseconds of
+	// the writes that last set push_time_seconds,
+	// push_failure_time_seconds and push_stale.
+	PushWritten, FailureWritten, StaleWritten int64
 	// TTL holds the group's expiry settings; the zero value means none.
 	TTL TTL
 	// Families are the pushed metric families of the group.
@@ -71,6 +75,9 @@ func EncodeGroup(buf []byte, g *Group) []byte {
 	}
 	buf = binary.AppendVarint(buf, g.PushTime)
 	buf = binary.AppendVarint(buf, g.FailureTime)
+	buf = binary.AppendVarint(buf, g.PushWritten)
+	buf = binary.AppendVarint(buf, g.FailureWritten)
+	buf = binary.AppendVarint(buf, g.StaleWritten)
 	buf = binary.AppendVarint(buf, g.TTL.Nanos)
 	buf = appendString(buf, g.TTL.Source)
 	buf = appendString(buf, g.TTL.Action)
@@ -112,6 +119,9 @@ func DecodeGroup(b []byte) (*Group, error) {
 	}
 	g.PushTime = d.varint()
 	g.FailureTime = d.varint()
+	g.PushWritten = d.varint()
+	g.FailureWritten = d.varint()
+	g.StaleWritten = d.varint()
 	g.TTL.Nanos = d.varint()
 	g.TTL.Source = d.string()
 	g.TTL.Action = d.string()

@@ -1,0 +1,258 @@
+package persistence_test
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/pushrelay/pushrelay/persistence"
+)
+
+// MustOpenDB opens a persistence file at path and closes it on cleanup
+// (Close of an already closed DB is harmless).
+func MustOpenDB(t *testing.T, path string) *persistence.DB {
+	t.Helper()
+	db, err := persistence.Open(path)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = db.Close() })
+	return db
+}
+
+// loadAll returns every stored group in key order.
+func loadAll(t *testing.T, db *persistence.DB) []*persistence.Group {
+	t.Helper()
+	var groups []*persistence.Group
+	require.NoError(t, db.Load(func(g *persistence.Group) error {
+		groups = append(groups, g)
+		return nil
+	}))
+	return groups
+}
+
+func group(job string, pushTime int64) *persistence.Group {
+	return &persistence.Group{
+		Labels:   []persistence.Label{{Name: "job", Value: job}},
+		PushTime: pushTime,
+		Families: []persistence.Family{{Name: "m", HasHelp: true, Help: "h", Type: 1, Time: pushTime, Metrics: [][]byte{{1, 2, 3}}}},
+	}
+}
+
+func TestOpenCreatesFileAndDirectory(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "a", "b", "pushrelay.db")
+	db := MustOpenDB(t, path)
+	require.Equal(t, path, db.Path())
+	require.Positive(t, db.Size())
+	require.NoError(t, db.Probe())
+	fi, err := os.Stat(path)
+	require.NoError(t, err)
+	require.Equal(t, os.FileMode(0o600), fi.Mode().Perm())
+	require.Empty(t, loadAll(t, db))
+}
+
+func TestCommitAndLoad(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "p.db")
+	db := MustOpenDB(t, path)
+
+	require.NoError(t, db.Commit(nil), "no ops is a no-op")
+	require.NoError(t, db.Commit([]persistence.Op{
+		{Key: "job\xffb", Group: group("b", 2)},
+		{Key: "job\xffa", Group: group("a", 1)},
+		{Key: "job\xffc", Group: group("c", 3)},
+	}))
+	require.Equal(t, []*persistence.Group{group("a", 1), group("b", 2), group("c", 3)}, loadAll(t, db), "groups load in key order")
+
+	require.NoError(t, db.Commit([]persistence.Op{
+		{Key: "job\xffb"},                       // delete
+		{Key: "job\xffc", Group: group("c", 4)}, // replace
+		{Key: "job\xffd", Group: group("d", 5)},
+		{Key: "job\xffd", Group: group("d", 6)}, // a later op for the same key wins
+		{Key: "job\xffe", Group: group("e", 7)},
+		{Key: "job\xffe"},
+		{Key: "job\xffnever"}, // deleting a missing key is fine
+	}))
+	want := []*persistence.Group{group("a", 1), group("c", 4), group("d", 6)}
+	require.Equal(t, want, loadAll(t, db))
+
+	require.NoError(t, db.Close())
+	db = MustOpenDB(t, path)
+	require.Equal(t, want, loadAll(t, db), "committed groups survive a reopen")
+}
+
+func TestLoadStopsAtCallbackError(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "p.db")
+	db := MustOpenDB(t, path)
+	require.NoError(t, db.Commit([]persistence.Op{{Key: "a", Group: group("a", 1)}, {Key: "b", Group: group("b", 2)}}))
+	stop := errors.New("stop here")
+	calls := 0
+	err := db.Load(func(*persistence.Group) error {
+		calls++
+		return stop
+	})
+	require.ErrorIs(t, err, stop)
+	require.Equal(t, 1, calls)
+	require.Contains(t, err.Error(), path)
+	require.Contains(t, err.Error(), `group "a"`)
+}
+
+// TestLoadCorruptRecord writes a bad record with bbolt directly: Load fails
+// with ErrCorruptRecord, naming the file and the key.
+func TestLoadCorruptRecord(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "p.db")
+	db := MustOpenDB(t, path)
+	require.NoError(t, db.Commit([]persistence.Op{{Key: "a", Group: group("a", 1)}}))
+	require.NoError(t, db.Close())
+
+	bdb, err := bolt.Open(path, 0o600, nil)
+	require.NoError(t, err)
+	require.NoError(t, bdb.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket([]byte("groups")).Put([]byte("job\xffbad"), []byte{1, 9})
+	}))
+	require.NoError(t, bdb.Close())
+
+	db = MustOpenDB(t, path)
+	err = db.Load(func(*persistence.Group) error { return nil })
+	require.ErrorIs(t, err, persistence.ErrCorruptRecord)
+	require.EqualError(t, err, `persistence file "`+path+`", group "job\xffbad": corrupt group record: length exceeds record`)
+}
+
+// TestOpenForeignFile opens files that are not pushrelay's: Open fails with
+// an error naming the file and leaves the file exactly as it was.
+func TestOpenForeignFile(t *testing.T) {
+	scenarios := map[string]struct {
+		content []byte
+		err     string
+	}{
+		"text file":      {content: []byte("this is not a bbolt file\n"), err: "invalid database"},
+		"zeros":          {content: make([]byte, 8192), err: "invalid database"},
+		"truncated page": {content: []byte{0xed, 0xda, 0x0c, 0xed}, err: "invalid database"},
+	}
+	for name, s := range scenarios {
+		t.Run(name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "foreign.db")
+			require.NoError(t, os.WriteFile(path, s.content, 0o640))
+			before, err := os.Stat(path)
+			require.NoError(t, err)
+
+			db, err := persistence.Open(path)
+			require.Error(t, err)
+			require.Nil(t, db)
+			require.Contains(t, err.Error(), `"`+path+`"`)
+			require.Contains(t, err.Error(), s.err)
+
+			after, err := os.Stat(path)
+			require.NoError(t, err)
+			got, err := os.ReadFile(path)
+			require.NoError(t, err)
+			require.Equal(t, s.content, got, "the file must be left unchanged")
+			require.Equal(t, before.Mode(), after.Mode())
+			require.Equal(t, before.ModTime(), after.ModTime())
+		})
+	}
+}
+
+// writeBolt creates a bbolt file and lets fn shape its buckets.
+func writeBolt(t *testing.T, path string, fn func(tx *bolt.Tx) error) {
+	t.Helper()
+	bdb, err := bolt.Open(path, 0o600, nil)
+	require.NoError(t, err)
+	require.NoError(t, bdb.Update(fn))
+	require.NoError(t, bdb.Close())
+}
+
+func TestOpenSchema(t *testing.T) {
+	scenarios := map[string]struct {
+		fn  func(tx *bolt.Tx) error
+		err string
+	}{
+		"newer schema version": {
+			fn: func(tx *bolt.Tx) error {
+				b, _ := tx.CreateBucket([]byte("meta"))
+				return b.Put([]byte("schema"), []byte("2"))
+			},
+			err: "schema version 2 is not supported (want 1)",
+		},
+		"invalid schema version": {
+			fn: func(tx *bolt.Tx) error {
+				b, _ := tx.CreateBucket([]byte("meta"))
+				return b.Put([]byte("schema"), []byte("v1"))
+			},
+			err: `invalid schema version "v1"`,
+		},
+		"missing schema version": {
+			fn: func(tx *bolt.Tx) error {
+				_, err := tx.CreateBucket([]byte("meta"))
+				return err
+			},
+			err: `invalid schema version ""`,
+		},
+		"groups without meta": {
+			fn: func(tx *bolt.Tx) error {
+				_, err := tx.CreateBucket([]byte("groups"))
+				return err
+			},
+			err: "groups bucket without schema version",
+		},
+	}
+	for name, s := range scenarios {
+		t.Run(name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "p.db")
+			writeBolt(t, path, s.fn)
+			db, err := persistence.Open(path)
+			require.Nil(t, db)
+			require.EqualError(t, err, `cannot use persistence file "`+path+`": `+s.err)
+
+			// The file is closed again: bbolt can open it at once.
+			bdb, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
+			require.NoError(t, err)
+			require.NoError(t, bdb.Close())
+		})
+	}
+	t.Run("current schema in a file written by bbolt", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "p.db")
+		writeBolt(t, path, func(tx *bolt.Tx) error {
+			b, _ := tx.CreateBucket([]byte("meta"))
+			return b.Put([]byte("schema"), []byte("1"))
+		})
+		db := MustOpenDB(t, path)
+		require.Empty(t, loadAll(t, db))
+	})
+}
+
+func TestOpenLocked(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "p.db")
+	first := MustOpenDB(t, path)
+	require.NoError(t, first.Commit([]persistence.Op{{Key: "a", Group: group("a", 1)}}))
+
+	db, err := persistence.Open(path)
+	require.Nil(t, db)
+	require.ErrorIs(t, err, persistence.ErrLocked)
+	require.True(t, strings.Contains(err.Error(), path), err.Error())
+
+	require.NoError(t, first.Close())
+	db = MustOpenDB(t, path)
+	require.Equal(t, []*persistence.Group{group("a", 1)}, loadAll(t, db), "the locked-out Open changed nothing")
+}
+
+func TestOpenUncreatableDirectory(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "file")
+	require.NoError(t, os.WriteFile(file, nil, 0o600))
+	path := filepath.Join(file, "sub", "p.db")
+	db, err := persistence.Open(path)
+	require.Nil(t, db)
+	require.ErrorContains(t, err, `cannot create directory for persistence file "`+path+`"`)
+}
+
+func TestCommitAfterClose(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "p.db")
+	db := MustOpenDB(t, path)
+	require.NoError(t, db.Close())
+	err := db.Commit([]persistence.Op{{Key: "a", Group: group("a", 1)}})
+	require.ErrorIs(t, err, bolt.ErrDatabaseNotOpen)
+	require.ErrorContains(t, err, path)
+}
