@@ -104,6 +104,7 @@ const (
 	actionZero   = "zero"
 	actionDelete = "delete"
 	sourceHeader = "header"
+	sourceFlag   = "flag"
 )
 
 // groupTTL is the expiry setting of a group.
@@ -718,6 +719,10 @@ func (s *Store) resolveTTL(req *writeRequest) groupTTL {
 		return groupTTL{d: *req.ttl, action: s.expiry.DefaultAction(), source: sourceHeader}
 	}
 	d, action, source := s.expiry.ResolveTTL(req.grouping)
+	if d <= 0 && source == sourceFlag {
+		// Expiry is off: the group looks exactly as in the Pushgateway.
+		return groupTTL{}
+	}
 	return groupTTL{d: d, action: action, source: source}
 }
 
