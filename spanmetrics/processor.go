@@ -149,6 +149,8 @@ func New(cfg Config, opts Options) (*Processor, error) {
 	}
 	p.values = make([]string, len(p.labels))
 	p.graph = newServiceGraph(&p.cfg.ServiceGraphs, p)
+	// Service summaries count from start until a window has passed.
+	p.history = []serviceSnapshot{{at: p.now(), totals: map[string]*serviceTotals{}}}
 	p.descs = map[string]*prometheus.Desc{}
 	for name, help := range p.helps() {
 		p.descs[name] = prometheus.NewDesc(name, help, nil, nil)

@@ -39,17 +39,24 @@ func TestServices(t *testing.T) {
 		}
 		require.NoError(t, p.ConsumeTraces(context.Background(), td))
 	}
+	// Right after start the window begins at the start.
 	send("old", 100, 0, time.Millisecond)
-	p.sweep()
-	clk.now = clk.now.Add(10 * time.Second)
-	send("api", 40, 10, 3*time.Millisecond)
-	p.sweep()
+	clk.now = clk.now.Add(time.Second)
+	require.InDelta(t, 100.0, p.Services()[0].CallsPerSecond, 1e-9, "100 spans in the first second")
 
+	// A minute of snapshots later, the window is the last minute.
+	for i := 0; i < 13; i++ {
+		clk.now = clk.now.Add(5 * time.Second)
+		if i == 12 {
+			send("api", 40, 10, 3*time.Millisecond)
+		}
+		p.sweep()
+	}
 	stats := p.Services()
 	require.Len(t, stats, 2)
 	api, old := stats[0], stats[1]
 	require.Equal(t, "api", api.Service)
-	require.InDelta(t, 4.0, api.CallsPerSecond, 1e-9, "40 spans in the 10 s window")
+	require.InDelta(t, 40.0/60, api.CallsPerSecond, 1e-9, "40 spans in the 60 s window")
 	require.InDelta(t, 0.25, api.ErrorRatio, 1e-9)
 	require.InDelta(t, 0.003, api.P50, 1e-9, "interpolated inside the 2-4 ms bucket")
 	require.Equal(t, 100.0, old.Calls)
