@@ -137,7 +137,8 @@ func parseDelimited(body io.Reader) (map[string]*dto.MetricFamily, error) {
 			if errors.Is(err, io.EOF) {
 				return families, nil
 			}
-			return nil, fmt.Errorf("cannot decode protobuf metric family: %w", err)
+			// The decoder's message as it is, as the Pushgateway answers.
+			return nil, err
 		}
 		families[mf.GetName()] = mf
 	}

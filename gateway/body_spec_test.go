@@ -55,7 +55,7 @@ func TestParseBody(t *testing.T) {
 		"missing final newline":          {body: "m 1", err: "text format parsing error in line 1: unexpected end of input stream"},
 		"TYPE after samples":             {body: "m 1\n# TYPE m gauge\n", err: `text format parsing error in line 2: second TYPE line for metric name "m", or TYPE reported after samples`},
 		"truncated protobuf":             {body: pb[:len(pb)-3], contentType: protoContentType, err: "unexpected EOF"},
-		"garbage protobuf":               {body: "\x05\xff\xff\xff\xff\xff", contentType: protoContentType, err: "cannot decode protobuf metric family"},
+		"garbage protobuf":               {body: "\x05\xff\xff\xff\xff\xff", contentType: protoContentType, err: "cannot parse invalid wire-format data"},
 		"protobuf body read as text":     {body: pb, err: "text format parsing error"},
 		"label value escapes":            {body: "m{a=\"\\\"\\\\\\n\"} 1\n", want: "m:UNTYPED:1"},
 		"help escapes":                   {body: "# HELP m a\\\\b\\nc\nm 1\n", want: "m:UNTYPED:1"},

@@ -1,12 +1,15 @@
 package gateway_test
 
 // This file holds tests for product bugs found while writing the gateway
-// tests: each fails until the bug is fixed. Every test names the request,
-// what the spec (/work/shared/spec/pushgateway.md) expects and what
-// pushrelay does instead.
+// tests. Every test names the request, what the spec
+// (/work/shared/spec/pushgateway.md) expects and what pushrelay did instead.
+// The first four were fixed in b5a24ac and stay here as regression tests;
+// TestBugConcurrentScrapesRace fails under -race.
 
 import (
+	"fmt"
 	"net/http"
+	"sync"
 	"testing"
 
 	dto "github.com/prometheus/client_model/go"
@@ -97,4 +100,38 @@ func TestBugRestartTimestampFamilyTimes(t *testing.T) {
 	require.Equal(t, "2023-11-14T22:13:21Z", before[1]["push_failure_time_seconds"].(map[string]any)["time_stamp"])
 	g.Restart()
 	require.Equal(t, before, normalizeTimes(t, g.APIMetrics()))
+}
+
+// TestBugConcurrentScrapesRace — two scrapes at the same time race on the
+// store's sorted-name cache: Store.render (and Store.Gatherer) call
+// sortedNameList while holding only the read lock, and sortedNameList
+// rebuilds and assigns s.sortedNames whenever a write has cleared it
+// (store.go, "s.sortedNames = names"). Prometheus servers in HA pairs
+// scrape at the same time, so after every push of a new metric name two
+// readers write the field concurrently. `go test -race` reports a DATA
+// RACE between two goroutines in (*Store).sortedNameList. Expected: no
+// write under the read lock (build the list under the write lock in
+// install, or guard the cache with its own mutex or an atomic.Pointer).
+func TestBugConcurrentScrapesRace(t *testing.T) {
+	g := MustNewGateway(t)
+	for i := 0; i < 50; i++ {
+		// A new name clears the cache.
+		g.At(1).MustDo(http.StatusOK, http.MethodPut, "/metrics/job/j", fmt.Sprintf("n%d 1\n", i))
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		for r := 0; r < 4; r++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-start
+				if r%2 == 0 {
+					g.Do(http.MethodGet, "/metrics", nil)
+				} else {
+					_, _ = g.store.Gatherer().Gather()
+				}
+			}()
+		}
+		close(start)
+		wg.Wait()
+	}
 }

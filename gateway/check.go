@@ -17,7 +17,7 @@ func unmarshalMetric(b []byte, m *dto.Metric) error {
 // consistent: the same rules as a client_golang gather of the own registry
 // plus all groups, but computed from the index in time proportional to the
 // size of the push. Must be called holding s.mu.
-func (s *Store) check(req *writeRequest, old *group, own map[string]ownFamily) error {
+func (s *Store) check(req *writeRequest, old *group, own map[string]dto.MetricType) error {
 	// replaced reports whether old's family of this name goes away.
 	replaced := func(name string) bool {
 		if old == nil {
@@ -47,8 +47,8 @@ func (s *Store) check(req *writeRequest, old *group, own map[string]ownFamily) e
 	}
 	// existing returns the type of a name that is exposed beside the push.
 	existing := func(name string) (dto.MetricType, bool) {
-		if o, ok := own[name]; ok {
-			return o.typ, true
+		if t, ok := own[name]; ok {
+			return t, true
 		}
 		return stored(name)
 	}
@@ -63,8 +63,8 @@ func (s *Store) check(req *writeRequest, old *group, own map[string]ownFamily) e
 	for _, name := range names {
 		f := req.families[name]
 		errs = append(errs, f.invalid...)
-		if o, ok := own[name]; ok && o.typ != f.typ {
-			errs = append(errs, fmt.Errorf("gathered metric family %s has type %s but should have %s", name, f.typ, o.typ))
+		if t, ok := own[name]; ok && t != f.typ {
+			errs = append(errs, fmt.Errorf("gathered metric family %s has type %s but should have %s", name, f.typ, t))
 			continue
 		}
 		if t, ok := stored(name); ok && t != f.typ {

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -121,6 +122,9 @@ func (s *Store) render(w io.Writer, own []*dto.MetricFamily, format expfmt.Forma
 		return nil
 	}
 	enc := expfmt.NewEncoder(buf, format)
+	if fast == 1 {
+		enc = &openMetricsEncoder{buf: buf}
+	}
 	s.mu.RLock()
 	names := s.sortedNameList() // replaced, never modified, when names change
 	s.mu.RUnlock()
@@ -214,6 +218,78 @@ func appendOpenMetricsLine(buf *bytes.Buffer, text []byte) {
 	buf.WriteString(".0\n")
 }
 
+// openMetricsEncoder writes families in OpenMetrics with the le and
+// quantile values of the text format (see textBounds).
+type openMetricsEncoder struct {
+	buf *bytes.Buffer
+	tmp bytes.Buffer
+}
+
+func (e *openMetricsEncoder) Encode(mf *dto.MetricFamily) error {
+	e.tmp.Reset()
+	if _, err := expfmt.MetricFamilyToOpenMetrics(&e.tmp, mf); err != nil {
+		return err
+	}
+	e.buf.Write(textBounds(e.tmp.Bytes()))
+	return nil
+}
+
+func (e *openMetricsEncoder) Close() error {
+	_, err := expfmt.FinalizeOpenMetrics(e.buf)
+	return err
+}
+
+var (
+	leLabel       = []byte(`le="`)
+	quantileLabel = []byte(`quantile="`)
+)
+
+// textBounds rewrites the le and quantile label values of OpenMetrics lines
+// in the text format's float form ("1", not "1.0"). Prometheus 2 stores
+// these values as they are sent, so this keeps the series a Prometheus
+// scraping with OpenMetrics stores identical to those it stores from the
+// text format, as from the Pushgateway.
+func textBounds(b []byte) []byte {
+	var out []byte
+	last := 0
+	for i := 0; i < len(b); i++ {
+		if b[i] != '{' && b[i] != ',' {
+			continue
+		}
+		var name []byte
+		switch {
+		case bytes.HasPrefix(b[i+1:], leLabel):
+			name = leLabel
+		case bytes.HasPrefix(b[i+1:], quantileLabel):
+			name = quantileLabel
+		default:
+			continue
+		}
+		start := i + 1 + len(name)
+		end := bytes.IndexByte(b[start:], '"')
+		if end < 0 {
+			break
+		}
+		end += start
+		v, err := strconv.ParseFloat(string(b[start:end]), 64)
+		if err != nil {
+			continue
+		}
+		text := appendFloat(nil, v)
+		if bytes.Equal(text, b[start:end]) {
+			continue
+		}
+		out = append(out, b[last:start]...)
+		out = append(out, text...)
+		last = end
+		i = end
+	}
+	if out == nil {
+		return b
+	}
+	return append(out, b[last:]...)
+}
+
 // lines returns the series in the text format or, building and caching it on
 // first use, in OpenMetrics.
 func (se *series) lines(name string, typ dto.MetricType, openMetrics bool) ([]byte, error) {
@@ -231,6 +307,7 @@ func (se *series) lines(name string, typ dto.MetricType, openMetrics bool) ([]by
 	if err != nil {
 		return nil, err
 	}
+	b = textBounds(b)
 	se.openMetrics.Store(&b)
 	return b, nil
 }

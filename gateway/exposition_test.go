@@ -50,6 +50,10 @@ func TestFastExpositionMatchesExpfmt(t *testing.T) {
 		if c, ok := enc.(expfmt.Closer); ok {
 			require.NoError(t, c.Close())
 		}
+		if tc.format.FormatType() == expfmt.TypeOpenMetrics {
+			// le and quantile values keep their text-format form.
+			want = *bytes.NewBuffer(textBounds(want.Bytes()))
+		}
 		req := httptest.NewRequest(http.MethodGet, "/metrics", nil)
 		if tc.accept != "" {
 			req.Header.Set("Accept", tc.accept)
@@ -111,5 +115,24 @@ func TestSortKeyOrder(t *testing.T) {
 	sort.Slice(items, func(i, j int) bool { return items[i].key < items[j].key })
 	for i := 1; i < len(items); i++ {
 		require.LessOrEqual(t, elementwise(items[i-1].values, items[i].values), 0, "%q before %q", items[i-1].values, items[i].values)
+	}
+}
+
+func TestTextBounds(t *testing.T) {
+	scenarios := map[string]struct{ in, want string }{
+		"le integer":         {`h_bucket{a="b",le="1.0"} 3` + "\n", `h_bucket{a="b",le="1"} 3` + "\n"},
+		"le first label":     {`h_bucket{le="10.0"} 3` + "\n", `h_bucket{le="10"} 3` + "\n"},
+		"le kept":            {`h_bucket{le="0.25"} 3` + "\n", `h_bucket{le="0.25"} 3` + "\n"},
+		"le +Inf":            {`h_bucket{le="+Inf"} 3` + "\n", `h_bucket{le="+Inf"} 3` + "\n"},
+		"large le":           {`h_bucket{le="1.0e+06"} 3` + "\n", `h_bucket{le="1e+06"} 3` + "\n"},
+		"quantile":           {`s{quantile="1.0"} 3.0` + "\n", `s{quantile="1"} 3.0` + "\n"},
+		"not a label name":   {`h_bucket{file="1.0"} 3` + "\n", `h_bucket{file="1.0"} 3` + "\n"},
+		"escaped in value":   {`m{x="a,le=\"1.0\""} 3` + "\n", `m{x="a,le=\"1.0\""} 3` + "\n"},
+		"exemplar untouched": {`h_bucket{le="2.0"} 1 # {traceID="abc"} 2.0 1.7e+09` + "\n", `h_bucket{le="2"} 1 # {traceID="abc"} 2.0 1.7e+09` + "\n"},
+	}
+	for name, sc := range scenarios {
+		t.Run(name, func(t *testing.T) {
+			require.Equal(t, sc.want, string(textBounds([]byte(sc.in))))
+		})
 	}
 }

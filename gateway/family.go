@@ -201,6 +201,10 @@ func newFamily(p *parsedFamily, g Grouping, groupKey string, t time.Time) (*fami
 			f.invalid = append(f.invalid, err)
 			continue
 		}
+		if err := checkCounts(f.name, m); err != nil {
+			f.invalid = append(f.invalid, err)
+			continue
+		}
 		s, err := newSeries(f, m, groupKey)
 		if err != nil {
 			return nil, err
@@ -548,6 +552,30 @@ func zeroMetric(m *dto.Metric) {
 			h.NegativeCount[i] = 0
 		}
 	}
+}
+
+// checkCounts rejects histogram counts that no scraper could read back:
+// negative or NaN float counts (the integer ones cannot be negative).
+func checkCounts(name string, m *dto.Metric) error {
+	h := m.GetHistogram()
+	if h == nil {
+		return nil
+	}
+	bad := func(v float64) bool { return v < 0 || math.IsNaN(v) }
+	if h.SampleCountFloat != nil && bad(h.GetSampleCountFloat()) || h.ZeroCountFloat != nil && bad(h.GetZeroCountFloat()) {
+		return fmt.Errorf("histogram %q { %s} has a negative or NaN count", name, m)
+	}
+	for _, b := range h.GetBucket() {
+		if b.CumulativeCountFloat != nil && bad(b.GetCumulativeCountFloat()) {
+			return fmt.Errorf("histogram %q { %s} has a negative or NaN bucket count", name, m)
+		}
+	}
+	for _, c := range append(append([]float64(nil), h.GetPositiveCount()...), h.GetNegativeCount()...) {
+		if bad(c) {
+			return fmt.Errorf("histogram %q { %s} has a negative or NaN bucket count", name, m)
+		}
+	}
+	return nil
 }
 
 // timestampFamily builds push_time_seconds or push_failure_time_seconds for a

@@ -3,6 +3,7 @@ package gateway
 import (
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/pprof"
@@ -85,7 +86,26 @@ func NewHandler(store *Store, opts HandlerOptions) http.Handler {
 
 	r := mux.NewRouter()
 	r.SkipClean(true)
-	r.NotFoundHandler = http.HandlerFunc(http.NotFound)
+	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		// Like the Pushgateway's router, redirect a path with a trailing
+		// slash to the route without it.
+		if trimmed := strings.TrimSuffix(req.URL.Path, "/"); trimmed != req.URL.Path && trimmed != "" {
+			probe := req.Clone(req.Context())
+			probe.URL.Path, probe.URL.RawPath = trimmed, ""
+			var match mux.RouteMatch
+			if r.Match(probe, &match) && match.MatchErr == nil {
+				code := http.StatusMovedPermanently
+				if req.Method != http.MethodGet {
+					code = http.StatusPermanentRedirect
+				}
+				u := *req.URL
+				u.Path, u.RawPath = trimmed, ""
+				http.Redirect(w, req, u.String(), code)
+				return
+			}
+		}
+		http.NotFound(w, req)
+	})
 	r.MethodNotAllowedHandler = http.HandlerFunc(methodNotAllowed)
 
 	m := a.metrics
@@ -108,9 +128,15 @@ func NewHandler(store *Store, opts HandlerOptions) http.Handler {
 		return ok && (strings.HasPrefix(rest, "/") || strings.HasPrefix(rest, Base64Suffix+"/"))
 	}).HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		rest := strings.TrimPrefix(req.URL.Path, pushPrefix)
-		if rest == "/" || rest == Base64Suffix+"/" {
-			// An empty job: redirect like a router drops a trailing slash.
+		pushMethod := req.Method == http.MethodPut || req.Method == http.MethodPost || req.Method == http.MethodDelete
+		switch {
+		case rest == "/" && pushMethod:
+			// An empty job: redirect as the Pushgateway's router drops a
+			// trailing slash, to a path that does not exist.
 			http.Redirect(w, req, strings.TrimSuffix(req.URL.Path, "/"), http.StatusTemporaryRedirect)
+			return
+		case rest == "/" || rest == Base64Suffix+"/":
+			http.NotFound(w, req)
 			return
 		}
 		switch req.Method {
@@ -143,13 +169,13 @@ func NewHandler(store *Store, opts HandlerOptions) http.Handler {
 		r.Handle(p+"/-/reload", admin(http.HandlerFunc(a.reload))).Methods(http.MethodPut, http.MethodPost)
 	} else {
 		lifecycleDisabled := func(w http.ResponseWriter, _ *http.Request) {
-			http.Error(w, "Lifecycle API is not enabled.", http.StatusForbidden)
+			plainText(w, http.StatusForbidden, "Lifecycle API is not enabled.")
 		}
 		r.HandleFunc(p+"/-/quit", lifecycleDisabled).Methods(http.MethodPut, http.MethodPost)
 		r.HandleFunc(p+"/-/reload", lifecycleDisabled).Methods(http.MethodPut, http.MethodPost)
 	}
 	r.HandleFunc("/-/quit", func(w http.ResponseWriter, _ *http.Request) {
-		http.Error(w, "Only POST or PUT requests allowed.", http.StatusMethodNotAllowed)
+		plainText(w, http.StatusMethodNotAllowed, "Only POST or PUT requests allowed.")
 	}).Methods(http.MethodGet)
 
 	r.Handle(p+"/", read(m.counted("status", http.HandlerFunc(a.uiIndex)))).Methods(http.MethodGet)
@@ -200,6 +226,14 @@ func cleanPaths(next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// plainText answers with msg as it is, without the newline http.Error adds,
+// as the Pushgateway's lifecycle handlers do.
+func plainText(w http.ResponseWriter, code int, msg string) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.WriteHeader(code)
+	_, _ = io.WriteString(w, msg)
 }
 
 func methodNotAllowed(w http.ResponseWriter, _ *http.Request) {

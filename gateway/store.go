@@ -169,12 +169,6 @@ type nameEntry struct {
 	headers [2][]byte
 }
 
-// ownFamily is the type and help of a metric of pushrelay's own registry.
-type ownFamily struct {
-	typ  dto.MetricType
-	help string
-}
-
 // Store holds every push group in memory, indexed for exposition and the
 // consistency check, and commits each change through a Persister before
 // acknowledging it. One goroutine applies all writes in arrival order;
@@ -204,7 +198,7 @@ type Store struct {
 	persistErr atomic.Pointer[error]
 
 	// ownCache is only used by the writer goroutine.
-	ownCache     map[string]ownFamily
+	ownCache     map[string]dto.MetricType
 	ownCacheTime time.Time
 
 	metrics *storeMetrics
@@ -585,7 +579,7 @@ func (s *Store) apply(b *batch, reqs []*writeRequest) *batch {
 				replace(req.key, old, failedGroup(old, req))
 				break
 			}
-			replace(req.key, old, appliedGroup(old, req, own, s.resolveTTL(req)))
+			replace(req.key, old, appliedGroup(old, req, s.resolveTTL(req)))
 		}
 		b.reqs = append(b.reqs, req)
 		b.results = append(b.results, result)
@@ -756,7 +750,7 @@ func (s *Store) scheduleExpiry(key string, g *group) {
 }
 
 // appliedGroup returns old with the pushed families of req applied.
-func appliedGroup(old *group, req *writeRequest, own map[string]ownFamily, ttl groupTTL) *group {
+func appliedGroup(old *group, req *writeRequest, ttl groupTTL) *group {
 	var g *group
 	switch {
 	case old == nil:
@@ -769,12 +763,9 @@ func appliedGroup(old *group, req *writeRequest, own map[string]ownFamily, ttl g
 		// ones included.
 		g = old.clone()
 	}
+	// A family named like an own metric keeps its pushed help; the
+	// exposition shows the own help, as the Pushgateway's does.
 	for name, f := range req.families {
-		if o, ok := own[name]; ok && o.help != "" && (!f.hasHelp || f.help != o.help) {
-			c := *f
-			c.help, c.hasHelp = o.help, true
-			f = &c
-		}
 		g.families[name] = f
 	}
 	g.pushTime = req.time
@@ -952,9 +943,9 @@ func (s *Store) sortedGroupKeys() []string {
 	return keys
 }
 
-// ownFamilies returns the names, types and help strings of the own metrics,
+// ownFamilies returns the names and types of the own metrics,
 // gathered at most once per ownRefresh. Only the writer calls it.
-func (s *Store) ownFamilies() map[string]ownFamily {
+func (s *Store) ownFamilies() map[string]dto.MetricType {
 	now := time.Now()
 	if s.ownCache != nil && now.Sub(s.ownCacheTime) < ownRefresh {
 		return s.ownCache
@@ -963,12 +954,12 @@ func (s *Store) ownFamilies() map[string]ownFamily {
 	if err != nil {
 		s.logger.Warn("cannot gather own metrics for the consistency check", "err", err)
 	}
-	own := make(map[string]ownFamily, len(mfs)+len(s.reserved))
+	own := make(map[string]dto.MetricType, len(mfs)+len(s.reserved))
 	for name, typ := range s.reserved {
-		own[name] = ownFamily{typ: typ}
+		own[name] = typ
 	}
 	for _, mf := range mfs {
-		own[mf.GetName()] = ownFamily{typ: mf.GetType(), help: mf.GetHelp()}
+		own[mf.GetName()] = mf.GetType()
 	}
 	s.ownCache, s.ownCacheTime = own, now
 	return own

@@ -1,0 +1,4 @@
+package gateway
+
+// TextBounds exposes textBounds to the external tests.
+var TextBounds = textBounds
