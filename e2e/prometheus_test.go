@@ -1,0 +1,245 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// prometheusConfig scrapes one pushrelay every second and keeps the pushed
+// job and instance labels, as the README tells users to.
+const prometheusConfig = `global:
+  scrape_interval: 1s
+  scrape_timeout: 1s
+  evaluation_interval: 1s
+scrape_configs:
+  - job_name: pushrelay
+    honor_labels: true
+    static_configs:
+      - targets: [%q]
+`
+
+// startPrometheus starts the Debian Prometheus server scraping target.
+func startPrometheus(t *testing.T, target string) *process {
+	t.Helper()
+	requirePrometheus(t)
+	dir := t.TempDir()
+	config := filepath.Join(dir, "prometheus.yml")
+	require.NoError(t, os.WriteFile(config, fmt.Appendf(nil, prometheusConfig, target), 0o600))
+	return start(t, procSpec{
+		name: "prometheus",
+		bin:  prometheusBin,
+		args: func(addr string) []string {
+			return []string{
+				"--config.file=" + config,
+				"--storage.tsdb.path=" + filepath.Join(dir, "tsdb"),
+				"--web.listen-address=" + addr,
+			}
+		},
+		readyPath: "/-/ready",
+	})
+}
+
+// promSample is one element of an instant-vector query result.
+type promSample struct {
+	Metric map[string]string `json:"metric"`
+	Value  [2]any            `json:"value"`
+}
+
+func (s promSample) value() (float64, error) {
+	str, ok := s.Value[1].(string)
+	if !ok {
+		return 0, fmt.Errorf("sample value %v is not a string", s.Value[1])
+	}
+	return strconv.ParseFloat(str, 64)
+}
+
+// query runs an instant query against Prometheus' HTTP API.
+func query(prom *process, q string) ([]promSample, error) {
+	r, err := doErr(http.MethodGet, prom.url+"/api/v1/query?query="+url.QueryEscape(q), nil, nil)
+	if err != nil {
+		return nil, err
+	}
+	if r.status != http.StatusOK {
+		return nil, fmt.Errorf("query %s: status %d: %s", q, r.status, r.body)
+	}
+	var res struct {
+		Status string `json:"status"`
+		Data   struct {
+			ResultType string       `json:"resultType"`
+			Result     []promSample `json:"result"`
+		} `json:"data"`
+	}
+	if err := json.Unmarshal(r.body, &res); err != nil {
+		return nil, fmt.Errorf("query %s: %w: %s", q, err, r.body)
+	}
+	if res.Status != "success" || res.Data.ResultType != "vector" {
+		return nil, fmt.Errorf("query %s: %s", q, r.body)
+	}
+	return res.Data.Result, nil
+}
+
+// expectSeries is what one query must return: exactly one series with
+// these labels and a value accepted by check.
+type expectSeries struct {
+	query  string
+	labels map[string]string
+	check  func(v float64) error
+}
+
+func equals(want float64) func(float64) error {
+	return func(v float64) error {
+		if v != want {
+			return fmt.Errorf("value %v, want %v", v, want)
+		}
+		return nil
+	}
+}
+
+// waitForSeries polls Prometheus until every expectation holds.
+func waitForSeries(t *testing.T, prom *process, want []expectSeries) {
+	t.Helper()
+	eventually(t, 30*time.Second, func() error {
+		for _, w := range want {
+			res, err := query(prom, w.query)
+			if err != nil {
+				return err
+			}
+			if len(res) != 1 {
+				return fmt.Errorf("query %s: %d series, want 1: %v", w.query, len(res), res)
+			}
+			if !equalLabels(res[0].Metric, w.labels) {
+				return fmt.Errorf("query %s: labels %v, want %v", w.query, res[0].Metric, w.labels)
+			}
+			v, err := res[0].value()
+			if err != nil {
+				return err
+			}
+			if err := w.check(v); err != nil {
+				return fmt.Errorf("query %s: %w", w.query, err)
+			}
+		}
+		return nil
+	})
+}
+
+// TestPrometheusScrape lets the Debian Prometheus server scrape pushrelay with
+// honor_labels: true and checks, through its query API, that users see the
+// pushed values under the pushed job and instance labels, and the push time.
+func TestPrometheusScrape(t *testing.T) {
+	e2eTest(t)
+	requirePrometheus(t)
+	gw := startPushrelay(t)
+
+	const body = `# HELP wm_records_processed Records processed by the last run.
+# TYPE wm_records_processed gauge
+wm_records_processed 1234
+# TYPE wm_failures_total counter
+wm_failures_total{step="load"} 3
+# TYPE wm_run_seconds histogram
+wm_run_seconds_bucket{le="1"} 1
+wm_run_seconds_bucket{le="10"} 3
+wm_run_seconds_bucket{le="+Inf"} 4
+wm_run_seconds_sum 42.5
+wm_run_seconds_count 4
+`
+	// flow@base64 carries a value with a '/': "f/etl".
+	const path = "/metrics/job/wm_nightly/instance/worker-1/flow@base64/Zi9ldGw"
+	from := time.Now()
+	send(t, gw, http.MethodPut, path, body, http.StatusOK)
+	to := time.Now()
+	grouping := map[string]string{"job": "wm_nightly", "instance": "worker-1", "flow": "f/etl"}
+	pushed := requireGroup(t, getGroups(t, gw), grouping).timeValue(t, "push_time_seconds")
+	requireBetween(t, pushed, from, to)
+
+	prom := startPrometheus(t, gw.addr)
+
+	series := func(name string, extra ...string) map[string]string {
+		l := map[string]string{"__name__": name}
+		for k, v := range grouping {
+			l[k] = v
+		}
+		for i := 0; i+1 < len(extra); i += 2 {
+			l[extra[i]] = extra[i+1]
+		}
+		return l
+	}
+	pushTimeMatches := func(want float64) func(float64) error {
+		return func(v float64) error {
+			if v != want {
+				return fmt.Errorf("push_time_seconds %v, pushrelay exposes %v", v, want)
+			}
+			if d := math.Abs(v - float64(to.UnixNano())/1e9); d > 1 {
+				return fmt.Errorf("push_time_seconds %v is %.3fs away from the push", v, d)
+			}
+			return nil
+		}
+	}
+	waitForSeries(t, prom, []expectSeries{
+		{`wm_records_processed{job="wm_nightly"}`, series("wm_records_processed"), equals(1234)},
+		{`wm_failures_total{job="wm_nightly"}`, series("wm_failures_total", "step", "load"), equals(3)},
+		{`wm_run_seconds_sum{job="wm_nightly"}`, series("wm_run_seconds_sum"), equals(42.5)},
+		{`wm_run_seconds_bucket{job="wm_nightly",le="+Inf"}`, series("wm_run_seconds_bucket", "le", "+Inf"), equals(4)},
+		{`push_time_seconds{job="wm_nightly"}`, series("push_time_seconds"), pushTimeMatches(pushed)},
+		{`push_failure_time_seconds{job="wm_nightly"}`, series("push_failure_time_seconds"), equals(0)},
+		{`up{job="pushrelay"}`, map[string]string{"__name__": "up", "job": "pushrelay", "instance": gw.addr}, equals(1)},
+	})
+	res, err := query(prom, `{exported_job!=""} or {exported_instance!=""}`)
+	require.NoError(t, err)
+	require.Empty(t, res, "with honor_labels: true no label may be renamed")
+
+	// Prometheus stores what the scrape format says: a Pushgateway is
+	// scraped in the text format, so bucket bounds keep their pushed form
+	// (le="10", not the OpenMetrics le="10.0") and a counter's metadata is
+	// found under its sample name.
+	t.Run("bucket labels as from a Pushgateway", func(t *testing.T) {
+		res, err := query(prom, `wm_run_seconds_bucket{job="wm_nightly"}`)
+		require.NoError(t, err)
+		le := map[string]string{}
+		for _, s := range res {
+			v, err := s.value()
+			require.NoError(t, err)
+			le[s.Metric["le"]] = fmt.Sprint(v)
+		}
+		require.Equal(t, map[string]string{"1": "1", "10": "3", "+Inf": "4"}, le, "le label -> bucket count")
+	})
+	// Prometheus asks for OpenMetrics and pushrelay offers it (difference 7
+	// in diff_test.go): a counter's metadata is then named like its
+	// OpenMetrics family, without _total, as for any OpenMetrics target;
+	// the series keep the names they have from the Pushgateway.
+	t.Run("metadata of an OpenMetrics target", func(t *testing.T) {
+		r := do(t, http.MethodGet, prom.url+"/api/v1/metadata", nil, nil)
+		require.Equal(t, http.StatusOK, r.status)
+		var meta struct {
+			Data map[string][]struct {
+				Type string `json:"type"`
+				Help string `json:"help"`
+			} `json:"data"`
+		}
+		require.NoError(t, json.Unmarshal(r.body, &meta))
+		for name, typ := range map[string]string{"wm_failures": "counter", "wm_records_processed": "gauge", "wm_run_seconds": "histogram"} {
+			require.NotEmpty(t, meta.Data[name], "no metadata for %s; metadata names: %v", name, sortedKeys(meta.Data))
+			require.Equal(t, typ, meta.Data[name][0].Type, name)
+		}
+	})
+
+	// A later POST is what Prometheus shows after its next scrape.
+	send(t, gw, http.MethodPost, path, "# TYPE wm_records_processed gauge\nwm_records_processed 99\n", http.StatusOK)
+	to = time.Now()
+	pushed2 := requireGroup(t, getGroups(t, gw), grouping).timeValue(t, "push_time_seconds")
+	require.Greater(t, pushed2, pushed)
+	waitForSeries(t, prom, []expectSeries{
+		{`wm_records_processed{job="wm_nightly"}`, series("wm_records_processed"), equals(99)},
+		{`wm_failures_total{job="wm_nightly"}`, series("wm_failures_total", "step", "load"), equals(3)},
+		{`push_time_seconds{job="wm_nightly"}`, series("push_time_seconds"), pushTimeMatches(pushed2)},
+	})
+}
