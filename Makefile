@@ -10,12 +10,11 @@ LDFLAGS   := -X github.com/prometheus/common/version.Version=$(VERSION) \
              -X github.com/prometheus/common/version.Branch=$(BRANCH)
 
 # Debian packages the end-to-end tests drive: a real Prometheus server (and
-# promtool), the
-# Python client that Windmill scripts use, the reference Pushgateway and a
-# headless Chromium for the web UI.
+# promtool), the Python client that Windmill scripts use, the reference
+# Pushgateway and a headless Chromium for the web UI.
 DEB_PACKAGES := prometheus python3-prometheus-client prometheus-pushgateway chromium
 
-.PHONY: all build run deps test check unit fuzz-short bench clean
+.PHONY: all build run deps test check unit bench clean
 
 all: build
 
