@@ -188,10 +188,13 @@ type Store struct {
 	closeMu sync.RWMutex
 	closed  bool
 
-	mu          sync.RWMutex
-	groups      map[string]*group
-	names       map[string]*nameEntry
-	sortedNames []string
+	mu     sync.RWMutex
+	groups map[string]*group
+	names  map[string]*nameEntry
+	// sortedNames caches the sorted index names; nil after a name came or
+	// went. Readers rebuild it under sortedMu while holding mu for reading.
+	sortedNames atomic.Pointer[[]string]
+	sortedMu    sync.Mutex
 
 	// persistErr is the error of the last commit while the storage cannot
 	// be written; nil when it can.
@@ -888,7 +891,7 @@ func (s *Store) addFamily(f *family) {
 			owners: map[uint64]string{},
 		}
 		s.names[f.name] = e
-		s.sortedNames = nil
+		s.sortedNames.Store(nil)
 	}
 	s.setHelp(e, f)
 	e.holders++
@@ -914,22 +917,29 @@ func (s *Store) removeFamily(f *family) {
 	e.holders--
 	if e.holders <= 0 {
 		delete(s.names, f.name)
-		s.sortedNames = nil
+		s.sortedNames.Store(nil)
 	}
 }
 
-// names returns the indexed metric names, sorted. Must be called holding
+// sortedNameList returns the indexed metric names, sorted. Must be called holding
 // s.mu; the result must not be modified.
 func (s *Store) sortedNameList() []string {
-	if s.sortedNames == nil {
-		names := make([]string, 0, len(s.names))
-		for n := range s.names {
-			names = append(names, n)
-		}
-		sort.Strings(names)
-		s.sortedNames = names
+	if p := s.sortedNames.Load(); p != nil {
+		return *p
 	}
-	return s.sortedNames
+	// Several readers may hold mu at once: one builds the list.
+	s.sortedMu.Lock()
+	defer s.sortedMu.Unlock()
+	if p := s.sortedNames.Load(); p != nil {
+		return *p
+	}
+	names := make([]string, 0, len(s.names))
+	for n := range s.names {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	s.sortedNames.Store(&names)
+	return names
 }
 
 // sortedGroupKeys returns the keys of all groups, sorted. Must be called

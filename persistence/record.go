@@ -7,8 +7,13 @@ import (
 	"math"
 )
 
-// recordVersion is the first byte of every encoded Group.
-const recordVersion = 1
+// recordVersion is the first byte of every encoded Group. Version 2 added
+// PushWritten, FailureWritten and StaleWritten; version 1 records are still
+// read, with those times zero.
+const (
+	recordVersion   = 2
+	recordVersionV1 = 1
+)
 
 // ErrCorruptRecord is wrapped by every error DecodeGroup returns.
 var ErrCorruptRecord = errors.New("corrupt group record")
@@ -103,11 +108,12 @@ func EncodeGroup(buf []byte, g *Group) []byte {
 // does not share memory with b.
 func DecodeGroup(b []byte) (*Group, error) {
 	d := decoder{b: b}
-	if v := d.byte(); v != recordVersion {
-		if d.err != nil {
-			return nil, d.err
-		}
-		return nil, fmt.Errorf("%w: unknown record version %d", ErrCorruptRecord, v)
+	version := d.byte()
+	if d.err != nil {
+		return nil, d.err
+	}
+	if version != recordVersion && version != recordVersionV1 {
+		return nil, fmt.Errorf("%w: unknown record version %d", ErrCorruptRecord, version)
 	}
 	g := &Group{}
 	n := d.count()
@@ -119,9 +125,11 @@ func DecodeGroup(b []byte) (*Group, error) {
 	}
 	g.PushTime = d.varint()
 	g.FailureTime = d.varint()
-	g.PushWritten = d.varint()
-	g.FailureWritten = d.varint()
-	g.StaleWritten = d.varint()
+	if version >= 2 {
+		g.PushWritten = d.varint()
+		g.FailureWritten = d.varint()
+		g.StaleWritten = d.varint()
+	}
 	g.TTL.Nanos = d.varint()
 	g.TTL.Source = d.string()
 	g.TTL.Action = d.string()

@@ -52,8 +52,13 @@ func TestEncodeDecodeRoundTrip(t *testing.T) {
 		"zero group":  {},
 		"labels only": {Labels: []persistence.Label{{Name: "job", Value: "j"}}},
 		"full group":  fullGroup(),
+		"written times": {
+			Labels:   []persistence.Label{{Name: "job", Value: "j"}},
+			PushTime: 5, FailureTime: 6, PushWritten: 7, FailureWritten: 8, StaleWritten: 9,
+		},
 		"extreme numbers": {
 			PushTime: math.MaxInt64, FailureTime: math.MinInt64,
+			PushWritten: math.MinInt64, FailureWritten: math.MaxInt64, StaleWritten: -1,
 			TTL:      persistence.TTL{Nanos: math.MinInt64},
 			Families: []persistence.Family{{Name: "x", Type: math.MaxInt32, Time: math.MaxInt64}},
 		},
@@ -103,7 +108,7 @@ func TestEncodeDecodeRoundTrip(t *testing.T) {
 // version.
 func TestRecordGolden(t *testing.T) {
 	b := persistence.EncodeGroup(nil, fullGroup())
-	requireGolden(t, "record_v1.hex", []byte(hex.Dump(b)))
+	requireGolden(t, "record_v2.hex", []byte(hex.Dump(b)))
 }
 
 func TestDecodeCorruptRecord(t *testing.T) {
@@ -113,29 +118,29 @@ func TestDecodeCorruptRecord(t *testing.T) {
 		err    string
 	}{
 		"nil":                 {record: nil, err: "corrupt group record: unexpected end of record"},
-		"unknown version":     {record: []byte{2}, err: "corrupt group record: unknown record version 2"},
+		"unknown version":     {record: []byte{3}, err: "corrupt group record: unknown record version 3"},
 		"version zero":        {record: append([]byte{0}, valid[1:]...), err: "corrupt group record: unknown record version 0"},
 		"trailing bytes":      {record: append(append([]byte{}, valid...), 0, 0), err: "corrupt group record: 2 trailing bytes"},
 		"label count too big": {record: []byte{1, 0x7f}, err: "corrupt group record: length exceeds record"},
 		"varint overflow":     {record: []byte{1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01}, err: "corrupt group record: invalid varint"},
-		"cut before the expired flag": {
-			record: persistence.EncodeGroup(nil, &persistence.Group{})[:1+1+6+1+1],
-			err:    "corrupt group record: unexpected end of record",
-		},
 		"metric type out of range": {
 			record: persistence.EncodeGroup(nil, &persistence.Group{Families: []persistence.Family{{Name: "x", Type: -1}}}),
 			err:    "corrupt group record: metric type out of range",
 		},
 	}
-	// A boolean byte other than 0 or 1: the TTL.Expired flag of an empty
-	// group is its 11th byte (version, label count, six varints, two empty
-	// strings).
-	badBool := persistence.EncodeGroup(nil, &persistence.Group{})
-	badBool[10] = 2
+	// The TTL.Expired flag of an empty group is its last byte but one,
+	// before the family count.
+	empty := persistence.EncodeGroup(nil, &persistence.Group{})
+	badBool := append([]byte{}, empty...)
+	badBool[len(badBool)-2] = 2
 	scenarios["boolean not 0 or 1"] = struct {
 		record []byte
 		err    string
 	}{record: badBool, err: "corrupt group record: invalid boolean"}
+	scenarios["cut before the expired flag"] = struct {
+		record []byte
+		err    string
+	}{record: empty[:len(empty)-2], err: "corrupt group record: unexpected end of record"}
 
 	for name, s := range scenarios {
 		t.Run(name, func(t *testing.T) {

@@ -1,10 +1,9 @@
 package gateway_test
 
-// This file holds tests for product bugs found while writing the gateway
-// tests. Every test names the request, what the spec
-// (/work/shared/spec/pushgateway.md) expects and what pushrelay did instead.
-// The first four were fixed in b5a24ac and stay here as regression tests;
-// TestBugConcurrentScrapesRace fails under -race.
+// This file holds regression tests for product bugs found while writing the
+// gateway tests. Every test names the request, what the spec
+// (/work/shared/spec/pushgateway.md) expects and what pushrelay did before
+// the fix.
 
 import (
 	"fmt"
