@@ -65,7 +65,7 @@ func (s *Store) mergedFamily(name string, own *dto.MetricFamily) *dto.MetricFami
 		mf.Help = own.Help
 		mf.Metric = append(mf.Metric, own.Metric...)
 	}
-	e.series.Ascend(func(se *series) bool {
+	e.ascend(func(se *series) bool {
 		m := &dto.Metric{}
 		if err := unmarshalMetric(se.metric, m); err == nil {
 			mf.Metric = append(mf.Metric, m)
@@ -146,7 +146,7 @@ func (s *Store) render(w io.Writer, own []*dto.MetricFamily, format expfmt.Forma
 			j++
 			var err error
 			s.mu.RLock()
-			if e := s.names[name]; e != nil && e.series.Len() > 0 {
+			if e := s.names[name]; e != nil && len(e.series) > 0 {
 				if fast < 0 {
 					mf = s.mergedFamily(name, nil)
 				} else {
@@ -188,7 +188,7 @@ func (s *Store) renderFamily(buf *bytes.Buffer, name string, e *nameEntry, openM
 	}
 	buf.Write(e.headers[header])
 	var err error
-	e.series.Ascend(func(se *series) bool {
+	e.ascend(func(se *series) bool {
 		if openMetrics && se.simple {
 			appendOpenMetricsLine(buf, se.text)
 			return true

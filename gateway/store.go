@@ -161,12 +161,45 @@ type nameEntry struct {
 	hasHelp bool
 	// holders counts the groups holding a family of this name.
 	holders int
-	// series holds all series of the name in exposition order.
-	series *btree.BTreeG[*series]
-	// owners maps a series id to the key of the group holding it.
-	owners map[uint64]string
+	// series holds the current version of every series by id.
+	series map[uint64]*series
+	// order holds the identities in exposition order. A push that only
+	// replaces series of the same identities leaves it alone.
+	order *btree.BTreeG[orderItem]
 	// headers cache the HELP and TYPE lines: text format, OpenMetrics.
 	headers [2][]byte
+}
+
+// orderItem is one series identity in exposition order.
+type orderItem struct {
+	key string
+	id  uint64
+}
+
+func orderLess(a, b orderItem) bool { return a.key < b.key }
+
+// put indexes se, replacing the series of the same identity. Must be called
+// holding s.mu for writing.
+func (e *nameEntry) put(se *series) {
+	if _, ok := e.series[se.id]; !ok {
+		e.order.ReplaceOrInsert(orderItem{se.key, se.id})
+	}
+	e.series[se.id] = se
+}
+
+// drop removes se from the index unless its identity now belongs to
+// another group. Must be called holding s.mu for writing.
+func (e *nameEntry) drop(se *series) {
+	if cur, ok := e.series[se.id]; ok && cur.groupKey == se.groupKey {
+		delete(e.series, se.id)
+		e.order.Delete(orderItem{se.key, se.id})
+	}
+}
+
+// ascend calls fn for every series in exposition order. Must be called
+// holding s.mu.
+func (e *nameEntry) ascend(fn func(*series) bool) {
+	e.order.Ascend(func(it orderItem) bool { return fn(e.series[it.id]) })
 }
 
 // Store holds every push group in memory, indexed for exposition and the
@@ -851,8 +884,7 @@ func (s *Store) replaceFamily(old, f *family) {
 	}
 	s.setHelp(e, f)
 	for _, se := range f.series {
-		e.series.ReplaceOrInsert(se)
-		e.owners[se.id] = se.groupKey
+		e.put(se)
 	}
 	// Both lists are sorted: walk them together to find the series of old
 	// that f does not have.
@@ -864,10 +896,7 @@ func (s *Store) replaceFamily(old, f *family) {
 		if j < len(f.series) && f.series[j].key == se.key {
 			continue
 		}
-		e.series.Delete(se)
-		if e.owners[se.id] == se.groupKey {
-			delete(e.owners, se.id)
-		}
+		e.drop(se)
 	}
 }
 
@@ -887,8 +916,8 @@ func (s *Store) addFamily(f *family) {
 	if e == nil {
 		e = &nameEntry{
 			typ:    f.typ,
-			series: btree.NewG(16, seriesLess),
-			owners: map[uint64]string{},
+			series: map[uint64]*series{},
+			order:  btree.NewG(16, orderLess),
 		}
 		s.names[f.name] = e
 		s.sortedNames.Store(nil)
@@ -896,8 +925,7 @@ func (s *Store) addFamily(f *family) {
 	s.setHelp(e, f)
 	e.holders++
 	for _, se := range f.series {
-		e.series.ReplaceOrInsert(se)
-		e.owners[se.id] = se.groupKey
+		e.put(se)
 	}
 }
 
@@ -909,10 +937,7 @@ func (s *Store) removeFamily(f *family) {
 		return
 	}
 	for _, se := range f.series {
-		e.series.Delete(se)
-		if e.owners[se.id] == se.groupKey {
-			delete(e.owners, se.id)
-		}
+		e.drop(se)
 	}
 	e.holders--
 	if e.holders <= 0 {
