@@ -183,13 +183,18 @@ func newFamily(p *parsedFamily, g Grouping, groupKey string, t time.Time) (*fami
 			continue
 		}
 		id := seriesID(f.name, sm.labels)
+		// One allocation for both encodings, sized to fit.
+		textLen, protoLen := simpleSampleSize(f.name, sm.labels, sm.value), simpleMetricProtoSize(sm.labels)
+		buf := make([]byte, 0, textLen+protoLen)
+		text := appendSimpleSample(buf[:0:textLen], f.name, sm.labels, sm.value)
+		metric := appendSimpleMetricProto(buf[textLen:textLen:textLen+protoLen], f.typ, sm.labels, sm.value)
 		add(&series{
 			groupKey: groupKey,
 			id:       id,
 			key:      sortKey(sm.labels, groupKey, id),
 			simple:   true,
-			metric:   appendSimpleMetricProto(nil, f.typ, sm.labels, sm.value),
-			text:     appendSimpleSample(make([]byte, 0, 64), f.name, sm.labels, sm.value),
+			metric:   metric,
+			text:     text,
 		}, func() *dto.Metric { return sm.dto(f.typ) })
 	}
 	for _, m := range mf.Metric {

@@ -34,6 +34,24 @@ func appendSimpleSample(b []byte, name string, labels []label, v float64) []byte
 	return append(b, '\n')
 }
 
+// simpleSampleSize is the length of the line appendSimpleSample writes.
+func simpleSampleSize(name string, labels []label, v float64) int {
+	n := len(name) + 1 + 1 // the space and the newline
+	for _, l := range labels {
+		n += 1 + len(l.name) + 2 + len(l.value) + 1
+		for i := 0; i < len(l.value); i++ {
+			if c := l.value[i]; c == '\\' || c == '\n' || c == '"' {
+				n++
+			}
+		}
+	}
+	if len(labels) > 0 {
+		n++ // the closing brace
+	}
+	var num [32]byte
+	return n + len(appendFloat(num[:0], v))
+}
+
 // appendEscapedLabelValue escapes backslash, newline and double quote.
 func appendEscapedLabelValue(b []byte, v string) []byte {
 	for i := 0; i < len(v); i++ {
@@ -130,6 +148,19 @@ func appendSimpleMetricProto(b []byte, typ dto.MetricType, labels []label, v flo
 	b = protowire.AppendVarint(b, uint64(protowire.SizeTag(fieldValue)+protowire.SizeFixed64()))
 	b = protowire.AppendTag(b, fieldValue, protowire.Fixed64Type)
 	return protowire.AppendFixed64(b, math.Float64bits(v))
+}
+
+// simpleMetricProtoSize is the length of what appendSimpleMetricProto
+// writes.
+func simpleMetricProtoSize(labels []label) int {
+	n := 0
+	for _, l := range labels {
+		size := protowire.SizeTag(fieldLabelName) + protowire.SizeBytes(len(l.name)) +
+			protowire.SizeTag(fieldLabelValue) + protowire.SizeBytes(len(l.value))
+		n += protowire.SizeTag(fieldMetricLabel) + protowire.SizeBytes(size)
+	}
+	value := protowire.SizeTag(fieldValue) + protowire.SizeFixed64()
+	return n + protowire.SizeTag(fieldMetricGauge) + protowire.SizeBytes(value)
 }
 
 // isPlainSimpleMetric reports whether m holds nothing but labels and a

@@ -59,6 +59,9 @@ func TestAppendSimpleSampleMatchesExpfmt(t *testing.T) {
 			require.True(t, ok)
 			got := appendSimpleSample(nil, "metric_name", fromDto(&dto.MetricFamily{Name: proto.String("metric_name"), Type: sc.typ.Enum(), Metric: []*dto.Metric{m}}).simple[0].labels, v)
 			require.True(t, bytes.Equal(want, got), "want %q, got %q", want, got)
+			labels := fromDto(&dto.MetricFamily{Name: proto.String("metric_name"), Type: sc.typ.Enum(), Metric: []*dto.Metric{m}}).simple[0].labels
+			require.Equal(t, len(got), simpleSampleSize("metric_name", labels, v), "the size is exact")
+			require.Equal(t, len(appendSimpleMetricProto(nil, sc.typ, labels, v)), simpleMetricProtoSize(labels))
 		})
 	}
 }
