@@ -74,11 +74,11 @@ func benchGrouping(i int) Grouping {
 
 // benchPush parses body and pushes it to group i with PUT.
 func benchPush(s *Store, body []byte, i int, wait bool) error {
-	mfs, err := ParseBody(bytes.NewReader(body), "text/plain; version=0.0.4")
+	mfs, err := parseBody(bytes.NewReader(body), "text/plain; version=0.0.4")
 	if err != nil {
 		return err
 	}
-	return s.Push(benchGrouping(i), mfs, true, wait)
+	return s.push(benchGrouping(i), mfs, true, wait, nil)
 }
 
 // benchFill pushes groups [0, n) once each and waits until all are applied
@@ -119,7 +119,7 @@ func BenchmarkParseBody(b *testing.B) {
 	b.SetBytes(int64(len(body)))
 	b.ReportAllocs()
 	for b.Loop() {
-		mfs, err := ParseBody(bytes.NewReader(body), "text/plain; version=0.0.4")
+		mfs, err := parseBody(bytes.NewReader(body), "text/plain; version=0.0.4")
 		if err != nil || len(mfs) != 12 {
 			b.Fatalf("%d families, %v", len(mfs), err)
 		}
