@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"go.opentelemetry.io/otel/exporters/otlp/otlpmetric/otlpmetricgrpc"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials"
 )
 
@@ -62,7 +64,13 @@ func NewExporter(c ExporterConfig) (Exporter, error) {
 		}
 		opts = append(opts, otlpmetricgrpc.WithTLSCredentials(creds))
 	}
+	// Reconnect at least once per interval: gRPC's default backoff grows to
+	// two minutes, which would delay forwarding long after the collector
+	// is back.
+	reconnect := grpc.ConnectParams{Backoff: backoff.DefaultConfig, MinConnectTimeout: c.Timeout}
+	reconnect.Backoff.MaxDelay = c.Interval
 	opts = append(opts,
+		otlpmetricgrpc.WithDialOption(grpc.WithConnectParams(reconnect)),
 		otlpmetricgrpc.WithTimeout(c.Timeout),
 		otlpmetricgrpc.WithRetry(otlpmetricgrpc.RetryConfig{
 			Enabled: true, InitialInterval: time.Second, MaxInterval: 5 * time.Second,
