@@ -189,8 +189,12 @@ func (s *Store) renderFamily(buf *bytes.Buffer, name string, e *nameEntry, openM
 	buf.Write(e.headers[header])
 	var err error
 	e.ascend(func(se *series) bool {
-		if openMetrics && se.simple {
+		switch {
+		case openMetrics && se.simple:
 			appendOpenMetricsLine(buf, se.text)
+			return true
+		case openMetrics && se.classic:
+			appendOpenMetricsClassic(buf, name, se.text)
 			return true
 		}
 		var b []byte
@@ -290,6 +294,54 @@ func textBounds(b []byte) []byte {
 	return append(out, b[last:]...)
 }
 
+// anyFloatCounts reports a histogram with fractional counts among mfs.
+func anyFloatCounts(mfs []*dto.MetricFamily) bool {
+	for _, mf := range mfs {
+		if mf.GetType() != dto.MetricType_HISTOGRAM && mf.GetType() != dto.MetricType_GAUGE_HISTOGRAM {
+			continue
+		}
+		for _, m := range mf.Metric {
+			if hasFloatCounts(m) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// appendOpenMetricsClassic writes the OpenMetrics form of the text lines of
+// a classic summary or histogram: bucket and count values become integers,
+// sums and quantile values OpenMetrics floats; names and labels are the
+// same, le and quantile values already in the form textBounds gives.
+func appendOpenMetricsClassic(buf *bytes.Buffer, name string, text []byte) {
+	for len(text) > 0 {
+		i := bytes.IndexByte(text, '\n')
+		line := text[:i]
+		text = text[i+1:]
+		sp := bytes.LastIndexByte(line, ' ')
+		buf.Write(line[:sp+1])
+		value := line[sp+1:]
+		suffix := line[len(name):]
+		if j := bytes.IndexByte(suffix, '{'); j >= 0 {
+			suffix = suffix[:j]
+		} else if j := bytes.IndexByte(suffix, ' '); j >= 0 {
+			suffix = suffix[:j]
+		}
+		if string(suffix) == "_bucket" || string(suffix) == "_count" {
+			if v, err := strconv.ParseFloat(string(value), 64); err == nil {
+				buf.WriteString(strconv.FormatUint(uint64(v), 10))
+				buf.WriteByte('\n')
+				continue
+			}
+		}
+		buf.Write(value)
+		if !bytes.ContainsAny(value, ".eN") && !bytes.HasSuffix(value, []byte("Inf")) {
+			buf.WriteString(".0")
+		}
+		buf.WriteByte('\n')
+	}
+}
+
 // lines returns the series in the text format or, building and caching it on
 // first use, in OpenMetrics.
 func (se *series) lines(name string, typ dto.MetricType, openMetrics bool) ([]byte, error) {
@@ -322,6 +374,14 @@ func (s *Store) ExpositionHandler(gatherer prometheus.Gatherer) http.Handler {
 			return
 		}
 		format := expfmt.NegotiateAccept(r.Header, scrapeFormats...)
+		s.mu.RLock()
+		floats := s.floatSeries
+		s.mu.RUnlock()
+		if format.FormatType() == expfmt.TypeOpenMetrics && (floats > 0 || anyFloatCounts(own)) {
+			// OpenMetrics 1.0 has no fractional histogram counts: fall
+			// back to the text format, which every scraper accepts.
+			format = expfmt.NegotiateAccept(http.Header{}, scrapeFormats...)
+		}
 		h := w.Header()
 		h.Set("Content-Type", string(format))
 		var out io.Writer = w

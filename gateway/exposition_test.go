@@ -27,6 +27,7 @@ func TestFastExpositionMatchesExpfmt(t *testing.T) {
 		"/metrics/job/b/instance/i": "# TYPE g gauge\ng NaN\ng{y=\"q\\\"uote\\\\back\\nline\"} +Inf\ng{y=\"z\"} -Inf\nu 123456789012\nu{y=\"1\"} 1.5e-300\n",
 		"/metrics/job/c":            "# TYPE h histogram\nh_bucket{le=\"0.1\"} 1\nh_bucket{le=\"1\"} 1000000\nh_bucket{le=\"+Inf\"} 1000001\nh_sum 3.5\nh_count 1000001\n# TYPE s summary\ns{quantile=\"0.5\"} 1\ns_sum 2\ns_count 3\n",
 		"/metrics/job/d":            "# TYPE c_total counter\nc_total{x=\"1\"} 4\n# TYPE g gauge\ng 0\n",
+		"/metrics/job/e":            "# TYPE h histogram\nh_bucket{le=\"1e-05\"} 0\nh_bucket{le=\"2.5\"} 9007199254740991\nh_bucket{le=\"+Inf\"} 9007199254740991\nh_sum NaN\nh_count 9007199254740991\n# TYPE s summary\ns{quantile=\"0\"} -Inf\ns{quantile=\"1\"} +Inf\ns_sum -2\ns_count 0\n",
 	}
 	for path, body := range bodies {
 		rec := httptest.NewRecorder()
@@ -135,4 +136,30 @@ func TestTextBounds(t *testing.T) {
 			require.Equal(t, sc.want, string(textBounds([]byte(sc.in))))
 		})
 	}
+}
+
+// TestOpenMetricsFallsBackForFloatHistograms checks that a scrape asking
+// for OpenMetrics gets the text format while a histogram with fractional
+// counts is stored, and OpenMetrics again once it is gone.
+func TestOpenMetricsFallsBackForFloatHistograms(t *testing.T) {
+	st, err := NewStore(StoreOptions{})
+	require.NoError(t, err)
+	defer st.Close()
+	h := NewHandler(st, HandlerOptions{})
+	serve := func(method, path, body string) *httptest.ResponseRecorder {
+		req := httptest.NewRequest(method, path, strings.NewReader(body))
+		req.Header.Set("Accept", "application/openmetrics-text;version=1.0.0")
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		return rec
+	}
+	require.Equal(t, http.StatusOK, serve(http.MethodPut, "/metrics/job/f", "# TYPE h histogram\nh_bucket{le=\"1\"} 1.5\nh_bucket{le=\"+Inf\"} 2.5\nh_sum 1\nh_count 2.5\n").Code)
+	rec := serve(http.MethodGet, "/metrics", "")
+	require.Equal(t, http.StatusOK, rec.Code)
+	require.True(t, strings.HasPrefix(rec.Header().Get("Content-Type"), "text/plain; version=0.0.4"), rec.Header().Get("Content-Type"))
+	require.Contains(t, rec.Body.String(), `h_bucket{instance="",job="f",le="1"} 1.5`)
+
+	require.Equal(t, http.StatusAccepted, serve(http.MethodDelete, "/metrics/job/f", "").Code)
+	rec = serve(http.MethodGet, "/metrics", "")
+	require.True(t, strings.HasPrefix(rec.Header().Get("Content-Type"), "application/openmetrics-text"), rec.Header().Get("Content-Type"))
 }

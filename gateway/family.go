@@ -38,6 +38,13 @@ type series struct {
 	// labels and a value, whose OpenMetrics line derives from its text
 	// line.
 	simple bool
+	// classic marks a summary or classic histogram with whole counts below
+	// 2^53 and no exemplars, whose OpenMetrics lines derive from its text
+	// lines.
+	classic bool
+	// floatCounts marks a histogram with fractional counts, which
+	// OpenMetrics 1.0 cannot carry.
+	floatCounts bool
 	// id identifies the series by metric name and label set.
 	id uint64
 	// metric is the protobuf encoding of the dto.Metric.
@@ -234,7 +241,53 @@ func newSeries(f *family, m *dto.Metric, groupKey string) (*series, error) {
 		return nil, fmt.Errorf("cannot encode metric of %q: %w", f.name, err)
 	}
 	s.text, err = encodeSeries(f.name, f.typ, m, false)
+	s.classic = isClassic(m)
+	s.floatCounts = hasFloatCounts(m)
 	return s, err
+}
+
+// hasFloatCounts reports a histogram with fractional counts.
+func hasFloatCounts(m *dto.Metric) bool {
+	h := m.GetHistogram()
+	if h == nil {
+		return false
+	}
+	if h.SampleCountFloat != nil || h.ZeroCountFloat != nil || len(h.GetPositiveCount())+len(h.GetNegativeCount()) > 0 {
+		return true
+	}
+	for _, b := range h.GetBucket() {
+		if b.CumulativeCountFloat != nil {
+			return true
+		}
+	}
+	return false
+}
+
+// maxExactCount is the largest count that a float64 holds exactly.
+const maxExactCount = 1 << 53
+
+// isClassic reports whether the OpenMetrics lines of a summary or
+// histogram can be derived from its text lines: every count is a whole
+// number a float64 holds exactly, and there is nothing the text format
+// leaves out (exemplars, created timestamps, native buckets).
+func isClassic(m *dto.Metric) bool {
+	switch {
+	case m.Summary != nil:
+		return m.Summary.CreatedTimestamp == nil && m.Summary.GetSampleCount() < maxExactCount
+	case m.Histogram != nil:
+		h := m.Histogram
+		if h.SampleCountFloat != nil || h.CreatedTimestamp != nil || h.GetSampleCount() >= maxExactCount ||
+			len(h.GetPositiveSpan())+len(h.GetNegativeSpan()) > 0 || h.Schema != nil || len(h.GetExemplars()) > 0 {
+			return false
+		}
+		for _, b := range h.GetBucket() {
+			if b.CumulativeCountFloat != nil || b.Exemplar != nil || b.GetCumulativeCount() >= maxExactCount {
+				return false
+			}
+		}
+		return true
+	}
+	return false
 }
 
 // seriesID hashes a metric name and its sorted labels.

@@ -178,22 +178,41 @@ type orderItem struct {
 
 func orderLess(a, b orderItem) bool { return a.key < b.key }
 
-// put indexes se, replacing the series of the same identity. Must be called
-// holding s.mu for writing.
-func (e *nameEntry) put(se *series) {
-	if _, ok := e.series[se.id]; !ok {
+// put indexes se, replacing the series of the same identity, and returns
+// the change of the number of float-count series. Must be called holding
+// s.mu for writing.
+func (e *nameEntry) put(se *series) int {
+	prev, ok := e.series[se.id]
+	if !ok {
 		e.order.ReplaceOrInsert(orderItem{se.key, se.id})
 	}
 	e.series[se.id] = se
+	return floatDelta(prev, se)
 }
 
 // drop removes se from the index unless its identity now belongs to
-// another group. Must be called holding s.mu for writing.
-func (e *nameEntry) drop(se *series) {
+// another group, and returns the change of the number of float-count
+// series. Must be called holding s.mu for writing.
+func (e *nameEntry) drop(se *series) int {
 	if cur, ok := e.series[se.id]; ok && cur.groupKey == se.groupKey {
 		delete(e.series, se.id)
 		e.order.Delete(orderItem{se.key, se.id})
+		return floatDelta(cur, nil)
 	}
+	return 0
+}
+
+// floatDelta is the change of the float-count series when old becomes new
+// (either may be nil).
+func floatDelta(old, new *series) int {
+	d := 0
+	if old != nil && old.floatCounts {
+		d--
+	}
+	if new != nil && new.floatCounts {
+		d++
+	}
+	return d
 }
 
 // ascend calls fn for every series in exposition order. Must be called
@@ -228,6 +247,9 @@ type Store struct {
 	// went. Readers rebuild it under sortedMu while holding mu for reading.
 	sortedNames atomic.Pointer[[]string]
 	sortedMu    sync.Mutex
+	// floatSeries counts histogram series with fractional counts, which
+	// OpenMetrics 1.0 cannot carry.
+	floatSeries int
 
 	// persistErr is the error of the last commit while the storage cannot
 	// be written; nil when it can.
@@ -884,7 +906,7 @@ func (s *Store) replaceFamily(old, f *family) {
 	}
 	s.setHelp(e, f)
 	for _, se := range f.series {
-		e.put(se)
+		s.floatSeries += e.put(se)
 	}
 	// Both lists are sorted: walk them together to find the series of old
 	// that f does not have.
@@ -896,7 +918,7 @@ func (s *Store) replaceFamily(old, f *family) {
 		if j < len(f.series) && f.series[j].key == se.key {
 			continue
 		}
-		e.drop(se)
+		s.floatSeries += e.drop(se)
 	}
 }
 
@@ -925,7 +947,7 @@ func (s *Store) addFamily(f *family) {
 	s.setHelp(e, f)
 	e.holders++
 	for _, se := range f.series {
-		e.put(se)
+		s.floatSeries += e.put(se)
 	}
 }
 
@@ -937,7 +959,7 @@ func (s *Store) removeFamily(f *family) {
 		return
 	}
 	for _, se := range f.series {
-		e.drop(se)
+		s.floatSeries += e.drop(se)
 	}
 	e.holders--
 	if e.holders <= 0 {
