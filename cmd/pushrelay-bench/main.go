@@ -156,6 +156,8 @@ func run(args []string) int {
 	app.Flag("profile-dir", "Write CPU profiles of pushrelay (push phases, largest scrape) here; needs --duration of at least 7s.").StringVar(&c.profileDir)
 	app.Flag("json", "Also write all results as JSON to this file.").StringVar(&c.jsonOut)
 	app.Flag("cleanup", "Delete the bench groups from servers given by URL at the end.").Default("true").BoolVar(&c.cleanup)
+	soak := addSoakFlags(app)
+	spans := registerSpanFlags(app)
 	if _, err := app.Parse(args); err != nil {
 		fmt.Fprintf(os.Stderr, "pushrelay-bench: %v\n", err)
 		return 2
@@ -203,6 +205,12 @@ func run(args []string) int {
 		}
 	}
 
+	if soak.enabled {
+		return runSoak(&c, soak, args)
+	}
+	if spans.enabled {
+		return runSpans(&c, spans, args)
+	}
 	res := &results{Started: time.Now(), Clients: c.clients, Samples: samplesPerBody}
 	res.Commands = append(res.Commands, "pushrelay-bench "+strings.Join(args, " "))
 	fmt.Fprintf(os.Stderr, "work dir %s; body %d bytes, %d samples; %d clients\n", c.workDir, len(pushBody(0)), samplesPerBody, c.clients)
