@@ -49,7 +49,7 @@ unit:
 	$(GO) test -race -short $(PKGS)
 
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem ./gateway/ ./persistence/
+	$(GO) test -run '^$$' -bench . -benchmem ./gateway/ ./persistence/ ./spanmetrics/
 
 clean:
 	rm -f pushrelay pushrelay-bench
