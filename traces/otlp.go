@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"mime"
 	"net/http"
+	"time"
 
 	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
@@ -49,9 +50,14 @@ func RegisterGRPC(srv *grpc.Server, c Consumer, m *Metrics, l Limits) {
 	ptraceotlp.RegisterGRPCServer(srv, &grpcService{consumer: c, metrics: m, limits: l})
 }
 
-// GRPCServerOptions bound the size of a received message.
+// grpcHandshakeTimeout bounds how long a new connection may take to
+// complete its handshake (gRPC's default is 120 s).
+const grpcHandshakeTimeout = 10 * time.Second
+
+// GRPCServerOptions bound the size of a received message and the time a
+// connection may take to start.
 func GRPCServerOptions(maxBodyBytes int) []grpc.ServerOption {
-	return []grpc.ServerOption{grpc.MaxRecvMsgSize(maxBodyBytes)}
+	return []grpc.ServerOption{grpc.MaxRecvMsgSize(maxBodyBytes), grpc.ConnectionTimeout(grpcHandshakeTimeout)}
 }
 
 // OTLPHandler serves POST /v1/traces with protobuf or JSON bodies, plain or

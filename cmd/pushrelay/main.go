@@ -247,6 +247,8 @@ func runMain(args []string) int {
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelError),
 	}
 
+	stop := newShutdown(shutdownTimeout)
+	defer stop.release()
 	var g run.Group
 	g.Add(func() error {
 		err := web.ListenAndServe(server, webConfig, logger)
@@ -254,11 +256,7 @@ func runMain(args []string) int {
 			return nil
 		}
 		return err
-	}, func(error) {
-		ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
-		defer cancel()
-		_ = server.Shutdown(ctx)
-	})
+	}, func(error) { stop.http(server) })
 	{
 		ctx, cancel := context.WithCancel(context.Background())
 		g.Add(func() error {
@@ -316,7 +314,7 @@ func runMain(args []string) int {
 		srv := grpc.NewServer(opts...)
 		traces.RegisterGRPC(srv, processor, traceMetrics, traceLimits)
 		logger.Info("OTLP gRPC trace receiver listening", "address", lis.Addr().String())
-		g.Add(func() error { return srv.Serve(lis) }, func(error) { srv.GracefulStop() })
+		g.Add(func() error { return srv.Serve(lis) }, func(error) { stop.grpc(srv) })
 	}
 	addTraceServer := func(name, address, path string, h http.Handler) error {
 		if address == "" {
@@ -338,11 +336,7 @@ func runMain(args []string) int {
 				return err
 			}
 			return nil
-		}, func(error) {
-			ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
-			defer cancel()
-			_ = srv.Shutdown(ctx)
-		})
+		}, func(error) { stop.http(srv) })
 		return nil
 	}
 	if err := addTraceServer("OTLP HTTP trace", *otlpHTTPAddress, traces.OTLPPath, traces.OTLPHandler(processor, traceMetrics, traceLimits)); err != nil {
