@@ -16,6 +16,7 @@ import (
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
 	metricspb "go.opentelemetry.io/proto/otlp/metrics/v1"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
 
 	"github.com/pushrelay/pushrelay/gateway"
 	"github.com/pushrelay/pushrelay/spanmetrics"
@@ -24,14 +25,17 @@ import (
 // receiver is a real OTLP gRPC MetricsService that keeps what it gets.
 type receiver struct {
 	collmetrics.UnimplementedMetricsServiceServer
-	mu   sync.Mutex
-	reqs []*collmetrics.ExportMetricsServiceRequest
+	mu      sync.Mutex
+	reqs    []*collmetrics.ExportMetricsServiceRequest
+	tenants []string
 }
 
-func (r *receiver) Export(_ context.Context, req *collmetrics.ExportMetricsServiceRequest) (*collmetrics.ExportMetricsServiceResponse, error) {
+func (r *receiver) Export(ctx context.Context, req *collmetrics.ExportMetricsServiceRequest) (*collmetrics.ExportMetricsServiceResponse, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.reqs = append(r.reqs, req)
+	md, _ := metadata.FromIncomingContext(ctx)
+	r.tenants = append(r.tenants, md.Get("x-tenant")...)
 	return &collmetrics.ExportMetricsServiceResponse{}, nil
 }
 
@@ -246,4 +250,27 @@ func TestParseHeaders(t *testing.T) {
 	require.Equal(t, map[string]string{"api-key": "secret", "x-tenant": "team-a"}, h)
 	_, err = ParseHeaders("novalue")
 	require.ErrorContains(t, err, `invalid header entry "novalue"`)
+}
+
+// TestExporterFromEnvironment checks that the standard variables turn
+// forwarding on and point it at the collector when no flag does.
+func TestExporterFromEnvironment(t *testing.T) {
+	exp, err := NewExporter(ExporterConfig{Interval: time.Second, Timeout: time.Second})
+	require.NoError(t, err)
+	require.Nil(t, exp, "off without an endpoint flag or variable")
+
+	rcv, addr := startReceiver(t)
+	t.Setenv("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "http://"+addr)
+	t.Setenv("OTEL_EXPORTER_OTLP_METRICS_HEADERS", "x-tenant=team-a")
+	exp, err = NewExporter(ExporterConfig{Interval: time.Second, Timeout: 5 * time.Second})
+	require.NoError(t, err)
+	require.NotNil(t, exp)
+	st, err := gateway.NewStore(gateway.StoreOptions{})
+	require.NoError(t, err)
+	defer st.Close()
+	push(t, st, gateway.Grouping{"job": "env_job"}, "m 1\n")
+	fwd := New(Options{Groups: st.Groups, Exporter: exp, Interval: time.Second})
+	require.NoError(t, fwd.Round(context.Background()))
+	require.Contains(t, rcv.take(), "env_job")
+	require.Equal(t, []string{"team-a"}, rcv.tenants, "headers from OTEL_EXPORTER_OTLP_METRICS_HEADERS")
 }
