@@ -65,6 +65,12 @@ func (s promSample) value() (float64, error) {
 
 // query runs an instant query against Prometheus' HTTP API.
 func query(prom *process, q string) ([]promSample, error) {
+	return promQuery[promSample](prom, q, "vector")
+}
+
+// promQuery runs q against Prometheus' HTTP API and returns its result,
+// which must be of resultType.
+func promQuery[T any](prom *process, q, resultType string) ([]T, error) {
 	r, err := doErr(http.MethodGet, prom.url+"/api/v1/query?query="+url.QueryEscape(q), nil, nil)
 	if err != nil {
 		return nil, err
@@ -75,14 +81,14 @@ func query(prom *process, q string) ([]promSample, error) {
 	var res struct {
 		Status string `json:"status"`
 		Data   struct {
-			ResultType string       `json:"resultType"`
-			Result     []promSample `json:"result"`
+			ResultType string `json:"resultType"`
+			Result     []T    `json:"result"`
 		} `json:"data"`
 	}
 	if err := json.Unmarshal(r.body, &res); err != nil {
 		return nil, fmt.Errorf("query %s: %w: %s", q, err, r.body)
 	}
-	if res.Status != "success" || res.Data.ResultType != "vector" {
+	if res.Status != "success" || res.Data.ResultType != resultType {
 		return nil, fmt.Errorf("query %s: %s", q, r.body)
 	}
 	return res.Data.Result, nil

@@ -5,11 +5,9 @@
 package e2e
 
 import (
-	"encoding/json"
 	"fmt"
 	"math"
 	"net/http"
-	"net/url"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -190,31 +188,18 @@ type promRange struct {
 // selector matches more than one series.
 func rawSamples(prom *process, selector string, window string) (map[int64]float64, error) {
 	q := selector + "[" + window + "]"
-	r, err := doErr(http.MethodGet, prom.url+"/api/v1/query?query="+url.QueryEscape(q), nil, nil)
+	result, err := promQuery[promRange](prom, q, "matrix")
 	if err != nil {
 		return nil, err
 	}
-	if r.status != http.StatusOK {
-		return nil, fmt.Errorf("query %s: status %d: %s", q, r.status, r.body)
-	}
-	var res struct {
-		Status string `json:"status"`
-		Data   struct {
-			ResultType string      `json:"resultType"`
-			Result     []promRange `json:"result"`
-		} `json:"data"`
-	}
-	if err := json.Unmarshal(r.body, &res); err != nil {
-		return nil, fmt.Errorf("query %s: %w: %s", q, err, r.body)
-	}
-	if res.Status != "success" || res.Data.ResultType != "matrix" || len(res.Data.Result) > 1 {
-		return nil, fmt.Errorf("query %s: %s", q, r.body)
+	if len(result) > 1 {
+		return nil, fmt.Errorf("query %s matches %d series", q, len(result))
 	}
 	out := map[int64]float64{}
-	if len(res.Data.Result) == 0 {
+	if len(result) == 0 {
 		return out, nil
 	}
-	for _, sv := range res.Data.Result[0].Values {
+	for _, sv := range result[0].Values {
 		ts, ok := sv[0].(float64)
 		if !ok {
 			return nil, fmt.Errorf("query %s: timestamp %v", q, sv[0])
