@@ -521,8 +521,9 @@ func TestHardeningInvalidUTF8(t *testing.T) {
 // TestHardeningSlowLoris checks that connections that send their headers
 // too slowly are closed: one that stalls after a partial header and one
 // that trickles a byte a second, on the push/scrape port and on the OTLP
-// HTTP and Zipkin receivers (ReadHeaderTimeout 10 s), while the server
-// keeps serving others.
+// HTTP and Zipkin receivers (ReadHeaderTimeout 10 s), and one that sends
+// half the HTTP/2 preface to OTLP gRPC (handshake timeout 10 s), while the
+// server keeps serving others.
 func TestHardeningSlowLoris(t *testing.T) {
 	e2eTest(t)
 	p := hardStart(t, probeClient, "http", "", "")
@@ -532,8 +533,11 @@ func TestHardeningSlowLoris(t *testing.T) {
 		elapsed time.Duration
 		err     error
 	}
-	results := make(chan result, 8)
-	attack := func(what, addr string, trickle bool) {
+	results := make(chan result, 16)
+	httpStart := func(addr string) string {
+		return "POST /metrics/job/loris HTTP/1.1\r\nHost: " + addr + "\r\nContent-Type: text/plain\r\n"
+	}
+	attack := func(what, addr, prefix string, trickle bool) {
 		start := time.Now()
 		err := func() error {
 			conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
@@ -541,7 +545,7 @@ func TestHardeningSlowLoris(t *testing.T) {
 				return err
 			}
 			defer conn.Close()
-			if _, err := io.WriteString(conn, "POST /metrics/job/loris HTTP/1.1\r\nHost: "+addr+"\r\nContent-Type: text/plain\r\n"); err != nil {
+			if _, err := io.WriteString(conn, prefix); err != nil {
 				return err
 			}
 			deadline := start.Add(limit)
@@ -576,17 +580,20 @@ func TestHardeningSlowLoris(t *testing.T) {
 		results <- result{what, time.Since(start), err}
 	}
 	attacks := []struct {
-		what, addr string
-		trickle    bool
+		what, addr, start string
+		trickle           bool
 	}{
-		{"web stalled", p.addr, false},
-		{"web trickle", p.addr, true},
-		{"otlp-http stalled", p.otlpHTTP, false},
-		{"zipkin stalled", p.zipkin, false},
-		{"zipkin trickle", p.zipkin, true},
+		{"web stalled", p.addr, httpStart(p.addr), false},
+		{"web trickle", p.addr, httpStart(p.addr), true},
+		{"otlp-http stalled", p.otlpHTTP, httpStart(p.otlpHTTP), false},
+		{"zipkin stalled", p.zipkin, httpStart(p.zipkin), false},
+		{"zipkin trickle", p.zipkin, httpStart(p.zipkin), true},
+		// Half the HTTP/2 client preface, then nothing: the gRPC
+		// handshake timeout (10 s) closes it.
+		{"otlp-grpc partial preface", p.otlpGRPC, "PRI * HTTP/2.0\r\n", false},
 	}
 	for _, a := range attacks {
-		go attack(a.what, a.addr, a.trickle)
+		go attack(a.what, a.addr, a.start, a.trickle)
 	}
 	// Meanwhile the server serves normal requests.
 	time.Sleep(time.Second)
