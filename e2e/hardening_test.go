@@ -170,40 +170,11 @@ func hardWaitReady(hp *hardProc, client *http.Client, user, password string) err
 	}
 }
 
-// hardDo sends one request through client, with basic auth when user is
-// set, and reads the whole answer.
-func hardDo(client *http.Client, method, url, user, password string, header http.Header, body []byte) (response, error) {
-	var rd io.Reader
-	if body != nil {
-		rd = bytes.NewReader(body)
-	}
-	req, err := http.NewRequest(method, url, rd)
-	if err != nil {
-		return response{}, err
-	}
-	for k, vs := range header {
-		req.Header[k] = vs
-	}
-	if user != "" {
-		req.SetBasicAuth(user, password)
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return response{}, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return response{}, err
-	}
-	return response{status: resp.StatusCode, header: resp.Header, body: b}, nil
-}
-
-// hardStatus is hardDo that fails t on a transport error and returns the
+// hardStatus is doWith that fails t on a transport error and returns the
 // status and body.
 func hardStatus(t *testing.T, client *http.Client, method, url, user, password string, header http.Header, body []byte) (int, string) {
 	t.Helper()
-	r, err := hardDo(client, method, url, user, password, header, body)
+	r, err := doWith(client, method, url, user, password, header, body)
 	require.NoError(t, err, "%s %s", method, url)
 	return r.status, string(r.body)
 }
@@ -267,7 +238,7 @@ basic_auth_users:
 	// server answers a plaintext request 400 and closes.
 	requirePlainFails := func(method, url string, body []byte) {
 		t.Helper()
-		r, err := hardDo(plainClient, method, url, user, password, nil, body)
+		r, err := doWith(plainClient, method, url, user, password, nil, body)
 		if err == nil {
 			require.Equal(t, http.StatusBadRequest, r.status, "plain HTTP %s %s: %s", method, url, r.body)
 			require.Contains(t, string(r.body), "HTTPS")
@@ -329,7 +300,7 @@ basic_auth_users:
 
 	// Exactly the authenticated spans were counted.
 	eventually(t, 10*time.Second, func() error {
-		r, err := hardDo(tlsClient, http.MethodGet, p.url+"/metrics", user, password, nil, nil)
+		r, err := doWith(tlsClient, http.MethodGet, p.url+"/metrics", user, password, nil, nil)
 		if err != nil {
 			return err
 		}
@@ -643,7 +614,7 @@ func TestHardeningGracefulShutdown(t *testing.T) {
 					method = http.MethodPost
 				}
 				body := fmt.Sprintf("# TYPE shutdown_seq gauge\nshutdown_seq %d\nshutdown_other{w=\"%d\"} %d\n", seq, w, seq)
-				r, err := hardDo(client, method, p.url+"/metrics/job/shutdown/instance/"+g, "", "", nil, []byte(body))
+				r, err := doWith(client, method, p.url+"/metrics/job/shutdown/instance/"+g, "", "", nil, []byte(body))
 				total.Add(1)
 				mu.Lock()
 				switch {

@@ -442,6 +442,12 @@ func do(t *testing.T, method, url string, header http.Header, body []byte) respo
 }
 
 func doErr(method, url string, header http.Header, body []byte) (response, error) {
+	return doWith(probeClient, method, url, "", "", header, body)
+}
+
+// doWith sends one request through client, with basic auth when user is
+// set, and reads the whole answer.
+func doWith(client *http.Client, method, url, user, password string, header http.Header, body []byte) (response, error) {
 	var rd io.Reader
 	if body != nil {
 		rd = bytes.NewReader(body)
@@ -453,7 +459,10 @@ func doErr(method, url string, header http.Header, body []byte) (response, error
 	for k, vs := range header {
 		req.Header[k] = vs
 	}
-	resp, err := probeClient.Do(req)
+	if user != "" {
+		req.SetBasicAuth(user, password)
+	}
+	resp, err := client.Do(req)
 	if err != nil {
 		return response{}, err
 	}
