@@ -350,13 +350,7 @@ func (p *Processor) lookupSeries(v []string, now time.Time) *spanSeries {
 			return s
 		}
 	}
-	for _, val := range v {
-		if !utf8.ValidString(val) {
-			p.self.dropped.WithLabelValues(dropInvalidUTF8).Inc()
-			return nil
-		}
-	}
-	if !p.reserveSeries() {
+	if !p.admitSeries(v) {
 		return nil
 	}
 	s := &spanSeries{values: append([]string(nil), v...), next: head, updated: now}
@@ -366,6 +360,19 @@ func (p *Processor) lookupSeries(v []string, now time.Time) *spanSeries {
 	}
 	p.series[h] = s
 	return s
+}
+
+// admitSeries decides whether a new series with label values v may be
+// created: its values must be UTF-8 and there must be room under the
+// series limit. It counts what it refuses. Must be called holding p.mu.
+func (p *Processor) admitSeries(v []string) bool {
+	for _, val := range v {
+		if !utf8.ValidString(val) {
+			p.self.dropped.WithLabelValues(dropInvalidUTF8).Inc()
+			return false
+		}
+	}
+	return p.reserveSeries()
 }
 
 // reserveSeries takes one place under the series limit, counting a refusal.

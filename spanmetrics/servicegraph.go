@@ -3,7 +3,6 @@ package spanmetrics
 import (
 	"sort"
 	"time"
-	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
@@ -322,13 +321,7 @@ func (g *serviceGraph) lookupSeries(v []string, now time.Time) *graphSeries {
 			return s
 		}
 	}
-	for _, val := range v {
-		if !utf8.ValidString(val) {
-			g.p.self.dropped.WithLabelValues(dropInvalidUTF8).Inc()
-			return nil
-		}
-	}
-	if !g.p.reserveSeries() {
+	if !g.p.admitSeries(v) {
 		return nil
 	}
 	n := len(g.cfg.HistogramBuckets) + 1
