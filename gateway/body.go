@@ -9,6 +9,7 @@ import (
 	"mime"
 	"net/http"
 	"strings"
+	"sync"
 
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/snappy"
@@ -56,6 +57,10 @@ func (l *limitReader) Read(p []byte) (int, error) {
 // isDelimitedProtobuf reports whether a Content-Type names the delimited
 // protobuf MetricFamily format.
 func isDelimitedProtobuf(contentType string) bool {
+	if !strings.Contains(strings.ToLower(contentType), "protobuf") {
+		// Text bodies, the common case, without parsing the media type.
+		return false
+	}
 	mt, params, err := mime.ParseMediaType(contentType)
 	return err == nil && mt == "application/vnd.google.protobuf" &&
 		params["encoding"] == "delimited" &&
@@ -105,15 +110,19 @@ func parseBody(body io.Reader, contentType string) (map[string]*parsedFamily, er
 			return nil, err
 		}
 	} else {
-		in, err := io.ReadAll(body)
-		if err != nil {
+		buf := bodyPool.Get().(*bytes.Buffer)
+		defer putBody(buf)
+		buf.Reset()
+		if _, err := buf.ReadFrom(body); err != nil {
 			return nil, err
 		}
-		if parsed, ok := parseTextFast(in); ok {
+		// Neither parser keeps a reference to buf.
+		if parsed, ok := parseTextFast(buf.Bytes()); ok {
 			return parsed, nil
 		}
 		parser := expfmt.NewTextParser(model.LegacyValidation)
-		if mfs, err = parser.TextToMetricFamilies(bytes.NewReader(in)); err != nil {
+		var err error
+		if mfs, err = parser.TextToMetricFamilies(bytes.NewReader(buf.Bytes())); err != nil {
 			return nil, err
 		}
 	}
@@ -122,6 +131,18 @@ func parseBody(body io.Reader, contentType string) (map[string]*parsedFamily, er
 		parsed[name] = fromDto(mf)
 	}
 	return parsed, nil
+}
+
+// bodyPool holds the buffers text bodies are read into.
+var bodyPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// maxPooledBody is the largest buffer kept for the next body.
+const maxPooledBody = 1 << 20
+
+func putBody(b *bytes.Buffer) {
+	if b.Cap() <= maxPooledBody {
+		bodyPool.Put(b)
+	}
 }
 
 // parseDelimited reads varint-delimited MetricFamily messages; a later

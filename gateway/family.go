@@ -5,8 +5,10 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
@@ -100,20 +102,23 @@ type simpleMetric struct {
 
 // parsedFamily is a pushed family before it is sanitised and encoded.
 // Simple metrics are kept as label slices, cheap to build and encode; the
-// others stay dto.Metric in dto.Metric.
+// others stay dto.Metric in metrics.
 type parsedFamily struct {
-	dto    *dto.MetricFamily
-	simple []simpleMetric
+	name    string
+	help    string
+	hasHelp bool
+	typ     dto.MetricType
+	metrics []*dto.Metric
+	simple  []simpleMetric
 }
 
 // fromDto splits a decoded family into simple and other metrics.
 func fromDto(mf *dto.MetricFamily) *parsedFamily {
-	p := &parsedFamily{dto: mf}
-	rest := mf.Metric[:0:0]
+	p := &parsedFamily{name: mf.GetName(), help: mf.GetHelp(), hasHelp: mf.Help != nil, typ: mf.GetType()}
 	for _, m := range mf.Metric {
-		v, ok := simpleValue(mf.GetName(), mf.GetType(), m)
+		v, ok := simpleValue(p.name, p.typ, m)
 		if !ok || !isPlainSimpleMetric(m) {
-			rest = append(rest, m)
+			p.metrics = append(p.metrics, m)
 			continue
 		}
 		labels := make([]label, len(m.Label))
@@ -122,15 +127,17 @@ func fromDto(mf *dto.MetricFamily) *parsedFamily {
 		}
 		p.simple = append(p.simple, simpleMetric{labels: labels, value: v})
 	}
-	p.dto = &dto.MetricFamily{Name: mf.Name, Help: mf.Help, Type: mf.Type, Metric: rest}
 	return p
 }
 
 // toDto returns the family as one dto.MetricFamily.
 func (p *parsedFamily) toDto() *dto.MetricFamily {
-	mf := &dto.MetricFamily{Name: p.dto.Name, Help: p.dto.Help, Type: p.dto.Type, Metric: append([]*dto.Metric(nil), p.dto.Metric...)}
+	mf := &dto.MetricFamily{Name: proto.String(p.name), Type: p.typ.Enum(), Metric: append([]*dto.Metric(nil), p.metrics...)}
+	if p.hasHelp {
+		mf.Help = proto.String(p.help)
+	}
 	for _, sm := range p.simple {
-		mf.Metric = append(mf.Metric, sm.dto(mf.GetType()))
+		mf.Metric = append(mf.Metric, sm.dto(p.typ))
 	}
 	return mf
 }
@@ -158,14 +165,13 @@ func (sm *simpleMetric) dto(typ dto.MetricType) *dto.Metric {
 // may modify p. Problems that the Pushgateway reports from its consistency
 // check are collected in family.invalid rather than returned.
 func newFamily(p *parsedFamily, g Grouping, groupKey string, t time.Time) (*family, error) {
-	mf := p.dto
 	f := &family{
-		name:    mf.GetName(),
-		help:    mf.GetHelp(),
-		hasHelp: mf.Help != nil,
-		typ:     mf.GetType(),
+		name:    p.name,
+		help:    p.help,
+		hasHelp: p.hasHelp,
+		typ:     p.typ,
 		time:    t,
-		series:  make([]*series, 0, len(mf.Metric)+len(p.simple)),
+		series:  make([]*series, 0, len(p.metrics)+len(p.simple)),
 	}
 	if !model.LegacyValidation.IsValidMetricName(f.name) {
 		f.invalid = append(f.invalid, fmt.Errorf("invalid metric name %q", f.name))
@@ -173,38 +179,11 @@ func newFamily(p *parsedFamily, g Grouping, groupKey string, t time.Time) (*fami
 	if _, ok := dto.MetricType_name[int32(f.typ)]; !ok {
 		return nil, fmt.Errorf("metric family %q has unknown type %d", f.name, f.typ)
 	}
-	ids := make(map[uint64]struct{}, len(mf.Metric)+len(p.simple))
-	add := func(s *series, m func() *dto.Metric) {
-		if _, dup := ids[s.id]; dup {
-			f.invalid = append(f.invalid, fmt.Errorf("collected metric %q { %s} was collected before with the same name and label values", f.name, m()))
-			return
-		}
-		ids[s.id] = struct{}{}
-		f.series = append(f.series, s)
+	seen := newIDSet(len(p.metrics) + len(p.simple))
+	if len(p.simple) > 0 {
+		f.addSimple(p.simple, g, groupKey, seen)
 	}
-	for i := range p.simple {
-		sm := &p.simple[i]
-		sm.labels = sanitizeSimple(sm.labels, g)
-		if err := checkSimple(f.name, f.typ, sm); err != nil {
-			f.invalid = append(f.invalid, err)
-			continue
-		}
-		id := seriesID(f.name, sm.labels)
-		// One allocation for both encodings, sized to fit.
-		textLen, protoLen := simpleSampleSize(f.name, sm.labels, sm.value), simpleMetricProtoSize(sm.labels)
-		buf := make([]byte, 0, textLen+protoLen)
-		text := appendSimpleSample(buf[:0:textLen], f.name, sm.labels, sm.value)
-		metric := appendSimpleMetricProto(buf[textLen:textLen:textLen+protoLen], f.typ, sm.labels, sm.value)
-		add(&series{
-			groupKey: groupKey,
-			id:       id,
-			key:      sortKey(sm.labels, groupKey, id),
-			simple:   true,
-			metric:   metric,
-			text:     text,
-		}, func() *dto.Metric { return sm.dto(f.typ) })
-	}
-	for _, m := range mf.Metric {
+	for _, m := range p.metrics {
 		if m.TimestampMs != nil {
 			return nil, errTimestamp
 		}
@@ -221,10 +200,129 @@ func newFamily(p *parsedFamily, g Grouping, groupKey string, t time.Time) (*fami
 		if err != nil {
 			return nil, err
 		}
-		add(s, func() *dto.Metric { return m })
+		f.add(s, seen, m)
 	}
 	sort.Slice(f.series, func(i, j int) bool { return seriesLess(f.series[i], f.series[j]) })
 	return f, nil
+}
+
+// add appends se to f unless a series of the same identity came before.
+// m is the metric of se, only decoded to report a duplicate; nil means to
+// decode se.
+func (f *family) add(se *series, seen *idSet, m *dto.Metric) {
+	if seen.add(se.id) {
+		f.series = append(f.series, se)
+		return
+	}
+	if m == nil {
+		m = &dto.Metric{}
+		if err := unmarshalMetric(se.metric, m); err != nil {
+			panic(fmt.Sprintf("BUG: cannot decode metric of %s just encoded: %v", f.name, err))
+		}
+	}
+	f.invalid = append(f.invalid, fmt.Errorf("collected metric %q { %s} was collected before with the same name and label values", f.name, m))
+}
+
+// simpleScratch is the temporary state of addSimple, pooled.
+type simpleScratch struct {
+	labels  []label
+	pending []pendingSeries
+	keys    []byte
+}
+
+// pendingSeries is a simple metric whose labels are sanitised.
+type pendingSeries struct {
+	labels []label
+	id     uint64
+	keyEnd int
+}
+
+var simpleScratchPool = sync.Pool{New: func() any { return new(simpleScratch) }}
+
+// addSimple sanitises, checks and encodes the simple metrics of f and adds
+// their series. The series of one family share three allocations: their
+// structs, their encodings and their sort keys.
+func (f *family) addSimple(simple []simpleMetric, g Grouping, groupKey string, seen *idSet) {
+	gl := groupingLabels(g)
+	sc := simpleScratchPool.Get().(*simpleScratch)
+	defer simpleScratchPool.Put(sc)
+	// The sanitised labels of every metric, and the bytes they need.
+	scratch, todo := sc.labels[:0], sc.pending[:0]
+	encLen, keyLen := 0, 0
+	for _, sm := range simple {
+		start := len(scratch)
+		scratch = sanitizeSimple(scratch, sm.labels, gl)
+		labels := scratch[start:len(scratch):len(scratch)]
+		todo = append(todo, pendingSeries{labels: labels, id: seriesID(f.name, labels)})
+		encLen += simpleSampleSize(f.name, labels, sm.value) + simpleMetricProtoSize(labels)
+		keyLen += sortKeySize(labels, groupKey)
+	}
+	keyBytes := slices.Grow(sc.keys[:0], keyLen)
+	for i := range todo {
+		keyBytes = appendSortKey(keyBytes, todo[i].labels, groupKey, todo[i].id)
+		todo[i].keyEnd = len(keyBytes)
+	}
+	keys := string(keyBytes)
+	structs := make([]series, len(simple))
+	enc := make([]byte, 0, encLen)
+	keyStart := 0
+	for i, pd := range todo {
+		sm := simpleMetric{labels: pd.labels, value: simple[i].value}
+		key := keys[keyStart:pd.keyEnd]
+		keyStart = pd.keyEnd
+		if err := checkSimple(f.name, f.typ, &sm); err != nil {
+			f.invalid = append(f.invalid, err)
+			continue
+		}
+		start := len(enc)
+		enc = appendSimpleSample(enc, f.name, sm.labels, sm.value)
+		textEnd := len(enc)
+		enc = appendSimpleMetricProto(enc, f.typ, sm.labels, sm.value)
+		se := &structs[i]
+		se.groupKey = groupKey
+		se.id = pd.id
+		se.key = key
+		se.simple = true
+		se.text = enc[start:textEnd:textEnd]
+		se.metric = enc[textEnd:len(enc):len(enc)]
+		f.add(se, seen, nil)
+	}
+	// Drop the references to pushed labels before pooling.
+	clear(scratch)
+	clear(todo)
+	sc.labels, sc.pending, sc.keys = scratch[:0], todo[:0], keyBytes[:0]
+}
+
+// idSet tells whether a series id was seen before in one family.
+type idSet struct {
+	ids []uint64
+	m   map[uint64]struct{}
+}
+
+// linearIDs is the family size up to which idSet scans a slice.
+const linearIDs = 32
+
+func newIDSet(n int) *idSet {
+	if n > linearIDs {
+		return &idSet{m: make(map[uint64]struct{}, n)}
+	}
+	return &idSet{ids: make([]uint64, 0, n)}
+}
+
+// add records id and reports whether it is new.
+func (s *idSet) add(id uint64) bool {
+	if s.m != nil {
+		if _, dup := s.m[id]; dup {
+			return false
+		}
+		s.m[id] = struct{}{}
+		return true
+	}
+	if slices.Contains(s.ids, id) {
+		return false
+	}
+	s.ids = append(s.ids, id)
+	return true
 }
 
 // newSeries encodes the sanitised metric m of family f.
@@ -374,11 +472,11 @@ func seriesLess(a, b *series) bool { return a.key < b.key }
 // and ended by 0x00 0x00 (which sorts before any longer value), then the
 // group key and the series id.
 func sortKey(labels []label, groupKey string, id uint64) string {
-	n := 2 + len(groupKey) + 8
-	for _, l := range labels {
-		n += len(l.value) + 2
-	}
-	b := make([]byte, 0, n)
+	return string(appendSortKey(make([]byte, 0, sortKeySize(labels, groupKey)), labels, groupKey, id))
+}
+
+// appendSortKey appends the sortKey of a series to b.
+func appendSortKey(b []byte, labels []label, groupKey string, id uint64) []byte {
 	b = binary.BigEndian.AppendUint16(b, uint16(min(len(labels), math.MaxUint16)))
 	for _, l := range labels {
 		v := l.value
@@ -392,8 +490,16 @@ func sortKey(labels []label, groupKey string, id uint64) string {
 		b = append(b, 0, 0)
 	}
 	b = append(b, groupKey...)
-	b = binary.BigEndian.AppendUint64(b, id)
-	return string(b)
+	return binary.BigEndian.AppendUint64(b, id)
+}
+
+// sortKeySize is the length of a sortKey without escaped zero bytes.
+func sortKeySize(labels []label, groupKey string) int {
+	n := 2 + len(groupKey) + 8
+	for _, l := range labels {
+		n += len(l.value) + 2
+	}
+	return n
 }
 
 // sanitizeLabels sets every grouping label to its URL value, adds an empty
@@ -431,44 +537,51 @@ func sanitizeLabels(m *dto.Metric, g Grouping) {
 	}
 }
 
-// sanitizeSimple is sanitizeLabels for a label slice: it returns labels
-// with every grouping label set to its URL value, an empty instance label
-// added when there is none, sorted by name.
-func sanitizeSimple(labels []label, g Grouping) []label {
-	out := make([]label, len(labels), len(labels)+len(g)+1)
-	copy(out, labels)
+// sanitizeSimple is sanitizeLabels for a label slice: it appends to out
+// labels with every grouping label (gl, sorted by name) set to its URL
+// value, an empty instance label added when there is none, sorted by name.
+func sanitizeSimple(out, labels, gl []label) []label {
+	start := len(out)
+	out = append(out, labels...)
 	matched, hasInstance := 0, false
-	for i := range out {
-		if v, ok := g[out[i].name]; ok {
-			out[i].value = v
-			matched++
+	for i := start; i < len(out); i++ {
+		for _, l := range gl {
+			if l.name == out[i].name {
+				out[i].value = l.value
+				matched++
+				break
+			}
 		}
 		hasInstance = hasInstance || out[i].name == model.InstanceLabel
 	}
-	if matched < len(g) {
-		for n, v := range g {
-			found := false
-			for _, l := range out {
-				if l.name == n {
-					found = true
-					break
-				}
-			}
-			if !found {
-				out = append(out, label{n, v})
-				hasInstance = hasInstance || n == model.InstanceLabel
+	if matched < len(gl) {
+		pushed := out[start:]
+		for _, l := range gl {
+			if !slices.ContainsFunc(pushed, func(p label) bool { return p.name == l.name }) {
+				out = append(out, l)
+				hasInstance = hasInstance || l.name == model.InstanceLabel
 			}
 		}
 	}
 	if !hasInstance {
 		out = append(out, label{model.InstanceLabel, ""})
 	}
-	for i := 1; i < len(out); i++ {
-		for j := i; j > 0 && out[j].name < out[j-1].name; j-- {
+	for i := start + 1; i < len(out); i++ {
+		for j := i; j > start && out[j].name < out[j-1].name; j-- {
 			out[j], out[j-1] = out[j-1], out[j]
 		}
 	}
 	return out
+}
+
+// groupingLabels returns g as labels sorted by name.
+func groupingLabels(g Grouping) []label {
+	gl := make([]label, 0, len(g))
+	for n, v := range g {
+		gl = append(gl, label{n, v})
+	}
+	slices.SortFunc(gl, func(a, b label) int { return strings.Compare(a.name, b.name) })
+	return gl
 }
 
 // checkSimple is checkMetric for a simple metric's sorted labels.

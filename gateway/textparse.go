@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"bytes"
 	"math"
 	"sort"
 	"strconv"
@@ -20,15 +19,19 @@ import (
 // syntax error), and the caller then uses expfmt, which also produces the
 // canonical error messages. FuzzParseTextFast checks that every accepted
 // input gives exactly expfmt's result.
+//
+// The body is copied into one string that every parsed label shares;
+// family names and help texts, which outlive the push, are interned.
 func parseTextFast(in []byte) (map[string]*parsedFamily, bool) {
 	if len(in) > 0 && in[len(in)-1] != '\n' {
 		return nil, false
 	}
-	p := fastParser{families: map[string]*dto.MetricFamily{}, simple: map[string][]simpleMetric{}}
-	for len(in) > 0 {
-		i := bytes.IndexByte(in, '\n')
-		line := in[:i]
-		in = in[i+1:]
+	src := string(in)
+	p := fastParser{families: make(map[string]*fastFamily, 16), labelArena: make([]label, 0, strings.Count(src, "=\""))}
+	for len(src) > 0 {
+		i := strings.IndexByte(src, '\n')
+		line := src[:i]
+		src = src[i+1:]
 		var ok bool
 		switch {
 		case len(line) == 0:
@@ -43,38 +46,48 @@ func parseTextFast(in []byte) (map[string]*parsedFamily, bool) {
 		}
 	}
 	out := make(map[string]*parsedFamily, len(p.families))
-	for name, mf := range p.families {
-		simple := p.simple[name]
-		if len(mf.Metric) == 0 && len(simple) == 0 {
+	for name, ff := range p.families {
+		pf := &ff.parsedFamily
+		if len(pf.metrics) == 0 && len(pf.simple) == 0 {
 			continue
 		}
-		if mf.GetType() == dto.MetricType_HISTOGRAM {
-			for _, m := range mf.Metric {
+		if pf.typ == dto.MetricType_HISTOGRAM {
+			for _, m := range pf.metrics {
 				normalizeHistogram(m.Histogram)
 			}
 		}
-		out[name] = &parsedFamily{dto: mf, simple: simple}
+		pf.name = intern(name)
+		if pf.hasHelp {
+			pf.help = intern(pf.help)
+		}
+		out[pf.name] = pf
 	}
 	return out, true
 }
 
+// fastFamily is a family while the fast parser builds it.
+type fastFamily struct {
+	parsedFamily
+	// typed is set once the family has a type, from a TYPE line or its
+	// first sample.
+	typed bool
+}
+
 type fastParser struct {
-	// families hold the name, help and type of every family, and the
-	// metrics of summaries and histograms.
-	families map[string]*dto.MetricFamily
-	// simple holds the metrics of counters, gauges and untyped families.
-	simple map[string][]simpleMetric
+	families map[string]*fastFamily
 	// grouped maps family name and label set to the summary or histogram
 	// metric that its lines build.
 	grouped map[string]*dto.Metric
 	labels  []label
+	// labelArena holds the labels of every simple metric of the body.
+	labelArena []label
 }
 
 // family resolves a metric name like expfmt's setOrCreateCurrentMF: a
 // _count, _sum or _bucket name belongs to an existing summary or histogram.
-func (p *fastParser) family(name string) (mf *dto.MetricFamily, isCount, isSum bool) {
-	if mf = p.families[name]; mf != nil {
-		return mf, false, false
+func (p *fastParser) family(name string) (ff *fastFamily, isCount, isSum bool) {
+	if ff = p.families[name]; ff != nil {
+		return ff, false, false
 	}
 	count := len(name) > 6 && strings.HasSuffix(name, "_count")
 	sum := len(name) > 4 && strings.HasSuffix(name, "_sum")
@@ -87,25 +100,25 @@ func (p *fastParser) family(name string) (mf *dto.MetricFamily, isCount, isSum b
 		base = name[:len(name)-4]
 	}
 	if base != "" {
-		if mf = p.families[base]; mf != nil && mf.GetType() == dto.MetricType_SUMMARY {
-			return mf, count, sum
+		if ff = p.families[base]; ff != nil && ff.typ == dto.MetricType_SUMMARY {
+			return ff, count, sum
 		}
 	}
 	if bucket {
 		base = name[:len(name)-7]
 	}
 	if base != "" {
-		if mf = p.families[base]; mf != nil && (mf.GetType() == dto.MetricType_HISTOGRAM || mf.GetType() == dto.MetricType_GAUGE_HISTOGRAM) {
-			return mf, count, sum
+		if ff = p.families[base]; ff != nil && (ff.typ == dto.MetricType_HISTOGRAM || ff.typ == dto.MetricType_GAUGE_HISTOGRAM) {
+			return ff, count, sum
 		}
 	}
-	mf = &dto.MetricFamily{Name: proto.String(name)}
-	p.families[name] = mf
-	return mf, false, false
+	ff = &fastFamily{parsedFamily: parsedFamily{name: name}}
+	p.families[name] = ff
+	return ff, false, false
 }
 
 // comment handles a line starting with '#'.
-func (p *fastParser) comment(line []byte) bool {
+func (p *fastParser) comment(line string) bool {
 	if len(line) == 1 {
 		return true
 	}
@@ -113,53 +126,52 @@ func (p *fastParser) comment(line []byte) bool {
 		return false
 	}
 	rest := line[2:]
-	keyword, args, _ := bytes.Cut(rest, []byte{' '})
-	isHelp, isType := string(keyword) == "HELP", string(keyword) == "TYPE"
+	keyword, args, _ := strings.Cut(rest, " ")
+	isHelp, isType := keyword == "HELP", keyword == "TYPE"
 	if !isHelp && !isType {
 		// A generic comment, unless it could be read as HELP or TYPE
 		// with other spacing.
-		return len(keyword) > 0 && bytes.IndexByte(keyword, '\t') < 0
+		return len(keyword) > 0 && strings.IndexByte(keyword, '\t') < 0
 	}
-	nameBytes, text, found := bytes.Cut(args, []byte{' '})
-	if !found || !isLegacyName(nameBytes, true) || len(text) == 0 || text[0] == ' ' || text[0] == '\t' {
+	name, text, found := strings.Cut(args, " ")
+	if !found || !isLegacyName(name, true) || len(text) == 0 || text[0] == ' ' || text[0] == '\t' {
 		return false
 	}
-	mf, _, _ := p.family(string(nameBytes))
+	ff, _, _ := p.family(name)
 	if isHelp {
-		if mf.Help != nil {
+		if ff.hasHelp {
 			return false
 		}
 		help, ok := unescapeHelp(text)
 		if !ok {
 			return false
 		}
-		mf.Help = &help
+		ff.help, ff.hasHelp = help, true
 		return true
 	}
-	if mf.Type != nil {
+	if ff.typed {
 		return false
 	}
-	var t dto.MetricType
-	switch string(text) {
+	switch text {
 	case "counter":
-		t = dto.MetricType_COUNTER
+		ff.typ = dto.MetricType_COUNTER
 	case "gauge":
-		t = dto.MetricType_GAUGE
+		ff.typ = dto.MetricType_GAUGE
 	case "untyped":
-		t = dto.MetricType_UNTYPED
+		ff.typ = dto.MetricType_UNTYPED
 	case "summary":
-		t = dto.MetricType_SUMMARY
+		ff.typ = dto.MetricType_SUMMARY
 	case "histogram":
-		t = dto.MetricType_HISTOGRAM
+		ff.typ = dto.MetricType_HISTOGRAM
 	default:
 		return false
 	}
-	mf.Type = t.Enum()
+	ff.typed = true
 	return true
 }
 
 // sample handles a sample line: name, optional labels, one space, value.
-func (p *fastParser) sample(line []byte) bool {
+func (p *fastParser) sample(line string) bool {
 	end := 0
 	for end < len(line) && isNameByte(line[end], end == 0, true) {
 		end++
@@ -167,12 +179,12 @@ func (p *fastParser) sample(line []byte) bool {
 	if end == 0 {
 		return false
 	}
-	name := string(line[:end])
-	mf, isCount, isSum := p.family(name)
-	if mf.Type == nil {
-		mf.Type = dto.MetricType_UNTYPED.Enum()
+	name := line[:end]
+	ff, isCount, isSum := p.family(name)
+	if !ff.typed {
+		ff.typ, ff.typed = dto.MetricType_UNTYPED, true
 	}
-	typ := mf.GetType()
+	typ := ff.typ
 	rest := line[end:]
 	p.labels = p.labels[:0]
 	quantile, le := math.NaN(), math.NaN()
@@ -186,7 +198,7 @@ func (p *fastParser) sample(line []byte) bool {
 			if ln == 0 || ln+1 >= len(rest) || rest[ln] != '=' || rest[ln+1] != '"' {
 				return false
 			}
-			labelName := string(rest[:ln])
+			labelName := rest[:ln]
 			value, n, ok := unescapeLabelValue(rest[ln+2:])
 			if !ok || labelName == model.MetricNameLabel {
 				return false
@@ -228,10 +240,10 @@ func (p *fastParser) sample(line []byte) bool {
 			rest = rest[1:]
 		}
 	}
-	if len(rest) < 2 || rest[0] != ' ' || bytes.IndexByte(rest[1:], ' ') >= 0 || bytes.IndexByte(rest[1:], '\t') >= 0 {
+	if len(rest) < 2 || rest[0] != ' ' || strings.IndexByte(rest[1:], ' ') >= 0 || strings.IndexByte(rest[1:], '\t') >= 0 {
 		return false
 	}
-	v, err := parseSampleFloat(string(rest[1:]))
+	v, err := parseSampleFloat(rest[1:])
 	if err != nil {
 		return false
 	}
@@ -239,14 +251,16 @@ func (p *fastParser) sample(line []byte) bool {
 	case dto.MetricType_COUNTER, dto.MetricType_GAUGE, dto.MetricType_UNTYPED:
 		var labels []label
 		if len(p.labels) > 0 {
-			labels = append(make([]label, 0, len(p.labels)), p.labels...)
+			start := len(p.labelArena)
+			p.labelArena = append(p.labelArena, p.labels...)
+			labels = p.labelArena[start:len(p.labelArena):len(p.labelArena)]
 		}
-		p.simple[mf.GetName()] = append(p.simple[mf.GetName()], simpleMetric{labels: labels, value: v})
+		ff.simple = append(ff.simple, simpleMetric{labels: labels, value: v})
 	case dto.MetricType_SUMMARY:
 		if !isCount && !isSum && math.IsNaN(quantile) {
 			return false
 		}
-		m := p.groupedMetric(mf)
+		m := p.groupedMetric(ff)
 		if m.Summary == nil {
 			m.Summary = &dto.Summary{}
 		}
@@ -263,10 +277,10 @@ func (p *fastParser) sample(line []byte) bool {
 			m.Summary.Quantile = append(m.Summary.Quantile, &dto.Quantile{Quantile: proto.Float64(quantile), Value: proto.Float64(v)})
 		}
 	case dto.MetricType_HISTOGRAM:
-		if !isCount && !isSum && (math.IsNaN(le) || !strings.HasSuffix(name, "_bucket") || name == mf.GetName()) {
+		if !isCount && !isSum && (math.IsNaN(le) || !strings.HasSuffix(name, "_bucket") || name == ff.name) {
 			return false
 		}
-		m := p.groupedMetric(mf)
+		m := p.groupedMetric(ff)
 		if m.Histogram == nil {
 			m.Histogram = &dto.Histogram{}
 		}
@@ -298,17 +312,17 @@ func (p *fastParser) sample(line []byte) bool {
 	return true
 }
 
-// groupedMetric returns the summary or histogram metric of mf with the
+// groupedMetric returns the summary or histogram metric of ff with the
 // current line's labels, creating it on first use; later lines keep the
 // first line's labels.
-func (p *fastParser) groupedMetric(mf *dto.MetricFamily) *dto.Metric {
+func (p *fastParser) groupedMetric(ff *fastFamily) *dto.Metric {
 	if p.grouped == nil {
 		p.grouped = map[string]*dto.Metric{}
 	}
 	sorted := append([]label(nil), p.labels...)
 	sort.Slice(sorted, func(i, j int) bool { return sorted[i].name < sorted[j].name })
 	var key strings.Builder
-	key.WriteString(mf.GetName())
+	key.WriteString(ff.name)
 	for _, l := range sorted {
 		key.WriteString(separator)
 		key.WriteString(l.name)
@@ -323,7 +337,7 @@ func (p *fastParser) groupedMetric(mf *dto.MetricFamily) *dto.Metric {
 		m.Label = append(m.Label, &dto.LabelPair{Name: proto.String(l.name), Value: proto.String(l.value)})
 	}
 	p.grouped[key.String()] = m
-	mf.Metric = append(mf.Metric, m)
+	ff.metrics = append(ff.metrics, m)
 	return m
 }
 
@@ -351,12 +365,12 @@ func isNameByte(b byte, first, withColon bool) bool {
 		withColon && b == ':' || !first && b >= '0' && b <= '9'
 }
 
-func isLegacyName(b []byte, withColon bool) bool {
+func isLegacyName(b string, withColon bool) bool {
 	if len(b) == 0 {
 		return false
 	}
-	for i, c := range b {
-		if !isNameByte(c, i == 0, withColon) {
+	for i := 0; i < len(b); i++ {
+		if !isNameByte(b[i], i == 0, withColon) {
 			return false
 		}
 	}
@@ -364,9 +378,9 @@ func isLegacyName(b []byte, withColon bool) bool {
 }
 
 // unescapeHelp undoes the escapes of a HELP text: \\, \n and \".
-func unescapeHelp(b []byte) (string, bool) {
-	if bytes.IndexByte(b, '\\') < 0 {
-		return string(b), true
+func unescapeHelp(b string) (string, bool) {
+	if strings.IndexByte(b, '\\') < 0 {
+		return b, true
 	}
 	out := make([]byte, 0, len(b))
 	for i := 0; i < len(b); i++ {
@@ -392,16 +406,16 @@ func unescapeHelp(b []byte) (string, bool) {
 
 // unescapeLabelValue reads a label value up to its closing quote and returns
 // it with the number of bytes consumed, the quote included.
-func unescapeLabelValue(b []byte) (string, int, bool) {
-	end := bytes.IndexByte(b, '"')
+func unescapeLabelValue(b string) (string, int, bool) {
+	end := strings.IndexByte(b, '"')
 	if end < 0 {
 		return "", 0, false
 	}
-	if bytes.IndexByte(b[:end], '\\') < 0 {
-		if !utf8.Valid(b[:end]) {
+	if strings.IndexByte(b[:end], '\\') < 0 {
+		if !utf8.ValidString(b[:end]) {
 			return "", 0, false
 		}
-		return string(b[:end]), end + 1, true
+		return b[:end], end + 1, true
 	}
 	out := make([]byte, 0, end)
 	for i := 0; i < len(b); i++ {

@@ -40,7 +40,7 @@ func (s *Store) push(grouping Grouping, mfs map[string]*parsedFamily, replace, w
 		// The gateway's own timestamp gauges always win, but a timestamp
 		// on them still rejects the push.
 		if name == pushTimeName || name == pushFailureTimeName {
-			for _, m := range mf.dto.Metric {
+			for _, m := range mf.metrics {
 				if m.TimestampMs != nil {
 					req.reject, req.families = errTimestamp, nil
 				}
@@ -70,7 +70,7 @@ func (s *Store) checkLabelLengths(p *parsedFamily) error {
 	if maxName <= 0 && maxValue <= 0 {
 		return nil
 	}
-	name := p.dto.GetName()
+	name := p.name
 	check := func(ln, lv string) error {
 		if maxName > 0 && len(ln) > maxName {
 			return &LimitError{Status: http.StatusBadRequest, Msg: fmt.Sprintf(
@@ -89,7 +89,7 @@ func (s *Store) checkLabelLengths(p *parsedFamily) error {
 			}
 		}
 	}
-	for _, m := range p.dto.Metric {
+	for _, m := range p.metrics {
 		for _, lp := range m.Label {
 			if err := check(lp.GetName(), lp.GetValue()); err != nil {
 				return err
