@@ -137,7 +137,7 @@ func BenchmarkPush(b *testing.B) {
 			b.Run(fmt.Sprintf("store=%s/groups=%d", store, groups), func(b *testing.B) {
 				opts := StoreOptions{}
 				if store == "bbolt" {
-					db, err := persistence.Open(filepath.Join(b.TempDir(), "bench.db"))
+					db, err := persistence.Open(filepath.Join(b.TempDir(), "bench.db"), nil)
 					if err != nil {
 						b.Fatal(err)
 					}

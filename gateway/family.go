@@ -161,10 +161,11 @@ func (sm *simpleMetric) dto(typ dto.MetricType) *dto.Metric {
 }
 
 // newFamily sanitises a pushed family for the group g (grouping labels set,
-// instance added, labels sorted), validates it and encodes every metric. It
-// may modify p. Problems that the Pushgateway reports from its consistency
+// instance added, labels sorted), validates it and encodes every metric. gl
+// is g as groupingLabels returns it, or nil to have it computed. It may
+// modify p. Problems that the Pushgateway reports from its consistency
 // check are collected in family.invalid rather than returned.
-func newFamily(p *parsedFamily, g Grouping, groupKey string, t time.Time) (*family, error) {
+func newFamily(p *parsedFamily, g Grouping, gl []label, groupKey string, t time.Time) (*family, error) {
 	f := &family{
 		name:    p.name,
 		help:    p.help,
@@ -181,7 +182,10 @@ func newFamily(p *parsedFamily, g Grouping, groupKey string, t time.Time) (*fami
 	}
 	seen := newIDSet(len(p.metrics) + len(p.simple))
 	if len(p.simple) > 0 {
-		f.addSimple(p.simple, g, groupKey, seen)
+		if gl == nil {
+			gl = groupingLabels(g)
+		}
+		f.addSimple(p.simple, gl, groupKey, seen)
 	}
 	for _, m := range p.metrics {
 		if m.TimestampMs != nil {
@@ -235,6 +239,9 @@ type pendingSeries struct {
 	labels []label
 	id     uint64
 	keyEnd int
+	// value is the formatted sample value.
+	value    [32]byte
+	valueLen int
 }
 
 var simpleScratchPool = sync.Pool{New: func() any { return new(simpleScratch) }}
@@ -242,8 +249,7 @@ var simpleScratchPool = sync.Pool{New: func() any { return new(simpleScratch) }}
 // addSimple sanitises, checks and encodes the simple metrics of f and adds
 // their series. The series of one family share three allocations: their
 // structs, their encodings and their sort keys.
-func (f *family) addSimple(simple []simpleMetric, g Grouping, groupKey string, seen *idSet) {
-	gl := groupingLabels(g)
+func (f *family) addSimple(simple []simpleMetric, gl []label, groupKey string, seen *idSet) {
 	sc := simpleScratchPool.Get().(*simpleScratch)
 	defer simpleScratchPool.Put(sc)
 	// The sanitised labels of every metric, and the bytes they need.
@@ -254,7 +260,9 @@ func (f *family) addSimple(simple []simpleMetric, g Grouping, groupKey string, s
 		scratch = sanitizeSimple(scratch, sm.labels, gl)
 		labels := scratch[start:len(scratch):len(scratch)]
 		todo = append(todo, pendingSeries{labels: labels, id: seriesID(f.name, labels)})
-		encLen += simpleSampleSize(f.name, labels, sm.value) + simpleMetricProtoSize(labels)
+		pd := &todo[len(todo)-1]
+		pd.valueLen = len(appendFloat(pd.value[:0], sm.value))
+		encLen += simpleSampleSize(f.name, labels, pd.valueLen) + simpleMetricProtoSize(labels)
 		keyLen += sortKeySize(labels, groupKey)
 	}
 	keyBytes := slices.Grow(sc.keys[:0], keyLen)
@@ -266,7 +274,8 @@ func (f *family) addSimple(simple []simpleMetric, g Grouping, groupKey string, s
 	structs := make([]series, len(simple))
 	enc := make([]byte, 0, encLen)
 	keyStart := 0
-	for i, pd := range todo {
+	for i := range todo {
+		pd := &todo[i]
 		sm := simpleMetric{labels: pd.labels, value: simple[i].value}
 		key := keys[keyStart:pd.keyEnd]
 		keyStart = pd.keyEnd
@@ -275,7 +284,7 @@ func (f *family) addSimple(simple []simpleMetric, g Grouping, groupKey string, s
 			continue
 		}
 		start := len(enc)
-		enc = appendSimpleSample(enc, f.name, sm.labels, sm.value)
+		enc = appendSimpleSample(enc, f.name, sm.labels, pd.value[:pd.valueLen])
 		textEnd := len(enc)
 		enc = appendSimpleMetricProto(enc, f.typ, sm.labels, sm.value)
 		se := &structs[i]
@@ -338,7 +347,11 @@ func newSeries(f *family, m *dto.Metric, groupKey string) (*series, error) {
 	if s.metric, err = proto.Marshal(m); err != nil {
 		return nil, fmt.Errorf("cannot encode metric of %q: %w", f.name, err)
 	}
-	s.text, err = encodeSeries(f.name, f.typ, m, false)
+	if text, ok := appendGroupedText(make([]byte, 0, groupedTextSize(f.name, m)), f.name, f.typ, m); ok {
+		s.text = text
+	} else if s.text, err = encodeSeries(f.name, f.typ, m, false); err != nil {
+		return nil, err
+	}
 	s.classic = isClassic(m)
 	s.floatCounts = hasFloatCounts(m)
 	return s, err
@@ -390,17 +403,16 @@ func isClassic(m *dto.Metric) bool {
 
 // seriesID hashes a metric name and its sorted labels.
 func seriesID(name string, labels []label) uint64 {
-	var h xxhash.Digest
-	h.Reset()
-	_, _ = h.WriteString(name)
-	_, _ = h.WriteString(separator)
+	var stack [512]byte
+	b := append(stack[:0], name...)
+	b = append(b, separator...)
 	for _, l := range labels {
-		_, _ = h.WriteString(l.name)
-		_, _ = h.WriteString(separator)
-		_, _ = h.WriteString(l.value)
-		_, _ = h.WriteString(separator)
+		b = append(b, l.name...)
+		b = append(b, separator...)
+		b = append(b, l.value...)
+		b = append(b, separator...)
 	}
-	return h.Sum64()
+	return xxhash.Sum64(b)
 }
 
 // encodeSeries renders one metric in the text format 0.0.4 (or OpenMetrics)
@@ -588,7 +600,7 @@ func groupingLabels(g Grouping) []label {
 func checkSimple(name string, typ dto.MetricType, sm *simpleMetric) error {
 	prev := ""
 	for _, l := range sm.labels {
-		if l.name == prev || !model.LabelName(l.name).IsValidLegacy() || strings.HasPrefix(l.name, model.ReservedLabelPrefix) || !utf8.ValidString(l.value) {
+		if l.name == prev || !isLegacyName(l.name, false) || strings.HasPrefix(l.name, model.ReservedLabelPrefix) || !utf8.ValidString(l.value) {
 			// The rare error path: report it exactly as for a dto.Metric.
 			return checkMetric(name, typ, sm.dto(typ))
 		}
@@ -644,13 +656,7 @@ func staleFamily(g Grouping, groupKey string, stale bool, written time.Time) *fa
 	if stale {
 		v = 1
 	}
-	mf := &dto.MetricFamily{Name: proto.String(pushStaleName), Help: proto.String(pushStaleHelp), Type: dto.MetricType_GAUGE.Enum(),
-		Metric: []*dto.Metric{{Gauge: &dto.Gauge{Value: proto.Float64(v)}}}}
-	f, err := newFamily(fromDto(mf), g, groupKey, written)
-	if err != nil {
-		panic(fmt.Sprintf("BUG: cannot build %s: %v", pushStaleName, err))
-	}
-	return f
+	return gaugeFamily(pushStaleName, pushStaleHelp, g, groupKey, v, written)
 }
 
 // zeroed returns a copy of f with every sample value set to 0: values,
@@ -664,7 +670,7 @@ func (f *family) zeroed() *family {
 	if len(f.series) > 0 {
 		groupKey = f.series[0].groupKey
 	}
-	z, err := newFamily(fromDto(mf), nil, groupKey, f.time)
+	z, err := newFamily(fromDto(mf), nil, nil, groupKey, f.time)
 	if err != nil {
 		panic(fmt.Sprintf("BUG: cannot zero family %s: %v", f.name, err))
 	}
@@ -756,9 +762,14 @@ func timestampFamily(name, help string, g Grouping, groupKey string, t, written 
 	if !t.IsZero() {
 		v = float64(t.UnixNano()) / 1e9
 	}
-	m := &dto.Metric{Gauge: &dto.Gauge{Value: proto.Float64(v)}}
-	mf := &dto.MetricFamily{Name: proto.String(name), Help: proto.String(help), Type: dto.MetricType_GAUGE.Enum(), Metric: []*dto.Metric{m}}
-	f, err := newFamily(fromDto(mf), g, groupKey, written)
+	return gaugeFamily(name, help, g, groupKey, v, written)
+}
+
+// gaugeFamily builds a family of the gateway's own with one gauge of the
+// group.
+func gaugeFamily(name, help string, g Grouping, groupKey string, v float64, written time.Time) *family {
+	p := &parsedFamily{name: name, help: help, hasHelp: true, typ: dto.MetricType_GAUGE, simple: []simpleMetric{{value: v}}}
+	f, err := newFamily(p, g, nil, groupKey, written)
 	if err != nil {
 		panic(fmt.Sprintf("BUG: cannot build %s: %v", name, err))
 	}

@@ -92,7 +92,7 @@ func MustNewGateway(t *testing.T, opts ...func(*gatewayConfig)) *testGateway {
 	t.Cleanup(func() {
 		g.stop()
 		if !g.cfg.memory {
-			db, err := persistence.Open(g.path)
+			db, err := persistence.Open(g.path, nil)
 			require.NoError(t, err, "persistence file must reopen after the test")
 			require.NoError(t, db.Close())
 		}
@@ -114,7 +114,7 @@ func (g *testGateway) start() {
 	g.t.Helper()
 	var persister gateway.Persister
 	if !g.cfg.memory {
-		db, err := persistence.Open(g.path)
+		db, err := persistence.Open(g.path, nil)
 		require.NoError(g.t, err)
 		g.db, persister = db, db
 	}

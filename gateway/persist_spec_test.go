@@ -81,7 +81,7 @@ func TestRestartAfterDelete(t *testing.T) {
 func TestRestartOnCorruptFile(t *testing.T) {
 	dir := t.TempDir()
 	path := dir + "/p.db"
-	db, err := persistence.Open(path)
+	db, err := persistence.Open(path, nil)
 	require.NoError(t, err)
 	require.NoError(t, db.Commit([]persistence.Op{{Key: "k", Group: &persistence.Group{Labels: []persistence.Label{{Name: "job", Value: "j"}}, Families: []persistence.Family{{Name: "m", Type: 3, Metrics: [][]byte{{0xff, 0xff}}}}}}}))
 	_, err = gateway.NewStore(gateway.StoreOptions{Persister: db})

@@ -43,7 +43,7 @@ func (f *faultyDB) Probe() error {
 func TestDiskFull(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "pr.db")
 	synctest.Test(t, func(t *testing.T) {
-		db, err := persistence.Open(path)
+		db, err := persistence.Open(path, nil)
 		require.NoError(t, err)
 		defer db.Close()
 		fdb := &faultyDB{DB: db}
@@ -85,7 +85,7 @@ func TestDiskFull(t *testing.T) {
 	})
 
 	// Only acknowledged pushes are in the file.
-	db, err := persistence.Open(path)
+	db, err := persistence.Open(path, nil)
 	require.NoError(t, err)
 	defer db.Close()
 	var jobs []string

@@ -343,6 +343,7 @@ func groupFromRecord(pg *persistence.Group) (*group, error) {
 		grouping[l.Name] = l.Value
 	}
 	key := grouping.Key()
+	gl := groupingLabels(grouping)
 	g := &group{key: key, grouping: grouping, families: make(map[string]*family, len(pg.Families)+2)}
 	if pg.PushTime != 0 {
 		g.pushTime = time.Unix(0, pg.PushTime)
@@ -365,7 +366,7 @@ func groupFromRecord(pg *persistence.Group) (*group, error) {
 			}
 			mf.Metric = append(mf.Metric, m)
 		}
-		f, err := newFamily(fromDto(mf), grouping, key, time.Unix(0, pf.Time))
+		f, err := newFamily(fromDto(mf), grouping, gl, key, time.Unix(0, pf.Time))
 		if err != nil {
 			return nil, fmt.Errorf("group %s: %w", grouping, err)
 		}

@@ -11,9 +11,10 @@ import (
 
 // appendSimpleSample appends the text-format line of a counter, gauge or
 // untyped metric: the same bytes as expfmt.MetricFamilyToText writes for it,
-// without going through a writer. The name and label names must be valid in
-// the legacy scheme and the metric must carry no timestamp.
-func appendSimpleSample(b []byte, name string, labels []label, v float64) []byte {
+// without going through a writer. value is the sample value as appendFloat
+// formats it. The name and label names must be valid in the legacy scheme
+// and the metric must carry no timestamp.
+func appendSimpleSample(b []byte, name string, labels []label, value []byte) []byte {
 	b = append(b, name...)
 	for i, l := range labels {
 		if i == 0 {
@@ -30,13 +31,14 @@ func appendSimpleSample(b []byte, name string, labels []label, v float64) []byte
 		b = append(b, '}')
 	}
 	b = append(b, ' ')
-	b = appendFloat(b, v)
+	b = append(b, value...)
 	return append(b, '\n')
 }
 
-// simpleSampleSize is the length of the line appendSimpleSample writes.
-func simpleSampleSize(name string, labels []label, v float64) int {
-	n := len(name) + 1 + 1 // the space and the newline
+// simpleSampleSize is the length of the line appendSimpleSample writes for a
+// value of valueLen bytes.
+func simpleSampleSize(name string, labels []label, valueLen int) int {
+	n := len(name) + 1 + valueLen + 1 // the space and the newline
 	for _, l := range labels {
 		n += 1 + len(l.name) + 2 + len(l.value) + 1
 		for i := 0; i < len(l.value); i++ {
@@ -48,8 +50,7 @@ func simpleSampleSize(name string, labels []label, v float64) int {
 	if len(labels) > 0 {
 		n++ // the closing brace
 	}
-	var num [32]byte
-	return n + len(appendFloat(num[:0], v))
+	return n
 }
 
 // appendEscapedLabelValue escapes backslash, newline and double quote.
@@ -195,4 +196,97 @@ func isPlainSimpleMetric(m *dto.Metric) bool {
 		}
 	}
 	return n == 1
+}
+
+// appendGroupedText appends the text-format lines of a summary or histogram
+// metric: the same bytes as expfmt.MetricFamilyToText writes for it. ok is
+// false, and nothing is appended, for what it does not cover: a name outside
+// the legacy scheme, a timestamp, or a value that does not match typ.
+func appendGroupedText(b []byte, name string, typ dto.MetricType, m *dto.Metric) ([]byte, bool) {
+	if m.TimestampMs != nil || !model.LegacyValidation.IsValidMetricName(name) {
+		return b, false
+	}
+	for _, lp := range m.Label {
+		if !model.LabelName(lp.GetName()).IsValidLegacy() {
+			return b, false
+		}
+	}
+	switch {
+	case typ == dto.MetricType_SUMMARY && m.Summary != nil:
+		s := m.Summary
+		for _, q := range s.Quantile {
+			b = appendGroupedLine(b, name, "", m.Label, model.QuantileLabel, q.GetQuantile(), q.GetValue())
+		}
+		b = appendGroupedLine(b, name, "_sum", m.Label, "", 0, s.GetSampleSum())
+		return appendGroupedLine(b, name, "_count", m.Label, "", 0, float64(s.GetSampleCount())), true
+	case (typ == dto.MetricType_HISTOGRAM || typ == dto.MetricType_GAUGE_HISTOGRAM) && m.Histogram != nil:
+		h := m.Histogram
+		infSeen := false
+		for _, bk := range h.Bucket {
+			v := bk.GetCumulativeCountFloat()
+			if v == 0 {
+				v = float64(bk.GetCumulativeCount())
+			}
+			b = appendGroupedLine(b, name, "_bucket", m.Label, model.BucketLabel, bk.GetUpperBound(), v)
+			infSeen = infSeen || math.IsInf(bk.GetUpperBound(), +1)
+		}
+		count := h.GetSampleCountFloat()
+		if count == 0 {
+			count = float64(h.GetSampleCount())
+		}
+		if !infSeen {
+			b = appendGroupedLine(b, name, "_bucket", m.Label, model.BucketLabel, math.Inf(+1), count)
+		}
+		b = appendGroupedLine(b, name, "_sum", m.Label, "", 0, h.GetSampleSum())
+		return appendGroupedLine(b, name, "_count", m.Label, "", 0, count), true
+	}
+	return b, false
+}
+
+// appendGroupedLine appends one line of a summary or histogram: name and
+// suffix, the labels and, when extraName is set, the quantile or bucket
+// label, then the value.
+func appendGroupedLine(b []byte, name, suffix string, labels []*dto.LabelPair, extraName string, extraValue, v float64) []byte {
+	b = append(b, name...)
+	b = append(b, suffix...)
+	sep := byte('{')
+	for _, lp := range labels {
+		b = append(b, sep)
+		b = append(b, lp.GetName()...)
+		b = append(b, '=', '"')
+		b = appendEscapedLabelValue(b, lp.GetValue())
+		b = append(b, '"')
+		sep = ','
+	}
+	if extraName != "" {
+		b = append(b, sep)
+		b = append(b, extraName...)
+		b = append(b, '=', '"')
+		b = appendFloat(b, extraValue)
+		b = append(b, '"')
+		sep = ','
+	}
+	if sep == ',' {
+		b = append(b, '}')
+	}
+	b = append(b, ' ')
+	b = appendFloat(b, v)
+	return append(b, '\n')
+}
+
+// groupedTextSize estimates what appendGroupedText writes for m, so that it
+// usually writes into one allocation.
+func groupedTextSize(name string, m *dto.Metric) int {
+	line := len(name) + len("_bucket") + len(`,le=""} `) + 2*24 + 1
+	for _, lp := range m.Label {
+		line += len(lp.GetName()) + len(lp.GetValue()) + 4
+	}
+	lines := 3
+	if m.Summary != nil {
+		lines += len(m.Summary.Quantile)
+	}
+	if m.Histogram != nil {
+		lines += len(m.Histogram.Bucket)
+	}
+	return lines * line
 }

@@ -57,10 +57,10 @@ func TestAppendSimpleSampleMatchesExpfmt(t *testing.T) {
 			require.NoError(t, err)
 			v, ok := simpleValue("metric_name", sc.typ, m)
 			require.True(t, ok)
-			got := appendSimpleSample(nil, "metric_name", fromDto(&dto.MetricFamily{Name: proto.String("metric_name"), Type: sc.typ.Enum(), Metric: []*dto.Metric{m}}).simple[0].labels, v)
+			got := appendSimpleSample(nil, "metric_name", fromDto(&dto.MetricFamily{Name: proto.String("metric_name"), Type: sc.typ.Enum(), Metric: []*dto.Metric{m}}).simple[0].labels, appendFloat(nil, v))
 			require.True(t, bytes.Equal(want, got), "want %q, got %q", want, got)
 			labels := fromDto(&dto.MetricFamily{Name: proto.String("metric_name"), Type: sc.typ.Enum(), Metric: []*dto.Metric{m}}).simple[0].labels
-			require.Equal(t, len(got), simpleSampleSize("metric_name", labels, v), "the size is exact")
+			require.Equal(t, len(got), simpleSampleSize("metric_name", labels, len(appendFloat(nil, v))), "the size is exact")
 			require.Equal(t, len(appendSimpleMetricProto(nil, sc.typ, labels, v)), simpleMetricProtoSize(labels))
 		})
 	}
@@ -93,4 +93,57 @@ func TestAppendSimpleMetricProto(t *testing.T) {
 	}
 	withExemplar := &dto.Metric{Counter: &dto.Counter{Value: proto.Float64(1), Exemplar: &dto.Exemplar{Value: proto.Float64(1)}}}
 	require.False(t, isPlainSimpleMetric(withExemplar))
+}
+
+// TestAppendGroupedTextMatchesExpfmt checks the summary and histogram line
+// writer against expfmt's text encoder byte for byte.
+func TestAppendGroupedTextMatchesExpfmt(t *testing.T) {
+	labels := []*dto.LabelPair{
+		{Name: proto.String("instance"), Value: proto.String("")},
+		{Name: proto.String("job"), Value: proto.String("x\\y\n\"z\"")},
+	}
+	bucket := func(le float64, c uint64) *dto.Bucket {
+		return &dto.Bucket{UpperBound: proto.Float64(le), CumulativeCount: proto.Uint64(c)}
+	}
+	scenarios := map[string]struct {
+		name string
+		typ  dto.MetricType
+		m    *dto.Metric
+		ok   bool
+	}{
+		"histogram with +Inf": {"h", dto.MetricType_HISTOGRAM, &dto.Metric{Label: labels, Histogram: &dto.Histogram{
+			SampleCount: proto.Uint64(7), SampleSum: proto.Float64(1.25),
+			Bucket: []*dto.Bucket{bucket(0.005, 1), bucket(1, 3), bucket(math.Inf(1), 7)},
+		}}, true},
+		"histogram without +Inf": {"h", dto.MetricType_HISTOGRAM, &dto.Metric{Histogram: &dto.Histogram{
+			SampleCount: proto.Uint64(9), SampleSum: proto.Float64(-3),
+			Bucket: []*dto.Bucket{bucket(-1, 0), bucket(2.5, 4)},
+		}}, true},
+		"histogram with float counts": {"h", dto.MetricType_HISTOGRAM, &dto.Metric{Histogram: &dto.Histogram{
+			SampleCountFloat: proto.Float64(2.5), SampleSum: proto.Float64(math.NaN()),
+			Bucket: []*dto.Bucket{{UpperBound: proto.Float64(1), CumulativeCountFloat: proto.Float64(0.5)}},
+		}}, true},
+		"empty histogram":       {"h", dto.MetricType_HISTOGRAM, &dto.Metric{Histogram: &dto.Histogram{}}, true},
+		"gauge histogram":       {"gh", dto.MetricType_GAUGE_HISTOGRAM, &dto.Metric{Histogram: &dto.Histogram{Bucket: []*dto.Bucket{bucket(1, 1)}}}, true},
+		"summary":               {"s", dto.MetricType_SUMMARY, &dto.Metric{Label: labels, Summary: &dto.Summary{SampleCount: proto.Uint64(1e6), SampleSum: proto.Float64(1e21), Quantile: []*dto.Quantile{{Quantile: proto.Float64(0.5), Value: proto.Float64(1)}, {Quantile: proto.Float64(0.99), Value: proto.Float64(math.Inf(-1))}}}}, true},
+		"summary no quantiles":  {"s", dto.MetricType_SUMMARY, &dto.Metric{Summary: &dto.Summary{}}, true},
+		"timestamp":             {"s", dto.MetricType_SUMMARY, &dto.Metric{Summary: &dto.Summary{}, TimestampMs: proto.Int64(1)}, false},
+		"name outside legacy":   {"a.b", dto.MetricType_SUMMARY, &dto.Metric{Summary: &dto.Summary{}}, false},
+		"histogram as summary":  {"s", dto.MetricType_SUMMARY, &dto.Metric{Histogram: &dto.Histogram{}}, false},
+		"label outside legacy":  {"s", dto.MetricType_SUMMARY, &dto.Metric{Label: []*dto.LabelPair{{Name: proto.String("a.b"), Value: proto.String("")}}, Summary: &dto.Summary{}}, false},
+		"counter is not served": {"c", dto.MetricType_COUNTER, &dto.Metric{Counter: &dto.Counter{Value: proto.Float64(1)}}, false},
+	}
+	for name, sc := range scenarios {
+		t.Run(name, func(t *testing.T) {
+			got, ok := appendGroupedText(nil, sc.name, sc.typ, sc.m)
+			require.Equal(t, sc.ok, ok)
+			if !ok {
+				require.Empty(t, got)
+				return
+			}
+			want, err := encodeSeries(sc.name, sc.typ, sc.m, false)
+			require.NoError(t, err)
+			require.Equal(t, string(want), string(got))
+		})
+	}
 }

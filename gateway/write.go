@@ -33,6 +33,7 @@ func (s *Store) push(grouping Grouping, mfs map[string]*parsedFamily, replace, w
 		req.kind = writePut
 	}
 	req.families = make(map[string]*family, len(mfs))
+	gl := groupingLabels(grouping)
 	for name, mf := range mfs {
 		if req.reject != nil {
 			break
@@ -50,7 +51,7 @@ func (s *Store) push(grouping Grouping, mfs map[string]*parsedFamily, replace, w
 		if err := s.checkLabelLengths(mf); err != nil {
 			return err
 		}
-		f, err := newFamily(mf, grouping, req.key, now)
+		f, err := newFamily(mf, grouping, gl, req.key, now)
 		if errors.Is(err, errTimestamp) {
 			req.reject, req.families = err, nil
 			break

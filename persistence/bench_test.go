@@ -112,7 +112,7 @@ func BenchmarkCommit(b *testing.B) {
 	const stored = 1000
 	for _, batch := range []int{1, 32, 256} {
 		b.Run(fmt.Sprintf("batch=%d", batch), func(b *testing.B) {
-			db, err := persistence.Open(filepath.Join(b.TempDir(), "bench.db"))
+			db, err := persistence.Open(filepath.Join(b.TempDir(), "bench.db"), nil)
 			if err != nil {
 				b.Fatal(err)
 			}

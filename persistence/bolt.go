@@ -1,22 +1,35 @@
 package persistence
 
 import (
+	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/klauspost/compress/s2"
+	"github.com/prometheus/common/promslog"
 	bolt "go.etcd.io/bbolt"
 )
 
 // SchemaVersion is the layout version this package reads and writes.
-const SchemaVersion = 1
+// Version 2 added the log bucket; version 1 files are upgraded on open.
+const SchemaVersion = 2
+
+// schemaVersionV1 is the layout without the log bucket.
+const schemaVersionV1 = 1
 
 var (
 	bucketMeta   = []byte("meta")
 	bucketGroups = []byte("groups")
+	bucketLog    = []byte("log")
 	keySchema    = []byte("schema")
 	keyProbe     = []byte("probe")
 )
@@ -24,10 +37,43 @@ var (
 // ErrLocked is returned by Open when another process holds the file.
 var ErrLocked = errors.New("file is locked by another process")
 
+// Defaults of Options.
+const (
+	DefaultCompactInterval = 10 * time.Second
+	DefaultCompactBytes    = 16 << 20
+)
+
+// compactChunk bounds the groups one compaction transaction writes, so that
+// commits waiting for the file are not held up for long.
+const compactChunk = 256
+
+// Options configures a DB; the zero value (or nil) means the defaults.
+type Options struct {
+	// CompactInterval is how often the log is folded into the groups
+	// bucket; DefaultCompactInterval when zero.
+	CompactInterval time.Duration
+	// CompactBytes is the log size at which it is folded at once;
+	// DefaultCompactBytes when zero.
+	CompactBytes int64
+	// Logger receives errors of the background compaction.
+	Logger *slog.Logger
+}
+
 // DB is a bbolt file holding push groups.
 type DB struct {
-	path string
-	db   *bolt.DB
+	path   string
+	db     *bolt.DB
+	opts   Options
+	logger *slog.Logger
+
+	// logBytes is the size of the log entries not yet compacted.
+	logBytes atomic.Int64
+	// compactMu serialises compactions.
+	compactMu sync.Mutex
+	kick      chan struct{}
+	stop      chan struct{}
+	stopped   chan struct{}
+	closeOnce sync.Once
 }
 
 // Op is one write of a Commit: it stores Group under Key, or deletes Key when
@@ -38,8 +84,10 @@ type Op struct {
 }
 
 // Open opens or creates the file at path, creating its directory when needed,
-// and checks its schema version. Every error names the file.
-func Open(path string) (*DB, error) {
+// checks its schema version and folds a log left by an earlier process into
+// the groups. Every error names the file; a file that cannot be used is left
+// as it was.
+func Open(path string, opts *Options) (*DB, error) {
 	if dir := filepath.Dir(path); dir != "" {
 		if err := os.MkdirAll(dir, 0o750); err != nil {
 			return nil, fmt.Errorf("cannot create directory for persistence file %q: %w", path, err)
@@ -58,40 +106,87 @@ func Open(path string) (*DB, error) {
 		}
 		return nil, fmt.Errorf("cannot open persistence file %q: %w", path, err)
 	}
-	d := &DB{path: path, db: bdb}
+	d := &DB{path: path, db: bdb, kick: make(chan struct{}, 1), stop: make(chan struct{}), stopped: make(chan struct{})}
+	if opts != nil {
+		d.opts = *opts
+	}
+	if d.opts.CompactInterval <= 0 {
+		d.opts.CompactInterval = DefaultCompactInterval
+	}
+	if d.opts.CompactBytes <= 0 {
+		d.opts.CompactBytes = DefaultCompactBytes
+	}
+	d.logger = d.opts.Logger
+	if d.logger == nil {
+		d.logger = promslog.NewNopLogger()
+	}
 	if err := d.init(); err != nil {
 		_ = bdb.Close()
 		return nil, fmt.Errorf("cannot use persistence file %q: %w", path, err)
 	}
+	if err := d.Compact(); err != nil {
+		_ = bdb.Close()
+		return nil, err
+	}
+	go d.compactLoop()
 	return d, nil
 }
 
-// init creates the buckets of a new file and checks the schema of an old one.
+// init creates the buckets of a new file, checks the schema of an old one
+// and its log entries, and upgrades a version 1 file. It changes nothing in
+// a file it rejects.
 func (d *DB) init() error {
-	return d.db.Update(func(tx *bolt.Tx) error {
+	err := d.db.View(func(tx *bolt.Tx) error {
 		meta := tx.Bucket(bucketMeta)
 		if meta == nil {
 			if tx.Bucket(bucketGroups) != nil {
 				return errors.New("groups bucket without schema version")
 			}
-			var err error
-			if meta, err = tx.CreateBucket(bucketMeta); err != nil {
-				return err
-			}
-			if err := meta.Put(keySchema, []byte(strconv.Itoa(SchemaVersion))); err != nil {
-				return err
-			}
+			return nil
 		}
 		v, err := strconv.Atoi(string(meta.Get(keySchema)))
 		if err != nil {
 			return fmt.Errorf("invalid schema version %q", meta.Get(keySchema))
 		}
-		if v != SchemaVersion {
+		if v != SchemaVersion && v != schemaVersionV1 {
 			return fmt.Errorf("schema version %d is not supported (want %d)", v, SchemaVersion)
 		}
-		_, err = tx.CreateBucketIfNotExists(bucketGroups)
+		if log := tx.Bucket(bucketLog); log != nil {
+			size, err := checkLog(log)
+			d.logBytes.Store(size)
+			return err
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	return d.db.Update(func(tx *bolt.Tx) error {
+		meta, err := tx.CreateBucketIfNotExists(bucketMeta)
+		if err != nil {
+			return err
+		}
+		if string(meta.Get(keySchema)) != strconv.Itoa(SchemaVersion) {
+			if err := meta.Put(keySchema, []byte(strconv.Itoa(SchemaVersion))); err != nil {
+				return err
+			}
+		}
+		if _, err := tx.CreateBucketIfNotExists(bucketGroups); err != nil {
+			return err
+		}
+		_, err = tx.CreateBucketIfNotExists(bucketLog)
 		return err
 	})
+}
+
+// checkLog decodes every log entry and returns their size.
+func checkLog(log *bolt.Bucket) (int64, error) {
+	var size int64
+	err := log.ForEach(func(k, v []byte) error {
+		size += int64(len(v))
+		return forEachLogOp(k, v, true, func(string, []byte) {})
+	})
+	return size, err
 }
 
 // Path returns the file name the DB was opened with.
@@ -101,7 +196,11 @@ func (d *DB) Path() string { return d.path }
 // the first error, naming the file and the key of an undecodable record.
 func (d *DB) Load(fn func(*Group) error) error {
 	return d.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketGroups).ForEach(func(k, v []byte) error {
+		latest, err := foldLog(tx.Bucket(bucketLog), nil)
+		if err != nil {
+			return fmt.Errorf("persistence file %q: %w", d.path, err)
+		}
+		emit := func(k string, v []byte) error {
 			g, err := DecodeGroup(v)
 			if err == nil {
 				err = fn(g)
@@ -110,41 +209,152 @@ func (d *DB) Load(fn func(*Group) error) error {
 				return fmt.Errorf("persistence file %q, group %q: %w", d.path, k, err)
 			}
 			return nil
-		})
+		}
+		logged := make([]string, 0, len(latest))
+		for k := range latest {
+			logged = append(logged, k)
+		}
+		slices.Sort(logged)
+		// Merge the stored groups with those the log holds a newer
+		// state of, in key order.
+		c := tx.Bucket(bucketGroups).Cursor()
+		k, v := c.First()
+		for k != nil || len(logged) > 0 {
+			if len(logged) > 0 && (k == nil || logged[0] <= string(k)) {
+				key := logged[0]
+				logged = logged[1:]
+				if k != nil && key == string(k) {
+					k, v = c.Next()
+				}
+				if rec := latest[key]; rec != nil {
+					if err := emit(key, rec); err != nil {
+						return err
+					}
+				}
+				continue
+			}
+			if err := emit(string(k), v); err != nil {
+				return err
+			}
+			k, v = c.Next()
+		}
+		return nil
 	})
 }
 
-// Commit applies ops in one transaction and returns after the file is synced.
-// Later ops for the same key win.
+// Commit writes ops atomically and returns after the file is synced. Later
+// ops for the same key win. The ops are appended to the log as one
+// compressed entry, so that a commit writes a few pages whatever the number
+// of groups it changes; compaction later folds the log into the groups.
+// Commits must not run concurrently.
 func (d *DB) Commit(ops []Op) error {
 	if len(ops) == 0 {
 		return nil
 	}
-	var buf []byte
+	entry := encodeLogEntry(ops)
 	err := d.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketGroups)
-		for _, op := range ops {
-			if op.Group == nil {
-				if err := b.Delete([]byte(op.Key)); err != nil {
-					return err
-				}
-				continue
-			}
-			buf = EncodeGroup(buf[:0], op.Group)
-			// Put keeps a reference until the commit, so every value
-			// needs its own slice.
-			v := make([]byte, len(buf))
-			copy(v, buf)
-			if err := b.Put([]byte(op.Key), v); err != nil {
-				return err
-			}
+		log := tx.Bucket(bucketLog)
+		seq, err := log.NextSequence()
+		if err != nil {
+			return err
 		}
-		return nil
+		return log.Put(binary.BigEndian.AppendUint64(nil, seq), entry)
 	})
 	if err != nil {
 		return fmt.Errorf("cannot commit to persistence file %q: %w", d.path, err)
 	}
+	if d.logBytes.Add(int64(len(entry))) >= d.opts.CompactBytes {
+		select {
+		case d.kick <- struct{}{}:
+		default:
+		}
+	}
 	return nil
+}
+
+// Compact folds every log entry into the groups bucket and removes the
+// entries. It writes at most compactChunk groups per transaction; until the
+// last one, which also removes the entries, a crash leaves the log in place,
+// and the next Open folds it again.
+func (d *DB) Compact() error {
+	d.compactMu.Lock()
+	defer d.compactMu.Unlock()
+	var latest map[string][]byte
+	var last []byte
+	var size int64
+	err := d.db.View(func(tx *bolt.Tx) error {
+		var err error
+		latest, err = foldLog(tx.Bucket(bucketLog), func(k, v []byte) {
+			last = bytes.Clone(k)
+			size += int64(len(v))
+		})
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("cannot compact persistence file %q: %w", d.path, err)
+	}
+	if last == nil {
+		return nil
+	}
+	keys := make([]string, 0, len(latest))
+	for k := range latest {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for {
+		chunk := keys[:min(len(keys), compactChunk)]
+		keys = keys[len(chunk):]
+		err := d.db.Update(func(tx *bolt.Tx) error {
+			groups := tx.Bucket(bucketGroups)
+			for _, k := range chunk {
+				var err error
+				if rec := latest[k]; rec == nil {
+					err = groups.Delete([]byte(k))
+				} else {
+					err = groups.Put([]byte(k), rec)
+				}
+				if err != nil {
+					return err
+				}
+			}
+			if len(keys) > 0 {
+				return nil
+			}
+			c := tx.Bucket(bucketLog).Cursor()
+			for k, _ := c.First(); k != nil && bytes.Compare(k, last) <= 0; k, _ = c.First() {
+				if err := c.Delete(); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("cannot compact persistence file %q: %w", d.path, err)
+		}
+		if len(keys) == 0 {
+			d.logBytes.Add(-size)
+			return nil
+		}
+	}
+}
+
+// compactLoop compacts at every interval and whenever the log outgrows
+// CompactBytes, until Close.
+func (d *DB) compactLoop() {
+	defer close(d.stopped)
+	ticker := time.NewTicker(d.opts.CompactInterval)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-d.stop:
+			return
+		case <-ticker.C:
+		case <-d.kick:
+		}
+		if err := d.Compact(); err != nil {
+			d.logger.Error("cannot compact the persistence log; it is kept and compacted later", "err", err)
+		}
+	}
 }
 
 // Probe writes and syncs a small record to find out whether the file can be
@@ -169,7 +379,100 @@ func (d *DB) Size() int64 {
 	return size
 }
 
-// Close closes the file.
+// LogBytes returns the size of the log entries not yet compacted.
+func (d *DB) LogBytes() int64 { return d.logBytes.Load() }
+
+// Close compacts the log and closes the file. Calling it again is harmless.
 func (d *DB) Close() error {
-	return d.db.Close()
+	var err error
+	d.closeOnce.Do(func() {
+		close(d.stop)
+		<-d.stopped
+		err = d.Compact()
+		err = errors.Join(err, d.db.Close())
+	})
+	return err
+}
+
+// Log entry layout: an s2 block of uvarint(number of ops), then for each op
+// uvarint(len(key)), key, one byte 1 for a put or 0 for a delete, and for a
+// put uvarint(len(record)), record (EncodeGroup).
+const (
+	logDelete = 0
+	logPut    = 1
+)
+
+// encodeLogEntry encodes ops as one log entry.
+func encodeLogEntry(ops []Op) []byte {
+	buf := binary.AppendUvarint(nil, uint64(len(ops)))
+	for _, op := range ops {
+		buf = appendString(buf, op.Key)
+		if op.Group == nil {
+			buf = append(buf, logDelete)
+			continue
+		}
+		buf = append(buf, logPut)
+		start := len(buf)
+		buf = EncodeGroup(append(buf, make([]byte, binary.MaxVarintLen64)...), op.Group)
+		// Move the record back over the unused part of the length.
+		recLen := len(buf) - start - binary.MaxVarintLen64
+		n := binary.PutUvarint(buf[start:], uint64(recLen))
+		copy(buf[start+n:], buf[start+binary.MaxVarintLen64:])
+		buf = buf[:start+n+recLen]
+	}
+	return s2.Encode(nil, buf)
+}
+
+// forEachLogOp decodes the log entry v under key k and calls fn for every op
+// in order, with a nil record for a delete. Records are only valid during
+// the call. With validate, every record is decoded as a check.
+func forEachLogOp(k, v []byte, validate bool, fn func(key string, rec []byte)) error {
+	b, err := s2.Decode(nil, v)
+	if err != nil {
+		return fmt.Errorf("log entry %x: %w: %v", k, ErrCorruptRecord, err)
+	}
+	d := decoder{b: b}
+	n := d.count()
+	for i := 0; i < n && d.err == nil; i++ {
+		key := d.string()
+		var rec []byte
+		switch d.byte() {
+		case logPut:
+			rec = d.bytes()
+			if validate && d.err == nil {
+				_, d.err = DecodeGroup(rec)
+			}
+		case logDelete:
+		default:
+			d.fail("invalid log operation")
+		}
+		if d.err == nil {
+			fn(key, rec)
+		}
+	}
+	if d.err == nil && len(d.b) != 0 {
+		d.fail(fmt.Sprintf("%d trailing bytes", len(d.b)))
+	}
+	if d.err != nil {
+		return fmt.Errorf("log entry %x: %w", k, d.err)
+	}
+	return nil
+}
+
+// foldLog returns the latest record of every key the log holds, nil for a
+// deleted one, calling seen for every entry. The records are copies.
+func foldLog(log *bolt.Bucket, seen func(k, v []byte)) (map[string][]byte, error) {
+	latest := map[string][]byte{}
+	err := log.ForEach(func(k, v []byte) error {
+		if seen != nil {
+			seen(k, v)
+		}
+		return forEachLogOp(k, v, false, func(key string, rec []byte) {
+			if rec != nil {
+				rec = bytes.Clone(rec)
+			}
+			latest[key] = rec
+		})
+	})
+	return latest, err
 }

@@ -18,7 +18,7 @@ import (
 // (Close of an already closed DB is harmless).
 func MustOpenDB(t *testing.T, path string) *persistence.DB {
 	t.Helper()
-	db, err := persistence.Open(path)
+	db, err := persistence.Open(path, nil)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = db.Close() })
 	return db
@@ -139,7 +139,7 @@ func TestOpenForeignFile(t *testing.T) {
 			before, err := os.Stat(path)
 			require.NoError(t, err)
 
-			db, err := persistence.Open(path)
+			db, err := persistence.Open(path, nil)
 			require.Error(t, err)
 			require.Nil(t, db)
 			require.Contains(t, err.Error(), `"`+path+`"`)
@@ -173,9 +173,9 @@ func TestOpenSchema(t *testing.T) {
 		"newer schema version": {
 			fn: func(tx *bolt.Tx) error {
 				b, _ := tx.CreateBucket([]byte("meta"))
-				return b.Put([]byte("schema"), []byte("2"))
+				return b.Put([]byte("schema"), []byte("3"))
 			},
-			err: "schema version 2 is not supported (want 1)",
+			err: "schema version 3 is not supported (want 2)",
 		},
 		"invalid schema version": {
 			fn: func(tx *bolt.Tx) error {
@@ -203,7 +203,7 @@ func TestOpenSchema(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "p.db")
 			writeBolt(t, path, s.fn)
-			db, err := persistence.Open(path)
+			db, err := persistence.Open(path, nil)
 			require.Nil(t, db)
 			require.EqualError(t, err, `cannot use persistence file "`+path+`": `+s.err)
 
@@ -217,10 +217,33 @@ func TestOpenSchema(t *testing.T) {
 		path := filepath.Join(t.TempDir(), "p.db")
 		writeBolt(t, path, func(tx *bolt.Tx) error {
 			b, _ := tx.CreateBucket([]byte("meta"))
-			return b.Put([]byte("schema"), []byte("1"))
+			return b.Put([]byte("schema"), []byte("2"))
 		})
 		db := MustOpenDB(t, path)
 		require.Empty(t, loadAll(t, db))
+	})
+	t.Run("version 1 file is upgraded with its groups", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "p.db")
+		writeBolt(t, path, func(tx *bolt.Tx) error {
+			meta, _ := tx.CreateBucket([]byte("meta"))
+			groups, _ := tx.CreateBucket([]byte("groups"))
+			if err := groups.Put([]byte("job\xffa"), persistence.EncodeGroup(nil, group("a", 1))); err != nil {
+				return err
+			}
+			return meta.Put([]byte("schema"), []byte("1"))
+		})
+		db := MustOpenDB(t, path)
+		require.Equal(t, []*persistence.Group{group("a", 1)}, loadAll(t, db))
+		require.NoError(t, db.Commit([]persistence.Op{{Key: "job\xffb", Group: group("b", 2)}}))
+		require.NoError(t, db.Close())
+		bdb, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second, ReadOnly: true})
+		require.NoError(t, err)
+		defer bdb.Close()
+		require.NoError(t, bdb.View(func(tx *bolt.Tx) error {
+			require.Equal(t, "2", string(tx.Bucket([]byte("meta")).Get([]byte("schema"))))
+			require.NotNil(t, tx.Bucket([]byte("log")))
+			return nil
+		}))
 	})
 }
 
@@ -229,7 +252,7 @@ func TestOpenLocked(t *testing.T) {
 	first := MustOpenDB(t, path)
 	require.NoError(t, first.Commit([]persistence.Op{{Key: "a", Group: group("a", 1)}}))
 
-	db, err := persistence.Open(path)
+	db, err := persistence.Open(path, nil)
 	require.Nil(t, db)
 	require.ErrorIs(t, err, persistence.ErrLocked)
 	require.True(t, strings.Contains(err.Error(), path), err.Error())
@@ -243,7 +266,7 @@ func TestOpenUncreatableDirectory(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "file")
 	require.NoError(t, os.WriteFile(file, nil, 0o600))
 	path := filepath.Join(file, "sub", "p.db")
-	db, err := persistence.Open(path)
+	db, err := persistence.Open(path, nil)
 	require.Nil(t, db)
 	require.ErrorContains(t, err, `cannot create directory for persistence file "`+path+`"`)
 }

@@ -3,17 +3,25 @@
 //
 // # Layout
 //
-// The file holds two buckets. "meta" keeps the schema version under the key
-// "schema". "groups" maps each canonical grouping key to one encoded Group
-// record (see Group and EncodeGroup). A push rewrites the record of its group;
-// a delete removes it.
+// The file holds three buckets. "meta" keeps the schema version under the
+// key "schema". "groups" maps each canonical grouping key to one encoded
+// Group record (see Group and EncodeGroup). "log" holds the commits not yet
+// folded into "groups", one compressed entry per commit under a growing
+// sequence number.
 //
 // # Durability
 //
-// Commit writes every operation it is given in one read-write transaction and
-// returns only after bbolt has synced the file, so a caller may acknowledge
-// the writes as soon as Commit returns nil. Callers batch concurrent writes
-// into one Commit (group commit) to share the cost of the sync.
+// Commit appends every operation it is given to the log in one read-write
+// transaction and returns only after bbolt has synced the file, so a caller
+// may acknowledge the writes as soon as Commit returns nil. One entry holds
+// the groups of a whole commit, compressed together, so a commit writes a
+// few pages instead of one or more pages per group; callers batch
+// concurrent writes into one Commit (group commit) to share the cost of the
+// sync. Compaction, in the background every CompactInterval and whenever
+// the log outgrows CompactBytes, writes the latest state of every logged
+// group into "groups" and then removes the entries it folded. Load and Open
+// read the log on top of "groups", so a crash at any point loses nothing
+// that Commit acknowledged; Open folds a log left by a crash.
 //
 // # Caveats
 //

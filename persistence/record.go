@@ -256,3 +256,14 @@ func (d *decoder) string() string {
 	d.b = d.b[n:]
 	return s
 }
+
+// bytes reads a length-prefixed byte string without copying it.
+func (d *decoder) bytes() []byte {
+	n := d.count()
+	if d.err != nil {
+		return nil
+	}
+	b := d.b[:n:n]
+	d.b = d.b[n:]
+	return b
+}

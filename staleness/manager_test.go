@@ -226,7 +226,7 @@ func TestRepushPostponesExpiry(t *testing.T) {
 func TestExpiredGroupSurvivesRestart(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "pr.db")
 	synctest.Test(t, func(t *testing.T) {
-		db, err := persistence.Open(path)
+		db, err := persistence.Open(path, nil)
 		require.NoError(t, err)
 		r := startRelay(t, staleness.NewPolicy(time.Minute, staleness.ActionZero, nil), db)
 		r.push("expired_before", "m 1\n", "")
@@ -242,7 +242,7 @@ func TestExpiredGroupSurvivesRestart(t *testing.T) {
 		// Down for a while: the second group's deadline passes.
 		time.Sleep(time.Minute)
 
-		db, err = persistence.Open(path)
+		db, err = persistence.Open(path, nil)
 		require.NoError(t, err)
 		defer db.Close()
 		r = startRelay(t, staleness.NewPolicy(time.Minute, staleness.ActionZero, nil), db)

@@ -153,7 +153,7 @@ func runMain(args []string) int {
 	var db *persistence.DB
 	if *persistenceFile != "" {
 		var err error
-		if db, err = persistence.Open(*persistenceFile); err != nil {
+		if db, err = persistence.Open(*persistenceFile, &persistence.Options{Logger: logger}); err != nil {
 			logger.Error("cannot start", "err", err)
 			return 1
 		}
@@ -163,6 +163,10 @@ func runMain(args []string) int {
 			Name: "pushrelay_persistence_file_size_bytes",
 			Help: "Size of the persistence file.",
 		}, func() float64 { return float64(db.Size()) }))
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "pushrelay_persistence_log_bytes",
+			Help: "Size of the commits in the persistence file not yet compacted into their groups.",
+		}, func() float64 { return float64(db.LogBytes()) }))
 	}
 	spanCfg := cfg.Spanmetrics
 	if namingSet {
