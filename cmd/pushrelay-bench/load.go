@@ -46,6 +46,7 @@ type target struct {
 // decompresses by itself, so that wire bytes can be measured.
 type loader struct {
 	cl      *http.Client
+	timeout time.Duration
 	clients int
 	job     string
 	bodies  [][]byte
@@ -65,6 +66,7 @@ func newLoader(clients int, job string, maxRequests int64, timeout time.Duration
 	}
 	l := &loader{
 		cl:          &http.Client{Transport: tr, Timeout: timeout},
+		timeout:     timeout,
 		clients:     clients,
 		job:         job,
 		maxRequests: maxRequests,
@@ -76,7 +78,12 @@ func newLoader(clients int, job string, maxRequests int64, timeout time.Duration
 }
 
 func (l *loader) groupURL(base string, i int) string {
-	return fmt.Sprintf("%s/metrics/job/%s/instance/g%06d", base, l.job, i)
+	return base + l.groupPath(i)
+}
+
+// groupPath is the push path of group i below the base URL.
+func (l *loader) groupPath(i int) string {
+	return fmt.Sprintf("/metrics/job/%s/instance/g%06d", l.job, i)
 }
 
 // errorKey classifies a failed request for the error table.
@@ -311,9 +318,9 @@ func addStoreStats(res *pushResult, before, after map[string]float64) {
 // target is fetched from it during the phase and written to profilePath.
 func (l *loader) pushPhase(t *target, groups int, dur time.Duration, seed uint64, profileURL, profilePath string) pushResult {
 	res := pushResult{Target: t.name, Groups: groups, Clients: l.clients, Errors: &errorTally{}}
-	urls := make([]string, groups)
-	for i := range urls {
-		urls[i] = l.groupURL(t.url, i)
+	paths := make([]string, groups)
+	for i := range paths {
+		paths[i] = l.groupPath(i)
 	}
 	lat := make([][]time.Duration, l.clients)
 	var sent, ok atomic.Int64
@@ -342,13 +349,19 @@ func (l *loader) pushPhase(t *target, groups int, dur time.Duration, seed uint64
 		wg.Go(func() {
 			rng := rand.New(rand.NewPCG(seed, uint64(w)))
 			mine := make([]time.Duration, 0, 4096)
+			client, err := newRawClient(t.url, l.timeout)
+			if err != nil {
+				res.Errors.add("request", err.Error())
+				return
+			}
+			defer client.close()
 			for n := 0; ; n++ {
 				if time.Now().After(deadline) || sent.Add(1) > l.maxRequests {
 					break
 				}
-				u := urls[rng.IntN(groups)]
+				p := paths[rng.IntN(groups)]
 				t0 := time.Now()
-				good, key, msg := l.put(u, l.bodies[n%bodyVariants])
+				good, key, msg := client.put(p, l.bodies[n%bodyVariants])
 				mine = append(mine, time.Since(t0))
 				if good {
 					ok.Add(1)

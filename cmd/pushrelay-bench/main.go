@@ -317,7 +317,10 @@ func runPushrelay(c *config, l *loader, res *results) error {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return err
 		}
-		args := append([]string{"--persistence.file=" + filepath.Join(dir, "pushrelay.db"), "--log.level=warn"}, c.pushrelayArgs...)
+		// The trace receivers are off: they play no part here, and their
+		// fixed default ports may be taken.
+		args := append([]string{"--persistence.file=" + filepath.Join(dir, "pushrelay.db"), "--log.level=warn",
+			"--traces.otlp-grpc.listen-address=", "--traces.otlp-http.listen-address=", "--traces.zipkin.listen-address="}, c.pushrelayArgs...)
 		p, err := startProc("pushrelay", c.pushrelayBin, dir, args, 30*time.Second)
 		if err != nil {
 			return err
