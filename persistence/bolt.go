@@ -68,6 +68,9 @@ type DB struct {
 
 	// logBytes is the size of the log entries not yet compacted.
 	logBytes atomic.Int64
+	// commitMu serialises commits; it guards the buffers they reuse.
+	commitMu        sync.Mutex
+	entryBuf, s2Buf []byte
 	// compactMu serialises compactions.
 	compactMu sync.Mutex
 	kick      chan struct{}
@@ -182,9 +185,12 @@ func (d *DB) init() error {
 // checkLog decodes every log entry and returns their size.
 func checkLog(log *bolt.Bucket) (int64, error) {
 	var size int64
+	var buf []byte
 	err := log.ForEach(func(k, v []byte) error {
 		size += int64(len(v))
-		return forEachLogOp(k, v, true, func(string, []byte) {})
+		var err error
+		buf, err = forEachLogOp(buf, k, v, true, func(string, []byte) {})
+		return err
 	})
 	return size, err
 }
@@ -246,12 +252,17 @@ func (d *DB) Load(fn func(*Group) error) error {
 // ops for the same key win. The ops are appended to the log as one
 // compressed entry, so that a commit writes a few pages whatever the number
 // of groups it changes; compaction later folds the log into the groups.
-// Commits must not run concurrently.
 func (d *DB) Commit(ops []Op) error {
 	if len(ops) == 0 {
 		return nil
 	}
-	entry := encodeLogEntry(ops)
+	d.commitMu.Lock()
+	defer d.commitMu.Unlock()
+	// bbolt copies the value into its pages by the end of the
+	// transaction, so both buffers are reused by the next commit.
+	d.entryBuf = appendLogEntry(d.entryBuf[:0], ops)
+	d.s2Buf = s2.Encode(d.s2Buf[:cap(d.s2Buf)], d.entryBuf)
+	entry := d.s2Buf
 	err := d.db.Update(func(tx *bolt.Tx) error {
 		log := tx.Bucket(bucketLog)
 		seq, err := log.NextSequence()
@@ -285,7 +296,9 @@ func (d *DB) Compact() error {
 	err := d.db.View(func(tx *bolt.Tx) error {
 		var err error
 		latest, err = foldLog(tx.Bucket(bucketLog), func(k, v []byte) {
-			last = bytes.Clone(k)
+			if last == nil {
+				last = bytes.Clone(k) // the newest entry comes first
+			}
 			size += int64(len(v))
 		})
 		return err
@@ -402,9 +415,10 @@ const (
 	logPut    = 1
 )
 
-// encodeLogEntry encodes ops as one log entry.
-func encodeLogEntry(ops []Op) []byte {
-	buf := binary.AppendUvarint(nil, uint64(len(ops)))
+// appendLogEntry appends ops, encoded as one log entry before compression,
+// to buf.
+func appendLogEntry(buf []byte, ops []Op) []byte {
+	buf = binary.AppendUvarint(buf, uint64(len(ops)))
 	for _, op := range ops {
 		buf = appendString(buf, op.Key)
 		if op.Group == nil {
@@ -420,20 +434,25 @@ func encodeLogEntry(ops []Op) []byte {
 		copy(buf[start+n:], buf[start+binary.MaxVarintLen64:])
 		buf = buf[:start+n+recLen]
 	}
-	return s2.Encode(nil, buf)
+	return buf
 }
 
-// forEachLogOp decodes the log entry v under key k and calls fn for every op
-// in order, with a nil record for a delete. Records are only valid during
-// the call. With validate, every record is decoded as a check.
-func forEachLogOp(k, v []byte, validate bool, fn func(key string, rec []byte)) error {
-	b, err := s2.Decode(nil, v)
-	if err != nil {
-		return fmt.Errorf("log entry %x: %w: %v", k, ErrCorruptRecord, err)
+// forEachLogOp decodes the log entry v under key k into buf, which it
+// returns for reuse, and calls fn for every op in order, with a nil record
+// for a delete. Records are only valid until buf is reused. With validate,
+// every record is decoded as a check.
+func forEachLogOp(buf, k, v []byte, validate bool, fn func(key string, rec []byte)) ([]byte, error) {
+	n, err := s2.DecodedLen(v)
+	if err == nil {
+		buf = slices.Grow(buf[:0], n)[:n]
+		_, err = s2.Decode(buf, v)
 	}
-	d := decoder{b: b}
-	n := d.count()
-	for i := 0; i < n && d.err == nil; i++ {
+	if err != nil {
+		return buf, fmt.Errorf("log entry %x: %w: %v", k, ErrCorruptRecord, err)
+	}
+	d := decoder{b: buf}
+	ops := d.count()
+	for i := 0; i < ops && d.err == nil; i++ {
 		key := d.string()
 		var rec []byte
 		switch d.byte() {
@@ -454,25 +473,42 @@ func forEachLogOp(k, v []byte, validate bool, fn func(key string, rec []byte)) e
 		d.fail(fmt.Sprintf("%d trailing bytes", len(d.b)))
 	}
 	if d.err != nil {
-		return fmt.Errorf("log entry %x: %w", k, d.err)
+		return buf, fmt.Errorf("log entry %x: %w", k, d.err)
 	}
-	return nil
+	return buf, nil
 }
 
 // foldLog returns the latest record of every key the log holds, nil for a
-// deleted one, calling seen for every entry. The records are copies.
+// deleted one, calling seen for every entry. It reads the newest entries
+// first, so that only the records it returns are copied.
 func foldLog(log *bolt.Bucket, seen func(k, v []byte)) (map[string][]byte, error) {
 	latest := map[string][]byte{}
-	err := log.ForEach(func(k, v []byte) error {
+	// fromEntry is the entry, counted from the newest, each key was found
+	// in: a later op of the same entry replaces the record, an older entry
+	// does not.
+	fromEntry := map[string]int{}
+	var buf []byte
+	c := log.Cursor()
+	entry := 0
+	for k, v := c.Last(); k != nil; k, v = c.Prev() {
 		if seen != nil {
 			seen(k, v)
 		}
-		return forEachLogOp(k, v, false, func(key string, rec []byte) {
+		var err error
+		buf, err = forEachLogOp(buf, k, v, false, func(key string, rec []byte) {
+			if e, ok := fromEntry[key]; ok && e != entry {
+				return
+			}
 			if rec != nil {
 				rec = bytes.Clone(rec)
 			}
 			latest[key] = rec
+			fromEntry[key] = entry
 		})
-	})
-	return latest, err
+		if err != nil {
+			return nil, err
+		}
+		entry++
+	}
+	return latest, nil
 }

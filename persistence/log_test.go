@@ -72,6 +72,9 @@ func TestCompactManyGroups(t *testing.T) {
 	require.NoError(t, db.Compact())
 	require.Zero(t, db.LogBytes())
 	require.Equal(t, want, loadAll(t, db))
+	logKeys, groupKeys := countKeys(t, copyFile(t, path))
+	require.Zero(t, logKeys, "compaction removes every log entry")
+	require.Equal(t, len(want), groupKeys)
 	require.NoError(t, db.Compact(), "compacting an empty log is a no-op")
 	require.NoError(t, db.Close())
 	require.Equal(t, want, loadAll(t, MustOpenDB(t, path)))
@@ -161,4 +164,18 @@ func writeBoltExisting(t *testing.T, path string, fn func(tx *bolt.Tx) error) {
 	require.NoError(t, err)
 	require.NoError(t, bdb.Update(fn))
 	require.NoError(t, bdb.Close())
+}
+
+// countKeys returns the number of log entries and groups in a closed file.
+func countKeys(t *testing.T, path string) (logKeys, groupKeys int) {
+	t.Helper()
+	bdb, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second, ReadOnly: true})
+	require.NoError(t, err)
+	defer bdb.Close()
+	require.NoError(t, bdb.View(func(tx *bolt.Tx) error {
+		logKeys = tx.Bucket([]byte("log")).Stats().KeyN
+		groupKeys = tx.Bucket([]byte("groups")).Stats().KeyN
+		return nil
+	}))
+	return logKeys, groupKeys
 }
