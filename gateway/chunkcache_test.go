@@ -138,12 +138,13 @@ func (cs *cacheStore) push(t *testing.T, i int, body string, replace bool, ttl *
 
 // clearCaches drops every cached rendering, so the next scrape renders
 // from the series.
-func (cs *cacheStore) clearCaches() {
-	cs.mu.Lock()
-	defer cs.mu.Unlock()
-	cs.Store.mu.Lock()
-	defer cs.Store.mu.Unlock()
-	for _, e := range cs.names {
+func (cs *cacheStore) clearCaches() { clearRenderCaches(cs.Store) }
+
+// clearRenderCaches drops every cached rendering of s.
+func clearRenderCaches(s *Store) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, e := range s.names {
 		e.headerCache.reset()
 		for _, c := range e.chunks {
 			c.cache.reset()
@@ -320,7 +321,8 @@ func TestConcurrentScrapesAndPushes(t *testing.T) {
 // pieces end and whether each is a cached rendering or live bytes.
 func gzipBody(data, cuts []byte) []byte {
 	var out bytes.Buffer
-	bw := newBodyWriter(&out, true)
+	bw := getBodyWriter(&out, true)
+	defer putBodyWriter(bw)
 	fw := flatePool.Get().(*flate.Writer)
 	defer flatePool.Put(fw)
 	rest := data

@@ -166,6 +166,10 @@ type renderer struct {
 	fw    *flate.Writer
 	plain bytes.Buffer
 	seg   bytes.Buffer
+	// series holds the series of the chunk being rendered.
+	series [maxChunk]*series
+	// touched keeps the loads of renderChunk's second pass.
+	touched byte
 }
 
 var rendererPool = sync.Pool{New: func() any { return new(renderer) }}
@@ -180,6 +184,11 @@ func putRenderer(r *renderer) {
 	r.fw.Reset(nil)
 	flatePool.Put(r.fw)
 	r.fw = nil
+	if r.plain.Cap() > 2*flushAt || r.seg.Cap() > 2*flushAt {
+		// Keeping the buffers of an unusually large chunk is not worth
+		// their memory.
+		r.plain, r.seg = bytes.Buffer{}, bytes.Buffer{}
+	}
 	rendererPool.Put(r)
 }
 
@@ -201,7 +210,7 @@ func (r *renderer) family(bw *bodyWriter, name string, e *nameEntry, form int) e
 	bw.writeRendering(hr)
 	for _, c := range e.chunks {
 		cr, err := r.cached(&c.cache, form, func(buf *bytes.Buffer) error {
-			return renderChunk(buf, name, e.typ, c, openMetrics)
+			return r.renderChunk(buf, name, e.typ, c, openMetrics)
 		})
 		if err != nil {
 			return err
@@ -245,9 +254,22 @@ func (r *renderer) cached(rc *renderCache, form int, write func(*bytes.Buffer) e
 
 // renderChunk writes the lines of every series of c in the text format or
 // OpenMetrics. Must be called holding s.mu for reading.
-func renderChunk(buf *bytes.Buffer, name string, typ dto.MetricType, c *chunk, openMetrics bool) error {
-	for _, sl := range c.slots {
-		se := sl.se
+func (r *renderer) renderChunk(buf *bytes.Buffer, name string, typ dto.MetricType, c *chunk, openMetrics bool) error {
+	// The slots, series and lines of a chunk are scattered in memory and
+	// rarely cached when the chunk changed. Loading them in passes
+	// without dependencies between iterations lets the processor wait for
+	// many cache misses at once, where a single pass waits for each in
+	// turn.
+	ses := r.series[:len(c.slots)]
+	for i, sl := range c.slots {
+		ses[i] = sl.se
+	}
+	var touched byte
+	for _, se := range ses {
+		touched ^= se.text[0]
+	}
+	r.touched = touched
+	for _, se := range ses {
 		switch {
 		case !openMetrics:
 			buf.Write(se.text)
@@ -263,6 +285,7 @@ func renderChunk(buf *bytes.Buffer, name string, typ dto.MetricType, c *chunk, o
 			buf.Write(b)
 		}
 	}
+	clear(ses)
 	return nil
 }
 
@@ -387,8 +410,16 @@ func appendOpenMetricsClassic(buf *bytes.Buffer, name string, text []byte) {
 			suffix = suffix[:j]
 		}
 		if string(suffix) == "_bucket" || string(suffix) == "_count" {
+			if isDigits(value) {
+				// A whole number below 2^53 in the text format's form
+				// is already the integer.
+				buf.Write(value)
+				buf.WriteByte('\n')
+				continue
+			}
 			if v, err := strconv.ParseFloat(string(value), 64); err == nil {
-				buf.WriteString(strconv.FormatUint(uint64(v), 10))
+				var num [20]byte
+				buf.Write(strconv.AppendUint(num[:0], uint64(v), 10))
 				buf.WriteByte('\n')
 				continue
 			}
@@ -399,6 +430,16 @@ func appendOpenMetricsClassic(buf *bytes.Buffer, name string, text []byte) {
 		}
 		buf.WriteByte('\n')
 	}
+}
+
+// isDigits reports whether b is a non-empty run of decimal digits.
+func isDigits(b []byte) bool {
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return len(b) > 0
 }
 
 // lines returns the series in the text format or, building and caching it on
@@ -448,7 +489,9 @@ func (s *Store) ExpositionHandler(gatherer prometheus.Gatherer) http.Handler {
 			h.Set("Content-Encoding", "gzip")
 			h.Add("Vary", "Accept-Encoding")
 		}
-		if err := s.render(newBodyWriter(w, gz), own, format); err != nil {
+		bw := getBodyWriter(w, gz)
+		defer putBodyWriter(bw)
+		if err := s.render(bw, own, format); err != nil {
 			// The status is sent already: the scraper sees a cut-off body.
 			s.logger.Error("cannot serve metrics", "err", err)
 		}

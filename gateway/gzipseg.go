@@ -58,15 +58,36 @@ type bodyWriter struct {
 	err  error
 }
 
-// newBodyWriter returns a bodyWriter writing to w, gzip-compressed when
-// gz is set. Close must be called to finish the body.
-func newBodyWriter(w io.Writer, gz bool) *bodyWriter {
-	b := &bodyWriter{w: w, gzip: gz}
+var bodyWriterPool = sync.Pool{New: func() any { return new(bodyWriter) }}
+
+// getBodyWriter returns a bodyWriter writing to w, gzip-compressed when gz
+// is set. Close must be called to finish the body, and putBodyWriter once
+// it is no longer used.
+func getBodyWriter(w io.Writer, gz bool) *bodyWriter {
+	b := bodyWriterPool.Get().(*bodyWriter)
+	b.w, b.gzip = w, gz
 	if gz {
 		b.fw = flatePool.Get().(*flate.Writer)
 		b.out.Write(gzipHeader)
 	}
 	return b
+}
+
+// putBodyWriter returns b to the pool; keeping large buffers is not worth
+// their memory.
+func putBodyWriter(b *bodyWriter) {
+	if b.fw != nil {
+		b.fw.Reset(nil)
+		flatePool.Put(b.fw)
+	}
+	out, live := b.out, b.live
+	out.Reset()
+	live.Reset()
+	*b = bodyWriter{}
+	if out.Cap() <= 2*flushAt && live.Cap() <= 2*flushAt {
+		b.out, b.live = out, live
+	}
+	bodyWriterPool.Put(b)
 }
 
 // Write takes bytes rendered during the scrape. It never fails; the first
@@ -131,9 +152,6 @@ func (b *bodyWriter) Close() error {
 		binary.LittleEndian.PutUint32(trailer[:4], b.crc)
 		binary.LittleEndian.PutUint32(trailer[4:], b.size)
 		b.out.Write(trailer[:])
-		b.fw.Reset(nil)
-		flatePool.Put(b.fw)
-		b.fw = nil
 	}
 	b.flush(true)
 	return b.err
