@@ -224,11 +224,17 @@ func BenchmarkScrape(b *testing.B) {
 		// scrape, as happens between two scrapes in production, so that
 		// nothing cached per series survives.
 		repush bool
+		// uncached drops every cached rendering (timer stopped) before
+		// each scrape: the cost of rendering and compressing everything
+		// without the garbage of a re-push.
+		uncached bool
 	}{
-		{"text", "text/plain;version=0.0.4", false, false},
-		{"text+gzip", "text/plain;version=0.0.4", true, false},
-		{"prometheus+gzip", prometheusAccept, true, false},
-		{"prometheus+gzip-after-repush", prometheusAccept, true, true},
+		{"text", "text/plain;version=0.0.4", false, false, false},
+		{"text+gzip", "text/plain;version=0.0.4", true, false, false},
+		{"prometheus+gzip", prometheusAccept, true, false, false},
+		{"prometheus+gzip-after-repush", prometheusAccept, true, true, false},
+		{"text-uncached", "text/plain;version=0.0.4", false, false, true},
+		{"prometheus+gzip-uncached", prometheusAccept, true, false, true},
 	}
 	for _, groups := range []int{1000, 10000} {
 		for _, mode := range modes {
@@ -257,6 +263,8 @@ func BenchmarkScrape(b *testing.B) {
 				if want := groups * (benchSamples + 2); samples != want {
 					b.Fatalf("%d samples exposed, want %d", samples, want)
 				}
+				// Bytes are those of the text form, whatever the mode.
+				b.SetBytes(int64(rec.Body.Len()))
 				b.ReportAllocs()
 				b.ResetTimer()
 				var wire int64
@@ -264,6 +272,11 @@ func BenchmarkScrape(b *testing.B) {
 					if mode.repush {
 						b.StopTimer()
 						benchFill(b, s, groups)
+						b.StartTimer()
+					}
+					if mode.uncached {
+						b.StopTimer()
+						clearRenderCaches(s)
 						b.StartTimer()
 					}
 					w := &discardResponse{h: http.Header{}}

@@ -82,7 +82,7 @@ func (s *Store) check(req *writeRequest, old *group, own map[string]dto.MetricTy
 			continue
 		}
 		for _, se := range f.series {
-			if cur, ok := e.series[se.id]; ok && cur.groupKey != req.key {
+			if cur, ok := e.lookup(se.id); ok && cur.groupKey != req.key {
 				m := &dto.Metric{}
 				_ = unmarshalMetric(se.metric, m)
 				errs = append(errs, fmt.Errorf("collected metric %q { %s} was collected before with the same name and label values", name, m))

@@ -3,6 +3,7 @@ package gateway
 import (
 	"bytes"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"net/http"
 	"sort"
@@ -10,7 +11,7 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/flate"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
@@ -25,14 +26,6 @@ var scrapeFormats = []expfmt.Format{
 	expfmt.NewFormat(expfmt.TypeOpenMetrics),
 	expfmt.FmtOpenMetrics_0_0_1,
 }
-
-var (
-	bufPool  = sync.Pool{New: func() any { return new(bytes.Buffer) }}
-	gzipPool = sync.Pool{New: func() any {
-		w, _ := gzip.NewWriterLevel(nil, gzip.BestSpeed)
-		return w
-	}}
-)
 
 // Gatherer returns a prometheus.Gatherer over every stored group, one merged
 // family per metric name. It is the slow path used for formats that the
@@ -98,33 +91,27 @@ func sortMetrics(ms []*dto.Metric) {
 // flushAt is the size at which rendered output is handed to the writer.
 const flushAt = 256 << 10
 
-// render writes the own families and every stored group in format to w.
+// render writes the own families and every stored group in format to bw.
 // Names are merged in sorted order; a name both own and pushed becomes one
 // family. The store is read-locked for one family at a time, so writes are
 // not held up by a large scrape.
-func (s *Store) render(w io.Writer, own []*dto.MetricFamily, format expfmt.Format) error {
-	fast := -1
+func (s *Store) render(bw *bodyWriter, own []*dto.MetricFamily, format expfmt.Format) error {
+	form := -1
 	switch format.FormatType() {
 	case expfmt.TypeTextPlain:
-		fast = 0
+		form = formText
 	case expfmt.TypeOpenMetrics:
-		fast = 1
+		form = formOpenMetrics
 	}
-	buf := bufPool.Get().(*bytes.Buffer)
-	buf.Reset()
-	defer bufPool.Put(buf)
-	flush := func(force bool) error {
-		if buf.Len() >= flushAt || force && buf.Len() > 0 {
-			_, err := w.Write(buf.Bytes())
-			buf.Reset()
-			return err
-		}
-		return nil
+	if form >= 0 && bw.gzip {
+		form += formTextDeflate
 	}
-	enc := expfmt.NewEncoder(buf, format)
-	if fast == 1 {
-		enc = &openMetricsEncoder{buf: buf}
+	enc := expfmt.NewEncoder(bw, format)
+	if format.FormatType() == expfmt.TypeOpenMetrics {
+		enc = &openMetricsEncoder{w: bw}
 	}
+	r := getRenderer()
+	defer putRenderer(r)
 	s.mu.RLock()
 	names := s.sortedNameList() // replaced, never modified, when names change
 	s.mu.RUnlock()
@@ -146,11 +133,11 @@ func (s *Store) render(w io.Writer, own []*dto.MetricFamily, format expfmt.Forma
 			j++
 			var err error
 			s.mu.RLock()
-			if e := s.names[name]; e != nil && len(e.series) > 0 {
-				if fast < 0 {
+			if e := s.names[name]; e != nil && e.len() > 0 {
+				if form < 0 {
 					mf = s.mergedFamily(name, nil)
 				} else {
-					err = s.renderFamily(buf, name, e, fast == 1)
+					err = r.family(bw, name, e, form)
 				}
 			}
 			s.mu.RUnlock()
@@ -158,16 +145,10 @@ func (s *Store) render(w io.Writer, own []*dto.MetricFamily, format expfmt.Forma
 				return err
 			}
 			if mf == nil {
-				if err := flush(false); err != nil {
-					return err
-				}
 				continue
 			}
 		}
 		if err := enc.Encode(mf); err != nil {
-			return err
-		}
-		if err := flush(false); err != nil {
 			return err
 		}
 	}
@@ -176,35 +157,136 @@ func (s *Store) render(w io.Writer, own []*dto.MetricFamily, format expfmt.Forma
 			return err
 		}
 	}
-	return flush(true)
+	return bw.Close()
 }
 
-// renderFamily copies the cached lines of every series of one name. Must be
-// called holding s.mu.
-func (s *Store) renderFamily(buf *bytes.Buffer, name string, e *nameEntry, openMetrics bool) error {
+// renderer builds the renderings of chunks and headers missing from their
+// caches during one scrape.
+type renderer struct {
+	fw    *flate.Writer
+	plain bytes.Buffer
+	seg   bytes.Buffer
+	// series holds the series of the chunk being rendered.
+	series [maxChunk]*series
+	// touched keeps the loads of renderChunk's second pass.
+	touched byte
+}
+
+var rendererPool = sync.Pool{New: func() any { return new(renderer) }}
+
+func getRenderer() *renderer {
+	r := rendererPool.Get().(*renderer)
+	r.fw = flatePool.Get().(*flate.Writer)
+	return r
+}
+
+func putRenderer(r *renderer) {
+	r.fw.Reset(nil)
+	flatePool.Put(r.fw)
+	r.fw = nil
+	if r.plain.Cap() > 2*flushAt || r.seg.Cap() > 2*flushAt {
+		// Keeping the buffers of an unusually large chunk is not worth
+		// their memory.
+		r.plain, r.seg = bytes.Buffer{}, bytes.Buffer{}
+	}
+	rendererPool.Put(r)
+}
+
+// family writes the header and every chunk of one name in form, using and
+// filling their caches. Must be called holding s.mu for reading.
+func (r *renderer) family(bw *bodyWriter, name string, e *nameEntry, form int) error {
+	openMetrics := form == formOpenMetrics || form == formOpenMetricsDeflate
 	header := 0
 	if openMetrics {
 		header = 1
 	}
-	buf.Write(e.headers[header])
-	var err error
-	e.ascend(func(se *series) bool {
-		switch {
-		case openMetrics && se.simple:
-			appendOpenMetricsLine(buf, se.text)
-			return true
-		case openMetrics && se.classic:
-			appendOpenMetricsClassic(buf, name, se.text)
-			return true
-		}
-		var b []byte
-		if b, err = se.lines(name, e.typ, openMetrics); err != nil {
-			return false
-		}
-		buf.Write(b)
-		return true
+	hr, err := r.cached(&e.headerCache, form, func(buf *bytes.Buffer) error {
+		buf.Write(e.headers[header])
+		return nil
 	})
-	return err
+	if err != nil {
+		return err
+	}
+	bw.writeRendering(hr)
+	for _, c := range e.chunks {
+		cr, err := r.cached(&c.cache, form, func(buf *bytes.Buffer) error {
+			return r.renderChunk(buf, name, e.typ, c, openMetrics)
+		})
+		if err != nil {
+			return err
+		}
+		bw.writeRendering(cr)
+	}
+	return nil
+}
+
+// cached returns the rendering of rc in form, building and storing it when
+// missing; write renders the plain bytes. A deflate form is compressed
+// from the cached plain form when there is one. Must be called holding
+// s.mu for reading.
+func (r *renderer) cached(rc *renderCache, form int, write func(*bytes.Buffer) error) (*rendering, error) {
+	if cr := rc[form].Load(); cr != nil {
+		return cr, nil
+	}
+	plainForm := form % formTextDeflate
+	var plain []byte
+	if pr := rc[plainForm].Load(); pr != nil {
+		plain = pr.b
+	} else {
+		r.plain.Reset()
+		if err := write(&r.plain); err != nil {
+			return nil, err
+		}
+		plain = r.plain.Bytes()
+	}
+	cr := &rendering{size: len(plain)}
+	if form == plainForm {
+		cr.b = bytes.Clone(plain)
+	} else {
+		cr.crc, cr.shift = crc32.ChecksumIEEE(plain), crc32Shift(len(plain))
+		r.seg.Reset()
+		appendSegment(&r.seg, r.fw, plain)
+		cr.b = bytes.Clone(r.seg.Bytes())
+	}
+	rc[form].Store(cr)
+	return cr, nil
+}
+
+// renderChunk writes the lines of every series of c in the text format or
+// OpenMetrics. Must be called holding s.mu for reading.
+func (r *renderer) renderChunk(buf *bytes.Buffer, name string, typ dto.MetricType, c *chunk, openMetrics bool) error {
+	// The slots, series and lines of a chunk are scattered in memory and
+	// rarely cached when the chunk changed. Loading them in passes
+	// without dependencies between iterations lets the processor wait for
+	// many cache misses at once, where a single pass waits for each in
+	// turn.
+	ses := r.series[:len(c.slots)]
+	for i, sl := range c.slots {
+		ses[i] = sl.se
+	}
+	var touched byte
+	for _, se := range ses {
+		touched ^= se.text[0]
+	}
+	r.touched = touched
+	for _, se := range ses {
+		switch {
+		case !openMetrics:
+			buf.Write(se.text)
+		case se.simple:
+			appendOpenMetricsLine(buf, se.text)
+		case se.classic:
+			appendOpenMetricsClassic(buf, name, se.text)
+		default:
+			b, err := se.lines(name, typ, true)
+			if err != nil {
+				return err
+			}
+			buf.Write(b)
+		}
+	}
+	clear(ses)
+	return nil
 }
 
 // appendOpenMetricsLine writes the OpenMetrics form of a simple series'
@@ -225,7 +307,7 @@ func appendOpenMetricsLine(buf *bytes.Buffer, text []byte) {
 // openMetricsEncoder writes families in OpenMetrics with the le and
 // quantile values of the text format (see textBounds).
 type openMetricsEncoder struct {
-	buf *bytes.Buffer
+	w   io.Writer
 	tmp bytes.Buffer
 }
 
@@ -234,12 +316,12 @@ func (e *openMetricsEncoder) Encode(mf *dto.MetricFamily) error {
 	if _, err := expfmt.MetricFamilyToOpenMetrics(&e.tmp, mf); err != nil {
 		return err
 	}
-	e.buf.Write(textBounds(e.tmp.Bytes()))
-	return nil
+	_, err := e.w.Write(textBounds(e.tmp.Bytes()))
+	return err
 }
 
 func (e *openMetricsEncoder) Close() error {
-	_, err := expfmt.FinalizeOpenMetrics(e.buf)
+	_, err := expfmt.FinalizeOpenMetrics(e.w)
 	return err
 }
 
@@ -328,8 +410,16 @@ func appendOpenMetricsClassic(buf *bytes.Buffer, name string, text []byte) {
 			suffix = suffix[:j]
 		}
 		if string(suffix) == "_bucket" || string(suffix) == "_count" {
+			if isDigits(value) {
+				// A whole number below 2^53 in the text format's form
+				// is already the integer.
+				buf.Write(value)
+				buf.WriteByte('\n')
+				continue
+			}
 			if v, err := strconv.ParseFloat(string(value), 64); err == nil {
-				buf.WriteString(strconv.FormatUint(uint64(v), 10))
+				var num [20]byte
+				buf.Write(strconv.AppendUint(num[:0], uint64(v), 10))
 				buf.WriteByte('\n')
 				continue
 			}
@@ -340,6 +430,16 @@ func appendOpenMetricsClassic(buf *bytes.Buffer, name string, text []byte) {
 		}
 		buf.WriteByte('\n')
 	}
+}
+
+// isDigits reports whether b is a non-empty run of decimal digits.
+func isDigits(b []byte) bool {
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return len(b) > 0
 }
 
 // lines returns the series in the text format or, building and caching it on
@@ -384,19 +484,14 @@ func (s *Store) ExpositionHandler(gatherer prometheus.Gatherer) http.Handler {
 		}
 		h := w.Header()
 		h.Set("Content-Type", string(format))
-		var out io.Writer = w
-		if acceptsGzip(r) {
+		gz := acceptsGzip(r)
+		if gz {
 			h.Set("Content-Encoding", "gzip")
 			h.Add("Vary", "Accept-Encoding")
-			zw := gzipPool.Get().(*gzip.Writer)
-			zw.Reset(w)
-			defer func() {
-				_ = zw.Close()
-				gzipPool.Put(zw)
-			}()
-			out = zw
 		}
-		if err := s.render(out, own, format); err != nil {
+		bw := getBodyWriter(w, gz)
+		defer putBodyWriter(bw)
+		if err := s.render(bw, own, format); err != nil {
 			// The status is sent already: the scraper sees a cut-off body.
 			s.logger.Error("cannot serve metrics", "err", err)
 		}

@@ -11,7 +11,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/google/btree"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/promslog"
@@ -152,73 +151,6 @@ type group struct {
 	ttl         groupTTL
 	// expired is set once the zero action ran; the next push clears it.
 	expired bool
-}
-
-// nameEntry indexes every stored series of one metric name.
-type nameEntry struct {
-	typ     dto.MetricType
-	help    string
-	hasHelp bool
-	// holders counts the groups holding a family of this name.
-	holders int
-	// series holds the current version of every series by id.
-	series map[uint64]*series
-	// order holds the identities in exposition order. A push that only
-	// replaces series of the same identities leaves it alone.
-	order *btree.BTreeG[orderItem]
-	// headers cache the HELP and TYPE lines: text format, OpenMetrics.
-	headers [2][]byte
-}
-
-// orderItem is one series identity in exposition order.
-type orderItem struct {
-	key string
-	id  uint64
-}
-
-func orderLess(a, b orderItem) bool { return a.key < b.key }
-
-// put indexes se, replacing the series of the same identity, and returns
-// the change of the number of float-count series. Must be called holding
-// s.mu for writing.
-func (e *nameEntry) put(se *series) int {
-	prev, ok := e.series[se.id]
-	if !ok {
-		e.order.ReplaceOrInsert(orderItem{se.key, se.id})
-	}
-	e.series[se.id] = se
-	return floatDelta(prev, se)
-}
-
-// drop removes se from the index unless its identity now belongs to
-// another group, and returns the change of the number of float-count
-// series. Must be called holding s.mu for writing.
-func (e *nameEntry) drop(se *series) int {
-	if cur, ok := e.series[se.id]; ok && cur.groupKey == se.groupKey {
-		delete(e.series, se.id)
-		e.order.Delete(orderItem{se.key, se.id})
-		return floatDelta(cur, nil)
-	}
-	return 0
-}
-
-// floatDelta is the change of the float-count series when old becomes new
-// (either may be nil).
-func floatDelta(old, new *series) int {
-	d := 0
-	if old != nil && old.floatCounts {
-		d--
-	}
-	if new != nil && new.floatCounts {
-		d++
-	}
-	return d
-}
-
-// ascend calls fn for every series in exposition order. Must be called
-// holding s.mu.
-func (e *nameEntry) ascend(fn func(*series) bool) {
-	e.order.Ascend(func(it orderItem) bool { return fn(e.series[it.id]) })
 }
 
 // Store holds every push group in memory, indexed for exposition and the
@@ -930,6 +862,7 @@ func (s *Store) setHelp(e *nameEntry, f *family) {
 		e.help, e.hasHelp = f.help, f.hasHelp
 		e.headers[0] = familyHeader(f.name, f.help, f.hasHelp, e.typ, false)
 		e.headers[1] = familyHeader(f.name, f.help, f.hasHelp, e.typ, true)
+		e.headerCache.reset()
 	}
 }
 
@@ -937,11 +870,7 @@ func (s *Store) setHelp(e *nameEntry, f *family) {
 func (s *Store) addFamily(f *family) {
 	e := s.names[f.name]
 	if e == nil {
-		e = &nameEntry{
-			typ:    f.typ,
-			series: map[uint64]*series{},
-			order:  btree.NewG(16, orderLess),
-		}
+		e = newNameEntry(f.typ)
 		s.names[f.name] = e
 		s.sortedNames.Store(nil)
 	}

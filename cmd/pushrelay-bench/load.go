@@ -467,7 +467,12 @@ type scrapeResult struct {
 func (l *loader) scrape(t *target, groups int, mode scrapeMode, n int) scrapeResult {
 	res := scrapeResult{Target: t.name, Groups: groups, Mode: mode.Name}
 	var times []time.Duration
+	// One buffer for all scrapes: after the first, the body is read into
+	// memory that is already there, so the median measures the server and
+	// the transfer rather than the growth of the load tool's buffer.
+	var buf bytes.Buffer
 	for i := 0; i < n; i++ {
+		buf.Reset()
 		reset := resetPeakRSS(t.pid)
 		req, err := http.NewRequest(http.MethodGet, t.url+"/metrics", nil)
 		if err != nil {
@@ -480,7 +485,6 @@ func (l *loader) scrape(t *target, groups int, mode scrapeMode, n int) scrapeRes
 		} else {
 			req.Header.Set("Accept-Encoding", "identity")
 		}
-		var buf bytes.Buffer
 		start := time.Now()
 		resp, err := l.cl.Do(req)
 		if err == nil {

@@ -1,0 +1,386 @@
+package gateway
+
+import (
+	"bytes"
+	"compress/gzip"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/klauspost/compress/flate"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/stretchr/testify/require"
+)
+
+// TestIndexChunks applies random puts and drops to one index entry and
+// checks after each that the chunks hold every series once, in key order,
+// none empty or over maxChunk, each slot pointing at its chunk.
+func TestIndexChunks(t *testing.T) {
+	scenarios := map[string]struct {
+		keys  int
+		drops float64 // share of operations that drop a series
+	}{
+		"growing":           {keys: 3000, drops: 0.1},
+		"balanced":          {keys: 1500, drops: 0.5},
+		"shrinking":         {keys: 1500, drops: 0.8},
+		"few keys, churned": {keys: 40, drops: 0.5},
+	}
+	for name, sc := range scenarios {
+		t.Run(name, func(t *testing.T) {
+			rng := rand.New(rand.NewPCG(7, uint64(sc.keys)))
+			e := newNameEntry(0)
+			want := map[uint64]*series{}
+			check := func() {
+				t.Helper()
+				var keys []string
+				n := 0
+				for _, c := range e.chunks {
+					require.NotEmpty(t, c.slots)
+					require.LessOrEqual(t, len(c.slots), maxChunk)
+					for _, sl := range c.slots {
+						require.Same(t, c, sl.c)
+						require.Same(t, want[sl.se.id], sl.se)
+						keys = append(keys, sl.key)
+						n++
+					}
+				}
+				require.Equal(t, len(want), n)
+				require.Equal(t, len(want), e.len())
+				require.True(t, slices.IsSorted(keys))
+				require.Len(t, slices.Compact(keys), n)
+			}
+			for range 6 * sc.keys {
+				id := uint64(rng.IntN(sc.keys))
+				se := &series{id: id, key: fmt.Sprintf("k%08d", id*7919%100003), groupKey: "g"}
+				if rng.Float64() < sc.drops {
+					e.drop(se)
+					delete(want, id)
+				} else {
+					e.put(se)
+					want[id] = se
+				}
+				if rng.IntN(50) == 0 {
+					check()
+				}
+			}
+			check()
+			for id := range want {
+				e.drop(&series{id: id, groupKey: "g"})
+			}
+			require.Empty(t, e.chunks)
+			require.Zero(t, e.len())
+		})
+	}
+}
+
+// cacheGroups is the number of groups the cache tests fill: enough for
+// several chunks per name.
+const cacheGroups = 3*maxChunk/2 + 7
+
+// cacheBody is a push body whose c_total series sort by their own label
+// first, so the series of all groups interleave, and whose g series sort
+// by group.
+func cacheBody(v int, help string) string {
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "# HELP c_total %s\n# TYPE c_total counter\n", help)
+	for k := range 3 {
+		fmt.Fprintf(&sb, "c_total{a=\"%d\"} %d\n", k, v+k)
+	}
+	fmt.Fprintf(&sb, "# TYPE g gauge\ng %d.5\n", v)
+	fmt.Fprintf(&sb, "# TYPE h histogram\nh_bucket{le=\"1\"} %d\nh_bucket{le=\"+Inf\"} %d\nh_sum 2.5\nh_count %d\n", v, v+1, v+1)
+	return sb.String()
+}
+
+func cacheGrouping(i int) Grouping {
+	return Grouping{"job": "j", "instance": fmt.Sprintf("i%04d", i)}
+}
+
+// cacheStore is a store with a settable clock for the cache tests.
+type cacheStore struct {
+	*Store
+	mu  sync.Mutex
+	now time.Time
+}
+
+func newCacheStore(t *testing.T) *cacheStore {
+	cs := &cacheStore{now: time.Unix(1700000000, 0)}
+	s, err := NewStore(StoreOptions{Now: func() time.Time {
+		cs.mu.Lock()
+		defer cs.mu.Unlock()
+		return cs.now
+	}})
+	require.NoError(t, err)
+	t.Cleanup(s.Close)
+	cs.Store = s
+	return cs
+}
+
+func (cs *cacheStore) advance(d time.Duration) {
+	cs.mu.Lock()
+	cs.now = cs.now.Add(d)
+	cs.mu.Unlock()
+}
+
+func (cs *cacheStore) push(t *testing.T, i int, body string, replace bool, ttl *time.Duration) {
+	t.Helper()
+	mfs, err := parseBody(strings.NewReader(body), "text/plain; version=0.0.4")
+	require.NoError(t, err)
+	require.NoError(t, cs.Store.push(cacheGrouping(i), mfs, replace, true, ttl))
+}
+
+// clearCaches drops every cached rendering, so the next scrape renders
+// from the series.
+func (cs *cacheStore) clearCaches() { clearRenderCaches(cs.Store) }
+
+// clearRenderCaches drops every cached rendering of s.
+func clearRenderCaches(s *Store) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, e := range s.names {
+		e.headerCache.reset()
+		for _, c := range e.chunks {
+			c.cache.reset()
+		}
+	}
+}
+
+var cacheModes = []struct {
+	name, accept string
+	gzip         bool
+}{
+	{"text", "text/plain;version=0.0.4", false},
+	{"openmetrics", "application/openmetrics-text;version=1.0.0", false},
+	{"text+gzip", "text/plain;version=0.0.4", true},
+	{"openmetrics+gzip", "application/openmetrics-text;version=1.0.0", true},
+}
+
+// scrape returns the decoded /metrics body in the mode's format.
+func scrape(t *testing.T, h http.Handler, accept string, gz bool) string {
+	t.Helper()
+	req := httptest.NewRequest(http.MethodGet, "/metrics", nil)
+	req.Header.Set("Accept", accept)
+	if gz {
+		req.Header.Set("Accept-Encoding", "gzip")
+	}
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	require.Equal(t, http.StatusOK, rec.Code)
+	if !gz {
+		require.Empty(t, rec.Header().Get("Content-Encoding"))
+		return rec.Body.String()
+	}
+	require.Equal(t, "gzip", rec.Header().Get("Content-Encoding"))
+	return gunzipOne(t, rec.Body.Bytes())
+}
+
+// gunzipOne decodes a body that must be exactly one gzip member.
+func gunzipOne(t *testing.T, b []byte) string {
+	t.Helper()
+	br := bytes.NewReader(b)
+	zr, err := gzip.NewReader(br)
+	require.NoError(t, err)
+	zr.Multistream(false)
+	plain, err := io.ReadAll(zr)
+	require.NoError(t, err)
+	// A bytes.Reader is read byte by byte, never ahead.
+	require.Zero(t, br.Len(), "bytes after the gzip member")
+	return string(plain)
+}
+
+// TestChunkCacheInvalidation fills a store, scrapes it in every cached
+// form, applies one change and checks that each form scraped from the
+// caches equals a render from the series.
+func TestChunkCacheInvalidation(t *testing.T) {
+	hour := time.Hour
+	scenarios := map[string]func(t *testing.T, cs *cacheStore){
+		"push replaces series of one group": func(t *testing.T, cs *cacheStore) {
+			cs.push(t, 5, cacheBody(1000, "A counter."), true, nil)
+		},
+		"push of new values to every group": func(t *testing.T, cs *cacheStore) {
+			for i := range cacheGroups {
+				cs.push(t, i, cacheBody(i+2000, "A counter."), true, nil)
+			}
+		},
+		"push adds and removes series": func(t *testing.T, cs *cacheStore) {
+			cs.push(t, 7, "# TYPE c_total counter\nc_total{a=\"1\"} 5\nc_total{a=\"9\"} 6\nc_total{b=\"x\"} 7\n", true, nil)
+		},
+		"new groups between existing ones split chunks": func(t *testing.T, cs *cacheStore) {
+			for i := range cacheGroups {
+				cs.push(t, cacheGroups+i*7%cacheGroups, cacheBody(i, "A counter."), true, nil)
+			}
+		},
+		"post replacing a family": func(t *testing.T, cs *cacheStore) {
+			cs.push(t, 3, "# TYPE g gauge\ng{x=\"y\"} 42\n", false, nil)
+		},
+		"post changing the help": func(t *testing.T, cs *cacheStore) {
+			cs.push(t, 9, cacheBody(9, "Another help."), false, nil)
+		},
+		"delete one group": func(t *testing.T, cs *cacheStore) {
+			require.NoError(t, cs.Delete(cacheGrouping(cacheGroups/2)))
+		},
+		"delete every other group merges chunks": func(t *testing.T, cs *cacheStore) {
+			for i := 0; i < cacheGroups; i += 2 {
+				require.NoError(t, cs.Delete(cacheGrouping(i)))
+			}
+		},
+		"delete a run of groups empties chunks": func(t *testing.T, cs *cacheStore) {
+			for i := 10; i < 10+maxChunk+20; i++ {
+				require.NoError(t, cs.Delete(cacheGrouping(i)))
+			}
+		},
+		"wipe": func(t *testing.T, cs *cacheStore) {
+			require.NoError(t, cs.Wipe())
+		},
+		"wipe and push again": func(t *testing.T, cs *cacheStore) {
+			require.NoError(t, cs.Wipe())
+			cs.push(t, 1, cacheBody(1, "A counter."), true, nil)
+		},
+		"expiry zeroes groups": func(t *testing.T, cs *cacheStore) {
+			var keys []string
+			for i := 0; i < cacheGroups; i += 3 {
+				cs.push(t, i, cacheBody(i+1, "A counter."), true, &hour)
+				keys = append(keys, cacheGrouping(i).Key())
+			}
+			cs.advance(2 * hour)
+			require.NoError(t, cs.Expire(keys))
+		},
+		"failed push sets the failure time": func(t *testing.T, cs *cacheStore) {
+			mfs, err := parseBody(strings.NewReader("# TYPE g counter\ng 1\n"), "text/plain; version=0.0.4")
+			require.NoError(t, err)
+			require.Error(t, cs.Store.push(cacheGrouping(4), mfs, true, true, nil))
+		},
+	}
+	for name, change := range scenarios {
+		t.Run(name, func(t *testing.T) {
+			cs := newCacheStore(t)
+			for i := range cacheGroups {
+				cs.push(t, i, cacheBody(i, "A counter."), true, nil)
+			}
+			h := cs.ExpositionHandler(prometheus.NewRegistry())
+			for _, m := range cacheModes {
+				scrape(t, h, m.accept, m.gzip)
+			}
+			cs.advance(time.Second)
+			change(t, cs)
+			got := map[string]string{}
+			for _, m := range cacheModes {
+				got[m.name] = scrape(t, h, m.accept, m.gzip)
+			}
+			cs.clearCaches()
+			for _, m := range cacheModes {
+				want := scrape(t, h, m.accept, m.gzip)
+				require.Equal(t, want, got[m.name], m.name)
+				if m.gzip {
+					// The compressed form has the same bytes as the plain one.
+					plain := strings.TrimSuffix(m.name, "+gzip")
+					require.Equal(t, got[plain], got[m.name], plain)
+				}
+			}
+		})
+	}
+}
+
+// TestConcurrentScrapesAndPushes scrapes in every cached form while
+// groups are pushed and deleted; run with -race.
+func TestConcurrentScrapesAndPushes(t *testing.T) {
+	cs := newCacheStore(t)
+	h := cs.ExpositionHandler(prometheus.NewRegistry())
+	var wg sync.WaitGroup
+	done := make(chan struct{})
+	for _, m := range cacheModes {
+		wg.Go(func() {
+			for {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				scrape(t, h, m.accept, m.gzip)
+			}
+		})
+	}
+	for i := range 3 * maxChunk {
+		cs.push(t, i%(maxChunk+5), cacheBody(i, "A counter."), true, nil)
+		if i%5 == 0 {
+			require.NoError(t, cs.Delete(cacheGrouping(i%(maxChunk+5))))
+		}
+	}
+	close(done)
+	wg.Wait()
+}
+
+// gzipBody assembles data through a gzip bodyWriter: cut decides where
+// pieces end and whether each is a cached rendering or live bytes.
+func gzipBody(data, cuts []byte) []byte {
+	var out bytes.Buffer
+	bw := getBodyWriter(&out, true)
+	defer putBodyWriter(bw)
+	fw := flatePool.Get().(*flate.Writer)
+	defer flatePool.Put(fw)
+	rest := data
+	for i := 0; len(rest) > 0; i++ {
+		n := len(rest)
+		cached := false
+		if len(cuts) > 0 {
+			c := cuts[i%len(cuts)]
+			n = min(n, 1+int(c>>1)*int(c>>1)*8)
+			cached = c&1 != 0
+		}
+		piece := rest[:n]
+		rest = rest[n:]
+		if !cached {
+			_, _ = bw.Write(piece)
+			continue
+		}
+		var seg bytes.Buffer
+		appendSegment(&seg, fw, piece)
+		bw.writeRendering(&rendering{b: seg.Bytes(), crc: crc32.ChecksumIEEE(piece), shift: crc32Shift(len(piece)), size: len(piece)})
+	}
+	if err := bw.Close(); err != nil {
+		panic(err)
+	}
+	return out.Bytes()
+}
+
+// FuzzGzipSegments checks that bodies made of independently compressed
+// segments and live bytes decode, as one gzip member, to the plain bytes.
+func FuzzGzipSegments(f *testing.F) {
+	f.Add([]byte(""), []byte{})
+	f.Add([]byte("a"), []byte{1})
+	f.Add([]byte("hello, hello, hello world\n"), []byte{3, 4, 5, 0})
+	var big bytes.Buffer
+	for i := range 40000 {
+		fmt.Fprintf(&big, "m_total{instance=\"g%06d\",job=\"x\"} %d\n", i, i*i)
+	}
+	f.Add(big.Bytes(), []byte{255, 254, 17, 0, 9, 200})
+	f.Add(big.Bytes()[:flushAt+3], []byte{})
+	f.Fuzz(func(t *testing.T, data, cuts []byte) {
+		require.Equal(t, string(data), gunzipOne(t, gzipBody(data, cuts)))
+	})
+}
+
+// TestCRC32Shift checks the CRC combination against CRC-32 of the
+// concatenation.
+func TestCRC32Shift(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	for _, n := range []int{0, 1, 2, 3, 7, 100, 4096, 65537, 1 << 20} {
+		a := make([]byte, rng.IntN(300))
+		b := make([]byte, n)
+		for i := range a {
+			a[i] = byte(rng.Uint32())
+		}
+		for i := range b {
+			b[i] = byte(rng.Uint32())
+		}
+		got := multModP(crc32Shift(len(b)), crc32.ChecksumIEEE(a)) ^ crc32.ChecksumIEEE(b)
+		require.Equal(t, crc32.ChecksumIEEE(append(a, b...)), got, "len %d", n)
+	}
+}
