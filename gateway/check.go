@@ -81,7 +81,17 @@ func (s *Store) check(req *writeRequest, old *group, own map[string]dto.MetricTy
 		if e == nil {
 			continue
 		}
+		// A series whose identity the group already holds cannot clash
+		// with another group: only look up the others.
+		var prev []*series
+		if old != nil && old.families[name] != nil {
+			prev = old.families[name].series
+		}
+		i := 0
 		for _, se := range f.series {
+			if p := sameIdentity(prev, &i, se); p != nil && p.indexed() {
+				continue
+			}
 			if cur, ok := e.lookup(se.id); ok && cur.groupKey != req.key {
 				m := &dto.Metric{}
 				_ = unmarshalMetric(se.metric, m)

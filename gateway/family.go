@@ -30,8 +30,12 @@ const (
 )
 
 // series is one pushed metric (one dto.Metric) ready for exposition. It is
-// immutable once built.
+// immutable once built, but for slot.
 type series struct {
+	// slot is the index slot of the series' identity, set by the writer
+	// when it indexes the series; the series is the current version of
+	// its identity while slot.se is the series itself.
+	slot *slot
 	// key orders the series in exposition order (see sortKey).
 	key string
 	// groupKey is the key of the group holding the series.
@@ -355,6 +359,30 @@ func newSeries(f *family, m *dto.Metric, groupKey string) (*series, error) {
 	s.classic = isClassic(m)
 	s.floatCounts = hasFloatCounts(m)
 	return s, err
+}
+
+// indexed reports whether se is the current version of its identity in the
+// index. Must be called holding s.mu.
+func (se *series) indexed() bool { return se.slot != nil && se.slot.se == se }
+
+// sameIdentity returns the series of prev, sorted like every family's, with
+// the identity of se (the same key), or nil; i is where the search starts
+// and is advanced past the series below se. Walking the series of a family
+// in order with one i visits prev once.
+func sameIdentity(prev []*series, i *int, se *series) *series {
+	if *i < len(prev) && prev[*i].id == se.id {
+		// The common case of a family pushed again with the same
+		// series: the same id means the same name and labels, so, in one
+		// group, the same key.
+		return prev[*i]
+	}
+	for *i < len(prev) && prev[*i].key < se.key {
+		*i++
+	}
+	if *i < len(prev) && prev[*i].key == se.key {
+		return prev[*i]
+	}
+	return nil
 }
 
 // hasFloatCounts reports a histogram with fractional counts.

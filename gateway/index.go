@@ -69,14 +69,25 @@ func (e *nameEntry) len() int { return len(e.slots) }
 func (e *nameEntry) put(se *series) int {
 	if sl, ok := e.slots[se.id]; ok {
 		prev := sl.se
-		sl.se = se
+		sl.se, se.slot = se, sl
 		sl.c.cache.reset()
 		return floatDelta(prev, se)
 	}
 	sl := &slot{key: se.key, se: se}
+	se.slot = sl
 	e.slots[se.id] = sl
 	e.insert(sl)
 	return floatDelta(nil, se)
+}
+
+// replace puts se in the slot of prev, the current version of the same
+// identity, without looking it up, and returns the change of the number of
+// float-count series. Must be called holding s.mu for writing.
+func (e *nameEntry) replace(prev, se *series) int {
+	sl := prev.slot
+	sl.se, se.slot = se, sl
+	sl.c.cache.reset()
+	return floatDelta(prev, se)
 }
 
 // drop removes se from the index unless its identity now belongs to

@@ -136,6 +136,9 @@ type writeRequest struct {
 	// keys are the groups an expiry request is for.
 	keys []string
 	time time.Time
+	// pushTimeFamily is push_time_seconds as a successful push sets it,
+	// built before the writer gets the request.
+	pushTimeFamily *family
 	// done receives the outcome and is closed; nil when nobody waits.
 	done chan error
 }
@@ -761,7 +764,7 @@ func appliedGroup(old *group, req *writeRequest, ttl groupTTL) *group {
 	}
 	g.pushTime = req.time
 	g.ttl, g.expired = ttl, false
-	g.families[pushTimeName] = timestampFamily(pushTimeName, pushTimeHelp, g.grouping, g.key, g.pushTime, req.time)
+	g.families[pushTimeName] = req.pushTimeFamily
 	if old == nil {
 		g.families[pushFailureTimeName] = timestampFamily(pushFailureTimeName, pushFailureTimeHelp, g.grouping, g.key, time.Time{}, req.time)
 	}
@@ -838,20 +841,26 @@ func (s *Store) replaceFamily(old, f *family) {
 		return
 	}
 	s.setHelp(e, f)
+	// Both lists are sorted: walk them together. A series of the same
+	// identity as one of old takes over its slot; the series of old that
+	// f does not have are dropped.
+	i := 0
 	for _, se := range f.series {
+		for i < len(old.series) && old.series[i].key < se.key {
+			s.floatSeries += e.drop(old.series[i])
+			i++
+		}
+		if prev := sameIdentity(old.series, &i, se); prev != nil {
+			i++
+			if prev.indexed() {
+				s.floatSeries += e.replace(prev, se)
+				continue
+			}
+		}
 		s.floatSeries += e.put(se)
 	}
-	// Both lists are sorted: walk them together to find the series of old
-	// that f does not have.
-	j := 0
-	for _, se := range old.series {
-		for j < len(f.series) && f.series[j].key < se.key {
-			j++
-		}
-		if j < len(f.series) && f.series[j].key == se.key {
-			continue
-		}
-		s.floatSeries += e.drop(se)
+	for ; i < len(old.series); i++ {
+		s.floatSeries += e.drop(old.series[i])
 	}
 }
 

@@ -29,6 +29,7 @@ func (s *Store) Push(grouping Grouping, mfs map[string]*dto.MetricFamily, replac
 func (s *Store) push(grouping Grouping, mfs map[string]*parsedFamily, replace, wait bool, ttl *time.Duration) error {
 	now := s.now()
 	req := &writeRequest{kind: writePost, grouping: grouping, key: grouping.Key(), time: now, ttl: ttl}
+	req.pushTimeFamily = timestampFamily(pushTimeName, pushTimeHelp, grouping, req.key, now, now)
 	if replace {
 		req.kind = writePut
 	}
