@@ -31,6 +31,7 @@ import (
 	"github.com/pushrelay/pushrelay/config"
 	"github.com/pushrelay/pushrelay/forward"
 	"github.com/pushrelay/pushrelay/gateway"
+	"github.com/pushrelay/pushrelay/internal/gctune"
 	"github.com/pushrelay/pushrelay/persistence"
 	"github.com/pushrelay/pushrelay/spanmetrics"
 	"github.com/pushrelay/pushrelay/staleness"
@@ -93,6 +94,7 @@ func runMain(args []string) int {
 		forwardCAFile           = app.Flag("forward.otlp.ca-file", "CA certificate file to verify the collector's TLS certificate.").Default("").String()
 		forwardTimeout          = app.Flag("forward.otlp.timeout", "Timeout of one forwarding request.").Default("10s").Duration()
 		spanSlack               = app.Flag("spanmetrics.ingestion-slack", "Spans ending further than this in the past or future are not counted; 0 disables the window.").Default("30s").IsSetByUser(&slackSet).Duration()
+		gcHeadroom              = app.Flag("runtime.gc-headroom", "Heap growth always allowed between two garbage collections, however small the live heap; 0 leaves GOGC alone. GOGC or GOMEMLIMIT in the environment win.").Default("256MiB").Bytes()
 	)
 	promslogConfig := &promslog.Config{}
 	promslogflag.AddFlags(app, promslogConfig)
@@ -110,6 +112,9 @@ func runMain(args []string) int {
 	}
 	prefix = gateway.NormalizeRoutePrefix(prefix)
 	logger.Info("starting pushrelay", "version", version.Info(), "build_context", version.BuildContext())
+	if tuner := gctune.Tune(uint64(*gcHeadroom)); tuner != nil {
+		defer tuner.Stop()
+	}
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
