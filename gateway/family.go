@@ -102,6 +102,9 @@ type label struct{ name, value string }
 type simpleMetric struct {
 	labels []label
 	value  float64
+	// checked is set when the labels are known to pass checkSimple: legacy
+	// names outside the reserved prefix, no name twice, UTF-8 values.
+	checked bool
 }
 
 // parsedFamily is a pushed family before it is sanitised and encoded.
@@ -254,6 +257,12 @@ var simpleScratchPool = sync.Pool{New: func() any { return new(simpleScratch) }}
 // their series. The series of one family share three allocations: their
 // structs, their encodings and their sort keys.
 func (f *family) addSimple(simple []simpleMetric, gl []label, groupKey string, seen *idSet) {
+	// Grouping label names are checked when the URL is parsed, their
+	// values here.
+	groupingChecked := true
+	for _, l := range gl {
+		groupingChecked = groupingChecked && utf8.ValidString(l.value)
+	}
 	sc := simpleScratchPool.Get().(*simpleScratch)
 	defer simpleScratchPool.Put(sc)
 	// The sanitised labels of every metric, and the bytes they need.
@@ -283,9 +292,14 @@ func (f *family) addSimple(simple []simpleMetric, gl []label, groupKey string, s
 		sm := simpleMetric{labels: pd.labels, value: simple[i].value}
 		key := keys[keyStart:pd.keyEnd]
 		keyStart = pd.keyEnd
-		if err := checkSimple(f.name, f.typ, &sm); err != nil {
-			f.invalid = append(f.invalid, err)
-			continue
+		// Sanitising keeps checked labels checked when the grouping
+		// labels are: it only sets grouping label values and adds labels
+		// of names not there yet.
+		if !simple[i].checked || !groupingChecked {
+			if err := checkSimple(f.name, f.typ, &sm); err != nil {
+				f.invalid = append(f.invalid, err)
+				continue
+			}
 		}
 		start := len(enc)
 		enc = appendSimpleSample(enc, f.name, sm.labels, pd.value[:pd.valueLen])

@@ -3,6 +3,7 @@ package gateway
 import (
 	"math"
 	"strconv"
+	"strings"
 
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/model"
@@ -55,6 +56,9 @@ func simpleSampleSize(name string, labels []label, valueLen int) int {
 
 // appendEscapedLabelValue escapes backslash, newline and double quote.
 func appendEscapedLabelValue(b []byte, v string) []byte {
+	if !strings.ContainsAny(v, "\\\n\"") {
+		return append(b, v...)
+	}
 	for i := 0; i < len(v); i++ {
 		switch c := v[i]; c {
 		case '\\':

@@ -75,6 +75,11 @@ type fastFamily struct {
 
 type fastParser struct {
 	families map[string]*fastFamily
+	// last is the family of the previous sample line, which the next one
+	// usually shares.
+	last                   *fastFamily
+	lastName               string
+	lastIsCount, lastIsSum bool
 	// grouped maps family name and label set to the summary or histogram
 	// metric that its lines build.
 	grouped map[string]*dto.Metric
@@ -119,6 +124,8 @@ func (p *fastParser) family(name string) (ff *fastFamily, isCount, isSum bool) {
 
 // comment handles a line starting with '#'.
 func (p *fastParser) comment(line string) bool {
+	// Only sample lines in a row share the resolved family.
+	p.last = nil
 	if len(line) == 1 {
 		return true
 	}
@@ -180,13 +187,23 @@ func (p *fastParser) sample(line string) bool {
 		return false
 	}
 	name := line[:end]
-	ff, isCount, isSum := p.family(name)
+	var ff *fastFamily
+	var isCount, isSum bool
+	if p.last != nil && name == p.lastName {
+		ff, isCount, isSum = p.last, p.lastIsCount, p.lastIsSum
+	} else {
+		ff, isCount, isSum = p.family(name)
+		p.last, p.lastName, p.lastIsCount, p.lastIsSum = ff, name, isCount, isSum
+	}
 	if !ff.typed {
 		ff.typ, ff.typed = dto.MetricType_UNTYPED, true
 	}
 	typ := ff.typ
 	rest := line[end:]
 	p.labels = p.labels[:0]
+	// reserved is set by a label name that checkSimple rejects; the
+	// parser checks the rest of what it does.
+	reserved := false
 	quantile, le := math.NaN(), math.NaN()
 	if len(rest) > 0 && rest[0] == '{' {
 		rest = rest[1:]
@@ -226,6 +243,7 @@ func (p *fastParser) sample(line string) bool {
 					}
 				}
 				p.labels = append(p.labels, label{labelName, value})
+				reserved = reserved || strings.HasPrefix(labelName, model.ReservedLabelPrefix)
 			}
 			if len(rest) == 0 {
 				return false
@@ -255,7 +273,7 @@ func (p *fastParser) sample(line string) bool {
 			p.labelArena = append(p.labelArena, p.labels...)
 			labels = p.labelArena[start:len(p.labelArena):len(p.labelArena)]
 		}
-		ff.simple = append(ff.simple, simpleMetric{labels: labels, value: v})
+		ff.simple = append(ff.simple, simpleMetric{labels: labels, value: v, checked: !reserved})
 	case dto.MetricType_SUMMARY:
 		if !isCount && !isSum && math.IsNaN(quantile) {
 			return false

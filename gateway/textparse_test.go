@@ -55,6 +55,8 @@ var textParseSeeds = []string{
 	"# TYPE h histogram\n# TYPE h_bucket counter\n",
 	"a:b:c 1\n",
 	"m{a=\"b\\\"c\"} 2\n",
+	"# TYPE h histogram\nh_bucket{le=\"1\"} 1\n# TYPE h_bucket counter\nh_bucket 2\n",
+	"# TYPE s summary\ns_count 1\ns_count 2\n",
 	"m 1e400\n",
 }
 
