@@ -186,13 +186,37 @@ func (d *DB) init() error {
 func checkLog(log *bolt.Bucket) (int64, error) {
 	var size int64
 	var buf []byte
-	err := log.ForEach(func(k, v []byte) error {
-		size += int64(len(v))
-		var err error
-		buf, err = forEachLogOp(buf, k, v, true, func(string, []byte) {})
-		return err
-	})
-	return size, err
+	c := log.Cursor()
+	for k, _ := c.First(); k != nil; k, _ = c.Next() {
+		v, err := logEntry(log, k)
+		if err == nil {
+			size += int64(len(v))
+			buf, err = forEachLogOp(buf, k, v, true, func(string, []byte) {})
+		}
+		if err != nil {
+			return size, err
+		}
+	}
+	return size, nil
+}
+
+// keyEntry is the key of the entry in the bucket of one log entry.
+var keyEntry = []byte("e")
+
+// logEntry returns the entry under key k of the log. Each entry has a
+// bucket of its own, so that appending one writes its own pages and a leaf
+// of small bucket headers, instead of rewriting a leaf that holds the last
+// few entries.
+func logEntry(log *bolt.Bucket, k []byte) ([]byte, error) {
+	b := log.Bucket(k)
+	if b == nil {
+		return nil, fmt.Errorf("log entry %x: %w: not a bucket", k, ErrCorruptRecord)
+	}
+	v := b.Get(keyEntry)
+	if v == nil {
+		return nil, fmt.Errorf("log entry %x: %w: no entry", k, ErrCorruptRecord)
+	}
+	return v, nil
 }
 
 // Path returns the file name the DB was opened with.
@@ -269,7 +293,11 @@ func (d *DB) Commit(ops []Op) error {
 		if err != nil {
 			return err
 		}
-		return log.Put(binary.BigEndian.AppendUint64(nil, seq), entry)
+		b, err := log.CreateBucket(binary.BigEndian.AppendUint64(nil, seq))
+		if err != nil {
+			return err
+		}
+		return b.Put(keyEntry, entry)
 	})
 	if err != nil {
 		return fmt.Errorf("cannot commit to persistence file %q: %w", d.path, err)
@@ -333,9 +361,14 @@ func (d *DB) Compact() error {
 			if len(keys) > 0 {
 				return nil
 			}
-			c := tx.Bucket(bucketLog).Cursor()
-			for k, _ := c.First(); k != nil && bytes.Compare(k, last) <= 0; k, _ = c.First() {
-				if err := c.Delete(); err != nil {
+			log := tx.Bucket(bucketLog)
+			var folded [][]byte
+			c := log.Cursor()
+			for k, _ := c.First(); k != nil && bytes.Compare(k, last) <= 0; k, _ = c.Next() {
+				folded = append(folded, bytes.Clone(k))
+			}
+			for _, k := range folded {
+				if err := log.DeleteBucket(k); err != nil {
 					return err
 				}
 			}
@@ -490,11 +523,14 @@ func foldLog(log *bolt.Bucket, seen func(k, v []byte)) (map[string][]byte, error
 	var buf []byte
 	c := log.Cursor()
 	entry := 0
-	for k, v := c.Last(); k != nil; k, v = c.Prev() {
+	for k, _ := c.Last(); k != nil; k, _ = c.Prev() {
+		v, err := logEntry(log, k)
+		if err != nil {
+			return nil, err
+		}
 		if seen != nil {
 			seen(k, v)
 		}
-		var err error
 		buf, err = forEachLogOp(buf, k, v, false, func(key string, rec []byte) {
 			if e, ok := fromEntry[key]; ok && e != entry {
 				return

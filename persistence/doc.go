@@ -6,8 +6,8 @@
 // The file holds three buckets. "meta" keeps the schema version under the
 // key "schema". "groups" maps each canonical grouping key to one encoded
 // Group record (see Group and EncodeGroup). "log" holds the commits not yet
-// folded into "groups", one compressed entry per commit under a growing
-// sequence number.
+// folded into "groups": for every commit, under a growing sequence number, a
+// bucket whose key "e" holds the commit's compressed entry.
 //
 // # Durability
 //

@@ -130,6 +130,7 @@ func TestCompactWhenLogOutgrowsLimit(t *testing.T) {
 // error naming the file, and the file is left as it was.
 func TestOpenCorruptLog(t *testing.T) {
 	scenarios := map[string][]byte{
+		"value, not a bucket": nil,
 		"not s2":              {0xff, 0xff, 0xff},
 		"truncated operation": {0x02, 0x04, 0x01, 0x01}, // s2 literal of 2 bytes: count 1, key length 1 and no key
 	}
@@ -140,7 +141,15 @@ func TestOpenCorruptLog(t *testing.T) {
 			require.NoError(t, db.Commit([]persistence.Op{{Key: "job\xffa", Group: group("a", 1)}}))
 			require.NoError(t, db.Close())
 			writeBoltExisting(t, path, func(tx *bolt.Tx) error {
-				return tx.Bucket([]byte("log")).Put([]byte{0, 0, 0, 0, 0, 0, 0, 9}, entry)
+				log := tx.Bucket([]byte("log"))
+				if entry == nil {
+					return log.Put([]byte{0, 0, 0, 0, 0, 0, 0, 9}, []byte("x"))
+				}
+				b, err := log.CreateBucket([]byte{0, 0, 0, 0, 0, 0, 0, 9})
+				if err != nil {
+					return err
+				}
+				return b.Put([]byte("e"), entry)
 			})
 			before, err := os.ReadFile(path)
 			require.NoError(t, err)
