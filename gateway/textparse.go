@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"math"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -83,7 +84,12 @@ type fastParser struct {
 	// grouped maps family name and label set to the summary or histogram
 	// metric that its lines build.
 	grouped map[string]*dto.Metric
-	labels  []label
+	// lastGrouped is the metric the previous grouped line went to, of
+	// lastGroupedFamily with lastGroupedLabels.
+	lastGrouped       *dto.Metric
+	lastGroupedFamily *fastFamily
+	lastGroupedLabels []label
+	labels            []label
 	// labelArena holds the labels of every simple metric of the body.
 	labelArena []label
 }
@@ -334,6 +340,19 @@ func (p *fastParser) sample(line string) bool {
 // current line's labels, creating it on first use; later lines keep the
 // first line's labels.
 func (p *fastParser) groupedMetric(ff *fastFamily) *dto.Metric {
+	// The lines of one summary or histogram metric usually follow each
+	// other with the same labels in the same order.
+	if p.lastGrouped != nil && p.lastGroupedFamily == ff && slices.Equal(p.lastGroupedLabels, p.labels) {
+		return p.lastGrouped
+	}
+	m := p.groupedMetricByKey(ff)
+	p.lastGrouped, p.lastGroupedFamily = m, ff
+	p.lastGroupedLabels = append(p.lastGroupedLabels[:0], p.labels...)
+	return m
+}
+
+// groupedMetricByKey is groupedMetric without the shortcut.
+func (p *fastParser) groupedMetricByKey(ff *fastFamily) *dto.Metric {
 	if p.grouped == nil {
 		p.grouped = map[string]*dto.Metric{}
 	}
