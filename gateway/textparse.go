@@ -389,7 +389,7 @@ func exactUint(v float64) (uint64, bool) {
 
 // parseSampleFloat parses a value as expfmt does.
 func parseSampleFloat(s string) (float64, error) {
-	if strings.ContainsAny(s, "pP_") {
+	if containsByte(s, 'p', 'P', '_') {
 		return 0, strconv.ErrSyntax
 	}
 	return strconv.ParseFloat(s, 64)
