@@ -2,7 +2,7 @@ package gateway
 
 import (
 	"fmt"
-	"sort"
+	"slices"
 	"strings"
 
 	dto "github.com/prometheus/client_model/go"
@@ -53,53 +53,66 @@ func (s *Store) check(req *writeRequest, old *group, own map[string]dto.MetricTy
 		return stored(name)
 	}
 
-	names := make([]string, 0, len(req.families))
-	for n := range req.families {
-		names = append(names, n)
+	// The errors of each family, reported in the order of their names.
+	type familyErrors struct {
+		name string
+		errs []error
 	}
-	sort.Strings(names)
-
+	var found []familyErrors
+	for name, f := range req.families {
+		if errs := s.checkFamily(req, old, own, name, f, stored, existing); len(errs) > 0 {
+			found = append(found, familyErrors{name, errs})
+		}
+	}
+	slices.SortFunc(found, func(a, b familyErrors) int { return strings.Compare(a.name, b.name) })
 	var errs []error
-	for _, name := range names {
-		f := req.families[name]
-		errs = append(errs, f.invalid...)
-		if t, ok := own[name]; ok && t != f.typ {
-			errs = append(errs, fmt.Errorf("gathered metric family %s has type %s but should have %s", name, f.typ, t))
-			continue
-		}
-		if t, ok := stored(name); ok && t != f.typ {
-			for _, m := range f.Dto().Metric {
-				errs = append(errs, fmt.Errorf("collected metric %q { %s} is not a %s", name, m, t))
-			}
-			continue
-		}
-		if err := suffixCollision(f, existing, req.families); err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		e := s.names[name]
-		if e == nil {
-			continue
-		}
-		// A series whose identity the group already holds cannot clash
-		// with another group: only look up the others.
-		var prev []*series
-		if old != nil && old.families[name] != nil {
-			prev = old.families[name].series
-		}
-		i := 0
-		for _, se := range f.series {
-			if p := sameIdentity(prev, &i, se); p != nil && p.indexed() {
-				continue
-			}
-			if cur, ok := e.lookup(se.id); ok && cur.groupKey != req.key {
-				m := &dto.Metric{}
-				_ = unmarshalMetric(se.metric, m)
-				errs = append(errs, fmt.Errorf("collected metric %q { %s} was collected before with the same name and label values", name, m))
-			}
-		}
+	for _, fe := range found {
+		errs = append(errs, fe.errs...)
 	}
 	return multiError(errs)
+}
+
+// checkFamily returns what is wrong with the pushed family f of name, in
+// the order client_golang reports it. Must be called holding s.mu.
+func (s *Store) checkFamily(req *writeRequest, old *group, own map[string]dto.MetricType, name string, f *family,
+	stored, existing func(string) (dto.MetricType, bool)) []error {
+	errs := slices.Clip(f.invalid) // appending must not write into f
+	if t, ok := own[name]; ok && t != f.typ {
+		return append(errs, fmt.Errorf("gathered metric family %s has type %s but should have %s", name, f.typ, t))
+	}
+	if t, ok := stored(name); ok && t != f.typ {
+		for _, m := range f.Dto().Metric {
+			errs = append(errs, fmt.Errorf("collected metric %q { %s} is not a %s", name, m, t))
+		}
+		return errs
+	}
+	if err := suffixCollision(f, existing, req.families); err != nil {
+		return append(errs, err)
+	}
+	e := s.names[name]
+	if e == nil {
+		return errs
+	}
+	// A series whose identity the group already holds cannot clash with
+	// another group: only look up the others.
+	var prev []*series
+	if old != nil {
+		if of := old.families[name]; of != nil {
+			prev = of.series
+		}
+	}
+	i := 0
+	for _, se := range f.series {
+		if p := sameIdentity(prev, &i, se); p != nil && p.indexed() {
+			continue
+		}
+		if cur, ok := e.lookup(se.id); ok && cur.groupKey != req.key {
+			m := &dto.Metric{}
+			_ = unmarshalMetric(se.metric, m)
+			errs = append(errs, fmt.Errorf("collected metric %q { %s} was collected before with the same name and label values", name, m))
+		}
+	}
+	return errs
 }
 
 // suffixCollision reports a family whose name clashes with the _count, _sum

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math"
 	"slices"
-	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -213,7 +212,9 @@ func newFamily(p *parsedFamily, g Grouping, gl []label, groupKey string, t time.
 		}
 		f.add(s, seen, m)
 	}
-	sort.Slice(f.series, func(i, j int) bool { return seriesLess(f.series[i], f.series[j]) })
+	if byKey := func(a, b *series) int { return strings.Compare(a.key, b.key) }; !slices.IsSortedFunc(f.series, byKey) {
+		slices.SortFunc(f.series, byKey)
+	}
 	return f, nil
 }
 
@@ -516,13 +517,10 @@ func emptyMetric(typ dto.MetricType) *dto.Metric {
 	}
 }
 
-// seriesLess orders series as client_golang sorts metrics of one family:
-// fewer labels first, then by label values in label-name order; series
-// that tie are ordered by group and identity.
-func seriesLess(a, b *series) bool { return a.key < b.key }
-
-// sortKey encodes the order of seriesLess into a string that compares
-// bytewise: the label count, then every value with 0x00 escaped as 0x00 0x01
+// sortKey encodes the order in which client_golang sorts the metrics of one
+// family (fewer labels first, then by label values in label-name order;
+// series that tie are ordered by group and identity) into a string that
+// compares bytewise: the label count, then every value with 0x00 escaped as 0x00 0x01
 // and ended by 0x00 0x00 (which sorts before any longer value), then the
 // group key and the series id.
 func sortKey(labels []label, groupKey string, id uint64) string {
