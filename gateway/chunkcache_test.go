@@ -384,3 +384,64 @@ func TestCRC32Shift(t *testing.T) {
 		require.Equal(t, crc32.ChecksumIEEE(append(a, b...)), got, "len %d", n)
 	}
 }
+
+// TestIndexMatchesGroups pushes random subsets of series to a few groups,
+// with PUT, POST and DELETE, and checks after every write that the index
+// holds exactly the series of the stored groups, each in its own slot.
+func TestIndexMatchesGroups(t *testing.T) {
+	cs := newCacheStore(t)
+	rng := rand.New(rand.NewPCG(3, 4))
+	body := func() string {
+		var sb strings.Builder
+		sb.WriteString("# TYPE c_total counter\n")
+		for k := range 6 {
+			if rng.IntN(2) == 0 {
+				fmt.Fprintf(&sb, "c_total{a=\"%d\"} %d\n", k, rng.IntN(100))
+			}
+		}
+		if rng.IntN(2) == 0 {
+			fmt.Fprintf(&sb, "g %d\n", rng.IntN(100))
+		}
+		return sb.String()
+	}
+	check := func() {
+		t.Helper()
+		s := cs.Store
+		s.mu.RLock()
+		defer s.mu.RUnlock()
+		held := 0
+		for _, g := range s.groups {
+			for name, f := range g.families {
+				for _, se := range f.series {
+					require.True(t, se.indexed(), "series %q of %s is not the current one of its slot", se.key, name)
+					require.Same(t, s.names[name].slots[se.id], se.slot)
+					held++
+				}
+			}
+		}
+		indexed := 0
+		for name, e := range s.names {
+			for id, sl := range e.slots {
+				require.Same(t, sl, sl.se.slot, "%s: the series of a slot points at another slot", name)
+				require.Equal(t, id, sl.se.id)
+				g := s.groups[sl.se.groupKey]
+				require.NotNil(t, g, "%s: a slot holds a series of a deleted group", name)
+				require.Contains(t, g.families[name].series, sl.se)
+				indexed++
+			}
+		}
+		require.Equal(t, held, indexed)
+	}
+	for range 400 {
+		i := rng.IntN(5)
+		switch op := rng.IntN(10); {
+		case op < 6:
+			cs.push(t, i, body(), true, nil)
+		case op < 9:
+			cs.push(t, i, body(), false, nil)
+		default:
+			require.NoError(t, cs.Delete(cacheGrouping(i)))
+		}
+		check()
+	}
+}

@@ -382,20 +382,22 @@ func (se *series) indexed() bool { return se.slot != nil && se.slot.se == se }
 
 // sameIdentity returns the series of prev, sorted like every family's, with
 // the identity of se (the same key), or nil; i is where the search starts
-// and is advanced past the series below se. Walking the series of a family
-// in order with one i visits prev once.
+// and is advanced past the series below se and past the one returned.
+// Walking the series of a family in order with one i visits prev once.
 func sameIdentity(prev []*series, i *int, se *series) *series {
 	if *i < len(prev) && prev[*i].id == se.id {
 		// The common case of a family pushed again with the same
 		// series: the same id means the same name and labels, so, in one
 		// group, the same key.
-		return prev[*i]
+		*i++
+		return prev[*i-1]
 	}
 	for *i < len(prev) && prev[*i].key < se.key {
 		*i++
 	}
 	if *i < len(prev) && prev[*i].key == se.key {
-		return prev[*i]
+		*i++
+		return prev[*i-1]
 	}
 	return nil
 }

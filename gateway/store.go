@@ -846,16 +846,15 @@ func (s *Store) replaceFamily(old, f *family) {
 	// f does not have are dropped.
 	i := 0
 	for _, se := range f.series {
-		for i < len(old.series) && old.series[i].key < se.key {
-			s.floatSeries += e.drop(old.series[i])
-			i++
-		}
-		if prev := sameIdentity(old.series, &i, se); prev != nil {
-			i++
-			if prev.indexed() {
-				s.floatSeries += e.replace(prev, se)
-				continue
+		if i == len(old.series) || old.series[i].id != se.id {
+			for i < len(old.series) && old.series[i].key < se.key {
+				s.floatSeries += e.drop(old.series[i])
+				i++
 			}
+		}
+		if prev := sameIdentity(old.series, &i, se); prev != nil && prev.indexed() {
+			s.floatSeries += e.replace(prev, se)
+			continue
 		}
 		s.floatSeries += e.put(se)
 	}
