@@ -266,7 +266,12 @@ func (r *renderer) renderChunk(buf *bytes.Buffer, name string, typ dto.MetricTyp
 	}
 	var touched byte
 	for _, se := range ses {
-		touched ^= se.text[0]
+		// A series spans two cache lines, its line often two more.
+		text := se.text
+		touched ^= text[0] ^ text[len(text)-1]
+		if se.simple {
+			touched++
+		}
 	}
 	r.touched = touched
 	for _, se := range ses {
