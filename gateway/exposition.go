@@ -91,10 +91,10 @@ func sortMetrics(ms []*dto.Metric) {
 // flushAt is the size at which rendered output is handed to the writer.
 const flushAt = 256 << 10
 
-// render writes the own families and every stored group in format to bw.
-// Names are merged in sorted order; a name both own and pushed becomes one
-// family. The store is read-locked for one family at a time, so writes are
-// not held up by a large scrape.
+// render writes the own families and every stored group in format to bw
+// and closes it. Names are merged in sorted order; a name both own and
+// pushed becomes one family, rendered afresh. The store is read-locked for
+// one family at a time, so writes are not held up by a large scrape.
 func (s *Store) render(bw *bodyWriter, own []*dto.MetricFamily, format expfmt.Format) error {
 	form := -1
 	switch format.FormatType() {
