@@ -357,12 +357,16 @@ func FuzzGzipSegments(f *testing.F) {
 	f.Add([]byte("a"), []byte{1})
 	f.Add([]byte("hello, hello, hello world\n"), []byte{3, 4, 5, 0})
 	var big bytes.Buffer
-	for i := range 40000 {
+	for i := 0; big.Len() <= flushAt; i++ {
 		fmt.Fprintf(&big, "m_total{instance=\"g%06d\",job=\"x\"} %d\n", i, i*i)
 	}
+	// Live bytes of more than flushAt, and cached segments between them.
+	f.Add(big.Bytes(), []byte{})
 	f.Add(big.Bytes(), []byte{255, 254, 17, 0, 9, 200})
-	f.Add(big.Bytes()[:flushAt+3], []byte{})
 	f.Fuzz(func(t *testing.T, data, cuts []byte) {
+		if len(data) > 2*flushAt {
+			return
+		}
 		require.Equal(t, string(data), gunzipOne(t, gzipBody(data, cuts)))
 	})
 }
