@@ -288,6 +288,48 @@ func TestChunkCacheInvalidation(t *testing.T) {
 	}
 }
 
+// failingResponse is an http.ResponseWriter whose body writes fail.
+type failingResponse struct {
+	h      http.Header
+	writes int
+}
+
+func (f *failingResponse) Header() http.Header { return f.h }
+func (f *failingResponse) WriteHeader(int)     {}
+func (f *failingResponse) Write([]byte) (int, error) {
+	f.writes++
+	return 0, io.ErrClosedPipe
+}
+
+// TestScrapeStopsOnWriteError checks that a plain scrape stops rendering
+// once the scraper's connection fails: later chunks stay unrendered.
+func TestScrapeStopsOnWriteError(t *testing.T) {
+	cs := newCacheStore(t)
+	for i := range 4 * cacheGroups {
+		cs.push(t, i, cacheBody(i, "A counter."), true, nil)
+	}
+	h := cs.ExpositionHandler(prometheus.NewRegistry())
+	for form, m := range cacheModes[:2] {
+		req := httptest.NewRequest(http.MethodGet, "/metrics", nil)
+		req.Header.Set("Accept", m.accept)
+		w := &failingResponse{h: http.Header{}}
+		h.ServeHTTP(w, req)
+		require.Equal(t, 1, w.writes, m.name)
+		rendered, chunks := 0, 0
+		cs.Store.mu.RLock()
+		for _, e := range cs.names {
+			for _, c := range e.chunks {
+				chunks++
+				if c.cache[form].Load() != nil {
+					rendered++
+				}
+			}
+		}
+		cs.Store.mu.RUnlock()
+		require.Less(t, rendered, chunks, m.name)
+	}
+}
+
 // TestConcurrentScrapesAndPushes scrapes in every cached form while
 // groups are pushed and deleted; run with -race.
 func TestConcurrentScrapesAndPushes(t *testing.T) {

@@ -141,6 +141,9 @@ func (s *Store) render(bw *bodyWriter, own []*dto.MetricFamily, format expfmt.Fo
 				}
 			}
 			s.mu.RUnlock()
+			if err == nil {
+				err = bw.err
+			}
 			if err != nil {
 				return err
 			}
@@ -150,6 +153,9 @@ func (s *Store) render(bw *bodyWriter, own []*dto.MetricFamily, format expfmt.Fo
 		}
 		if err := enc.Encode(mf); err != nil {
 			return err
+		}
+		if bw.err != nil {
+			return bw.err
 		}
 	}
 	if c, ok := enc.(expfmt.Closer); ok {

@@ -53,9 +53,11 @@ type bodyWriter struct {
 	// live holds rendered bytes not yet compressed (gzip only).
 	live bytes.Buffer
 	fw   *flate.Writer
-	crc  uint32
-	size uint32
-	err  error
+	// crc and size are the CRC-32 and length (mod 2^32) of the plain
+	// bytes so far (gzip only).
+	crc, size uint32
+	// err is the first error of w; later output is dropped.
+	err error
 }
 
 var bodyWriterPool = sync.Pool{New: func() any { return new(bodyWriter) }}
