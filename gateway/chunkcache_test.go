@@ -288,6 +288,48 @@ func TestChunkCacheInvalidation(t *testing.T) {
 	}
 }
 
+// failingResponse is an http.ResponseWriter whose body writes fail.
+type failingResponse struct {
+	h      http.Header
+	writes int
+}
+
+func (f *failingResponse) Header() http.Header { return f.h }
+func (f *failingResponse) WriteHeader(int)     {}
+func (f *failingResponse) Write([]byte) (int, error) {
+	f.writes++
+	return 0, io.ErrClosedPipe
+}
+
+// TestScrapeStopsOnWriteError checks that a plain scrape stops rendering
+// once the scraper's connection fails: later chunks stay unrendered.
+func TestScrapeStopsOnWriteError(t *testing.T) {
+	cs := newCacheStore(t)
+	for i := range 4 * cacheGroups {
+		cs.push(t, i, cacheBody(i, "A counter."), true, nil)
+	}
+	h := cs.ExpositionHandler(prometheus.NewRegistry())
+	for form, m := range cacheModes[:2] {
+		req := httptest.NewRequest(http.MethodGet, "/metrics", nil)
+		req.Header.Set("Accept", m.accept)
+		w := &failingResponse{h: http.Header{}}
+		h.ServeHTTP(w, req)
+		require.Equal(t, 1, w.writes, m.name)
+		rendered, chunks := 0, 0
+		cs.Store.mu.RLock()
+		for _, e := range cs.names {
+			for _, c := range e.chunks {
+				chunks++
+				if c.cache[form].Load() != nil {
+					rendered++
+				}
+			}
+		}
+		cs.Store.mu.RUnlock()
+		require.Less(t, rendered, chunks, m.name)
+	}
+}
+
 // TestConcurrentScrapesAndPushes scrapes in every cached form while
 // groups are pushed and deleted; run with -race.
 func TestConcurrentScrapesAndPushes(t *testing.T) {
@@ -357,12 +399,16 @@ func FuzzGzipSegments(f *testing.F) {
 	f.Add([]byte("a"), []byte{1})
 	f.Add([]byte("hello, hello, hello world\n"), []byte{3, 4, 5, 0})
 	var big bytes.Buffer
-	for i := range 40000 {
+	for i := 0; big.Len() <= flushAt; i++ {
 		fmt.Fprintf(&big, "m_total{instance=\"g%06d\",job=\"x\"} %d\n", i, i*i)
 	}
+	// Live bytes of more than flushAt, and cached segments between them.
+	f.Add(big.Bytes(), []byte{})
 	f.Add(big.Bytes(), []byte{255, 254, 17, 0, 9, 200})
-	f.Add(big.Bytes()[:flushAt+3], []byte{})
 	f.Fuzz(func(t *testing.T, data, cuts []byte) {
+		if len(data) > 2*flushAt {
+			return
+		}
 		require.Equal(t, string(data), gunzipOne(t, gzipBody(data, cuts)))
 	})
 }
@@ -443,5 +489,79 @@ func TestIndexMatchesGroups(t *testing.T) {
 			require.NoError(t, cs.Delete(cacheGrouping(i)))
 		}
 		check()
+	}
+}
+
+// BenchmarkIndexPut measures what a push costs the index of one name of
+// 50k series: replacing a series of the same identity (a repeated push)
+// and adding then dropping a new identity (a new group).
+func BenchmarkIndexPut(b *testing.B) {
+	const size = 50000
+	newSeries := func(id int) *series {
+		return &series{id: uint64(id), key: fmt.Sprintf("k%08d", id*7919%size), groupKey: fmt.Sprintf("g%d", id)}
+	}
+	e := newNameEntry(0)
+	for id := range size {
+		e.put(newSeries(id))
+	}
+	b.Run("replace", func(b *testing.B) {
+		ses := make([]*series, 1024)
+		for i := range ses {
+			ses[i] = newSeries(i * 37 % size)
+		}
+		b.ReportAllocs()
+		for i := 0; b.Loop(); i++ {
+			e.put(ses[i%len(ses)])
+		}
+	})
+	b.Run("add and drop", func(b *testing.B) {
+		ses := make([]*series, 1024)
+		for i := range ses {
+			ses[i] = &series{id: uint64(size + i), key: fmt.Sprintf("k%08d5", i*7919%size), groupKey: "new"}
+		}
+		b.ReportAllocs()
+		for i := 0; b.Loop(); i++ {
+			se := ses[i%len(ses)]
+			e.put(se)
+			e.drop(se)
+		}
+	})
+}
+
+// BenchmarkGzipBody measures joining cached segments into a gzip body, per
+// plain byte: 256 segments of about 25 kB.
+func BenchmarkGzipBody(b *testing.B) {
+	var plain bytes.Buffer
+	for i := range 256 * 256 {
+		fmt.Fprintf(&plain, "m_total{instance=\"g%06d\",job=\"x\"} %d\n", i, i*i)
+	}
+	fw := flatePool.Get().(*flate.Writer)
+	defer flatePool.Put(fw)
+	var rs []*rendering
+	for part := range bytes.Lines(plain.Bytes()) {
+		if len(rs) == 0 || rs[len(rs)-1].size >= plain.Len()/256 {
+			rs = append(rs, &rendering{})
+		}
+		r := rs[len(rs)-1]
+		r.b = append(r.b, part...) // plain for now
+		r.size = len(r.b)
+	}
+	for _, r := range rs {
+		var seg bytes.Buffer
+		appendSegment(&seg, fw, r.b)
+		r.crc, r.shift = crc32.ChecksumIEEE(r.b), crc32Shift(r.size)
+		r.b = bytes.Clone(seg.Bytes())
+	}
+	b.SetBytes(int64(plain.Len()))
+	b.ReportAllocs()
+	for b.Loop() {
+		bw := getBodyWriter(io.Discard, true)
+		for _, r := range rs {
+			bw.writeRendering(r)
+		}
+		if err := bw.Close(); err != nil {
+			b.Fatal(err)
+		}
+		putBodyWriter(bw)
 	}
 }

@@ -21,9 +21,15 @@
 //
 // # Exposition
 //
-// Every series is encoded once, when it is pushed, and kept in a B-tree per
-// metric name in exposition order. A scrape copies the cached bytes of each
-// name in sorted order, merged with the own registry's families.
+// Every series is encoded once, when it is pushed. The index entry of a
+// metric name keeps one slot per series identity in exposition order, split
+// into chunks of at most 256 series; a push that replaces a series swaps the
+// version its slot holds. Each chunk caches its rendering in the text format
+// and in OpenMetrics, plain or as a raw deflate segment, built by the first
+// scrape that needs it and dropped when a series of the chunk is added,
+// replaced or removed. A scrape copies the renderings of each name in sorted
+// order, merged with the own registry's families; a gzip scrape is one gzip
+// member whose deflate stream is the concatenation of the segments.
 //
 // # Caveats
 //

@@ -91,10 +91,10 @@ func sortMetrics(ms []*dto.Metric) {
 // flushAt is the size at which rendered output is handed to the writer.
 const flushAt = 256 << 10
 
-// render writes the own families and every stored group in format to bw.
-// Names are merged in sorted order; a name both own and pushed becomes one
-// family. The store is read-locked for one family at a time, so writes are
-// not held up by a large scrape.
+// render writes the own families and every stored group in format to bw
+// and closes it. Names are merged in sorted order; a name both own and
+// pushed becomes one family, rendered afresh. The store is read-locked for
+// one family at a time, so writes are not held up by a large scrape.
 func (s *Store) render(bw *bodyWriter, own []*dto.MetricFamily, format expfmt.Format) error {
 	form := -1
 	switch format.FormatType() {
@@ -141,6 +141,9 @@ func (s *Store) render(bw *bodyWriter, own []*dto.MetricFamily, format expfmt.Fo
 				}
 			}
 			s.mu.RUnlock()
+			if err == nil {
+				err = bw.err
+			}
 			if err != nil {
 				return err
 			}
@@ -150,6 +153,9 @@ func (s *Store) render(bw *bodyWriter, own []*dto.MetricFamily, format expfmt.Fo
 		}
 		if err := enc.Encode(mf); err != nil {
 			return err
+		}
+		if bw.err != nil {
+			return bw.err
 		}
 	}
 	if c, ok := enc.(expfmt.Closer); ok {
@@ -266,7 +272,12 @@ func (r *renderer) renderChunk(buf *bytes.Buffer, name string, typ dto.MetricTyp
 	}
 	var touched byte
 	for _, se := range ses {
-		touched ^= se.text[0]
+		// A series spans two cache lines, its line often two more.
+		text := se.text
+		touched ^= text[0] ^ text[len(text)-1]
+		if se.simple {
+			touched++
+		}
 	}
 	r.touched = touched
 	for _, se := range ses {

@@ -53,9 +53,11 @@ type bodyWriter struct {
 	// live holds rendered bytes not yet compressed (gzip only).
 	live bytes.Buffer
 	fw   *flate.Writer
-	crc  uint32
-	size uint32
-	err  error
+	// crc and size are the CRC-32 and length (mod 2^32) of the plain
+	// bytes so far (gzip only).
+	crc, size uint32
+	// err is the first error of w; later output is dropped.
+	err error
 }
 
 var bodyWriterPool = sync.Pool{New: func() any { return new(bodyWriter) }}
@@ -66,6 +68,7 @@ var bodyWriterPool = sync.Pool{New: func() any { return new(bodyWriter) }}
 func getBodyWriter(w io.Writer, gz bool) *bodyWriter {
 	b := bodyWriterPool.Get().(*bodyWriter)
 	b.w, b.gzip = w, gz
+	b.out.Grow(2 * flushAt)
 	if gz {
 		b.fw = flatePool.Get().(*flate.Writer)
 		b.out.Write(gzipHeader)
@@ -73,8 +76,8 @@ func getBodyWriter(w io.Writer, gz bool) *bodyWriter {
 	return b
 }
 
-// putBodyWriter returns b to the pool; keeping large buffers is not worth
-// their memory.
+// putBodyWriter returns b to the pool; keeping unusually large buffers is
+// not worth their memory.
 func putBodyWriter(b *bodyWriter) {
 	if b.fw != nil {
 		b.fw.Reset(nil)
@@ -84,7 +87,7 @@ func putBodyWriter(b *bodyWriter) {
 	out.Reset()
 	live.Reset()
 	*b = bodyWriter{}
-	if out.Cap() <= 2*flushAt && live.Cap() <= 2*flushAt {
+	if out.Cap() <= 4*flushAt && live.Cap() <= 4*flushAt {
 		b.out, b.live = out, live
 	}
 	bodyWriterPool.Put(b)
@@ -94,14 +97,12 @@ func putBodyWriter(b *bodyWriter) {
 // error of w is returned by Close and later calls drop their bytes.
 func (b *bodyWriter) Write(p []byte) (int, error) {
 	if !b.gzip {
-		b.out.Write(p)
-		b.flush(false)
+		b.emit(p)
 		return len(p), nil
 	}
 	b.live.Write(p)
 	if b.live.Len() >= flushAt {
 		b.compressLive()
-		b.flush(false)
 	}
 	return len(p), nil
 }
@@ -114,14 +115,16 @@ func (b *bodyWriter) writeRendering(r *rendering) {
 		b.crc = multModP(r.shift, b.crc) ^ r.crc
 		b.size += uint32(r.size)
 	}
-	b.out.Write(r.b)
-	b.flush(false)
+	b.emit(r.b)
 }
 
-// compressLive appends the segment of the live bytes.
+// compressLive appends the segment of the live bytes to the output.
 func (b *bodyWriter) compressLive() {
 	if b.live.Len() == 0 {
 		return
+	}
+	if b.out.Len() >= flushAt/2 {
+		b.flush()
 	}
 	plain := b.live.Bytes()
 	b.crc = crc32.Update(b.crc, crc32.IEEETable, plain)
@@ -130,16 +133,32 @@ func (b *bodyWriter) compressLive() {
 	b.live.Reset()
 }
 
-// flush writes the pending output to w once there is flushAt of it, or
-// any of it when force is set.
-func (b *bodyWriter) flush(force bool) {
-	if b.out.Len() < flushAt && !(force && b.out.Len() > 0) {
-		return
+// emit appends output, first handing the pending output to w when both
+// would exceed flushAt; output of flushAt or more goes to w directly.
+func (b *bodyWriter) emit(p []byte) {
+	if b.out.Len()+len(p) > flushAt {
+		b.flush()
+		if len(p) >= flushAt {
+			b.write(p)
+			return
+		}
 	}
+	b.out.Write(p)
+}
+
+// flush hands the pending output to w.
+func (b *bodyWriter) flush() {
+	if b.out.Len() > 0 {
+		b.write(b.out.Bytes())
+		b.out.Reset()
+	}
+}
+
+// write hands p to w unless w failed before.
+func (b *bodyWriter) write(p []byte) {
 	if b.err == nil {
-		_, b.err = b.w.Write(b.out.Bytes())
+		_, b.err = b.w.Write(p)
 	}
-	b.out.Reset()
 }
 
 // Close ends the body and writes what is pending. It returns the first
@@ -147,13 +166,13 @@ func (b *bodyWriter) flush(force bool) {
 func (b *bodyWriter) Close() error {
 	if b.gzip {
 		b.compressLive()
-		b.out.Write(finalBlock)
+		b.emit(finalBlock)
 		var trailer [8]byte
 		binary.LittleEndian.PutUint32(trailer[:4], b.crc)
 		binary.LittleEndian.PutUint32(trailer[4:], b.size)
-		b.out.Write(trailer[:])
+		b.emit(trailer[:])
 	}
-	b.flush(true)
+	b.flush()
 	return b.err
 }
 
