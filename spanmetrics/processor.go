@@ -58,6 +58,10 @@ type Processor struct {
 	dimSlot int
 	// latencyScale converts seconds to the histogram's unit.
 	latencyScale float64
+	// keys numbers the span attributes looked up by key; dimKeys are the
+	// numbers of the custom dimensions.
+	keys    keyIndex
+	dimKeys []int
 
 	descs map[string]*prometheus.Desc
 
@@ -66,8 +70,10 @@ type Processor struct {
 	targetInfo map[uint64]*infoSeries
 	graph      *serviceGraph
 	active     int
-	values     []string
 	history    []serviceSnapshot
+
+	// batches holds the scratch space of ConsumeTraces calls.
+	batches sync.Pool
 
 	self *selfMetrics
 }
@@ -144,10 +150,10 @@ func New(cfg Config, opts Options) (*Processor, error) {
 	for _, d := range cfg.Dimensions {
 		p.labels = append(p.labels, dimensionLabel(d))
 	}
+	p.dimKeys = p.keys.addAll(cfg.Dimensions)
 	if cfg.EnableTargetInfo {
 		p.labels = append(p.labels, labelJob, labelInstance)
 	}
-	p.values = make([]string, len(p.labels))
 	p.graph = newServiceGraph(&p.cfg.ServiceGraphs, p)
 	// Service summaries count from start until a window has passed.
 	p.history = []serviceSnapshot{{at: p.now(), totals: map[string]*serviceTotals{}}}
@@ -199,19 +205,116 @@ func (p *Processor) FamilyTypes() map[string]dto.MetricType {
 }
 
 // ConsumeTraces counts a batch of spans. It does not retain td.
+//
+// It derives the label values, hash, latency and size of every span before
+// it takes the processor's lock, and holds the lock only to find the series
+// and add to them.
 func (p *Processor) ConsumeTraces(_ context.Context, td ptrace.Traces) error {
 	now := p.now()
+	b := p.getBatch()
+	defer p.putBatch(b)
+	p.prepare(b, td, now)
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	for i := range b.resources {
+		r := &b.resources[i]
+		if p.cfg.EnableTargetInfo {
+			p.recordTargetInfo(r.attrs, r.job, r.instance, now)
+		}
+		for j := r.first; j < r.end; j++ {
+			rec := &b.spans[j]
+			p.observe(rec, b.labelValues(j), now)
+			if rec.graph.ok {
+				p.graph.consume(&rec.graph, now)
+			}
+		}
+	}
+	p.self.series.Set(float64(p.active))
+	return nil
+}
+
+// batch is the scratch space of one ConsumeTraces call: what was derived
+// from the spans before the lock was taken. It refers to strings of the
+// spans, so it is cleared before it goes back to the pool.
+type batch struct {
+	resources []resourceRecord
+	spans     []spanRecord
+	// values holds the label values of span i at [i*width, (i+1)*width).
+	values []string
+	width  int
+	// resDims are the custom dimension values of the current resource.
+	resDims []resourceDim
+	// attrs holds the looked-up attributes of the current span.
+	attrs *spanAttrs
+}
+
+// resourceRecord is one resource of a batch and the range of its accepted
+// spans in batch.spans.
+type resourceRecord struct {
+	attrs         pcommon.Map
+	job, instance string
+	first, end    int
+}
+
+// resourceDim is a custom dimension looked up on a resource.
+type resourceDim struct {
+	value   string
+	present bool
+}
+
+// spanRecord is one accepted span, ready to be added to its series.
+type spanRecord struct {
+	hash    uint64
+	mult    float64
+	latency float64
+	size    float64
+	traceID pcommon.TraceID
+	graph   graphSpan
+}
+
+func (b *batch) labelValues(i int) []string {
+	return b.values[i*b.width : (i+1)*b.width : (i+1)*b.width]
+}
+
+// getBatch takes an empty batch from the pool.
+func (p *Processor) getBatch() *batch {
+	if b, ok := p.batches.Get().(*batch); ok {
+		return b
+	}
+	return &batch{width: len(p.labels), resDims: make([]resourceDim, len(p.cfg.Dimensions)), attrs: newSpanAttrs(&p.keys)}
+}
+
+// putBatch clears b, so that it keeps no span data alive, and returns it
+// to the pool.
+func (p *Processor) putBatch(b *batch) {
+	clear(b.resources)
+	clear(b.spans)
+	clear(b.values)
+	clear(b.attrs.values)
+	b.resources, b.spans, b.values = b.resources[:0], b.spans[:0], b.values[:0]
+	p.batches.Put(b)
+}
+
+// prepare fills b with the accepted spans of td. It needs no lock: it
+// reads only td and the configuration, and counts drops in self-metrics.
+func (p *Processor) prepare(b *batch, td ptrace.Traces, now time.Time) {
+	graphOn := !p.cfg.ServiceGraphs.Disabled
+	withSize := !p.cfg.DisableSize && p.cfg.Naming == NamingTempo
 	rss := td.ResourceSpans()
 	for i := 0; i < rss.Len(); i++ {
 		rs := rss.At(i)
 		res := rs.Resource().Attributes()
 		service, _ := lookup("service.name", res)
-		var job, instance string
+		r := resourceRecord{attrs: res, first: len(b.spans)}
 		if p.cfg.EnableTargetInfo {
-			job, instance = p.jobInstance(res, service)
-			p.recordTargetInfo(res, job, instance, now)
+			r.job, r.instance = p.jobInstance(res, service)
+		}
+		for d, name := range p.cfg.Dimensions {
+			b.resDims[d].value, b.resDims[d].present = lookup(name, res)
+		}
+		var gres graphResource
+		if graphOn && service != "" {
+			gres = p.graph.resource(res)
 		}
 		sss := rs.ScopeSpans()
 		for j := 0; j < sss.Len(); j++ {
@@ -221,16 +324,28 @@ func (p *Processor) ConsumeTraces(_ context.Context, td ptrace.Traces) error {
 				if !p.accept(res, span, service, now) {
 					continue
 				}
-				mult := p.multiplier(res, span)
-				p.observe(res, span, service, job, instance, mult, now)
-				if service != "" && !p.cfg.ServiceGraphs.Disabled {
-					p.graph.consume(res, span, service, mult, now)
+				n := len(b.spans)
+				b.spans = append(b.spans, spanRecord{})
+				b.values = append(b.values, make([]string, b.width)...)
+				rec := &b.spans[n]
+				rec.mult = p.multiplier(res, span)
+				b.attrs.scan(span.Attributes(), withSize)
+				v := b.labelValues(n)
+				p.labelValuesOf(v, b.resDims, b.attrs, span, service, r.job, r.instance)
+				rec.hash = hashValues(v)
+				rec.latency = latency(span) * p.latencyScale
+				rec.traceID = span.TraceID()
+				if withSize {
+					rec.size = float64(spanSizeWithoutAttributes(span) + b.attrs.size)
+				}
+				if graphOn && service != "" {
+					p.graph.prepare(&rec.graph, &gres, b.attrs, span, service, rec.mult)
 				}
 			}
 		}
+		r.end = len(b.spans)
+		b.resources = append(b.resources, r)
 	}
-	p.self.series.Set(float64(p.active))
-	return nil
 }
 
 // accept applies the ingestion window, the filter policies and the naming
@@ -278,10 +393,10 @@ func latency(span ptrace.Span) float64 {
 	return float64(end-start) / 1e9
 }
 
-// observe adds one span to its span-metric series. Must be called holding
-// p.mu.
-func (p *Processor) observe(res pcommon.Map, span ptrace.Span, service, job, instance string, mult float64, now time.Time) {
-	v := p.values
+// labelValuesOf writes the label values of a span, in slot order, to v.
+// resDims are the custom dimensions as found on the span's resource, attrs
+// the span's looked-up attributes.
+func (p *Processor) labelValuesOf(v []string, resDims []resourceDim, attrs *spanAttrs, span ptrace.Span, service, job, instance string) {
 	slot := 0
 	in := p.cfg.IntrinsicDimensions
 	if in.Service {
@@ -304,12 +419,17 @@ func (p *Processor) observe(res pcommon.Map, span ptrace.Span, service, job, ins
 		v[slot] = span.Status().Message()
 		slot++
 	}
-	first, second := res, span.Attributes()
-	if p.cfg.Naming == NamingOTel {
-		first, second = second, first
-	}
-	for _, d := range p.cfg.Dimensions {
-		v[slot], _ = lookup(d, first, second)
+	// Tempo looks dimensions up on the resource first, the OTel connector
+	// on the span first.
+	resFirst := p.cfg.Naming != NamingOTel
+	for d, key := range p.dimKeys {
+		if rd := resDims[d]; resFirst && rd.present {
+			v[slot] = rd.value
+		} else if val, ok := attrs.get(key); ok {
+			v[slot] = val
+		} else {
+			v[slot] = rd.value
+		}
 		slot++
 	}
 	if p.cfg.EnableTargetInfo {
@@ -318,32 +438,34 @@ func (p *Processor) observe(res pcommon.Map, span ptrace.Span, service, job, ins
 	for i := range v {
 		v[i] = truncate(v[i], maxLabelValueLength)
 	}
-	s := p.lookupSeries(v, now)
+}
+
+// observe adds one span, with label values v, to its span-metric series.
+// Must be called holding p.mu.
+func (p *Processor) observe(rec *spanRecord, v []string, now time.Time) {
+	s := p.lookupSeries(rec.hash, v, now)
 	if s == nil {
 		return
 	}
-	lat := latency(span) * p.latencyScale
+	mult, lat := rec.mult, rec.latency
 	s.calls += mult
 	if !p.cfg.DisableLatency {
 		i := sort.SearchFloat64s(p.cfg.HistogramBuckets, lat)
 		s.buckets[i] += mult
 		s.count += mult
 		s.sum += lat * mult
-		if tid := span.TraceID(); !tid.IsEmpty() {
-			s.exemplars[i] = exemplar{traceID: tid, value: lat, at: now}
+		if !rec.traceID.IsEmpty() {
+			s.exemplars[i] = exemplar{traceID: rec.traceID, value: lat, at: now}
 		}
 	}
-	if !p.cfg.DisableSize && p.cfg.Naming == NamingTempo {
-		s.size += float64(spanSize(span))
-	}
+	s.size += rec.size
 	s.updated = now
 }
 
-// lookupSeries finds or creates the series of the label values v. It
-// returns nil, counting why, when the series cannot be created. Must be
-// called holding p.mu.
-func (p *Processor) lookupSeries(v []string, now time.Time) *spanSeries {
-	h := hashValues(v)
+// lookupSeries finds or creates the series of the label values v, whose
+// hash is h. It returns nil, counting why, when the series cannot be
+// created. Must be called holding p.mu.
+func (p *Processor) lookupSeries(h uint64, v []string, now time.Time) *spanSeries {
 	head := p.series[h]
 	for s := head; s != nil; s = s.next {
 		if equalValues(s.values, v) {
@@ -387,16 +509,14 @@ func (p *Processor) reserveSeries() bool {
 	return true
 }
 
-var sep = []byte{0xff}
-
+// hashValues hashes a list of label values: the xxhash of every value,
+// combined in order.
 func hashValues(v []string) uint64 {
-	var h xxhash.Digest
-	h.Reset()
+	h := uint64(len(v))
 	for _, s := range v {
-		_, _ = h.WriteString(s)
-		_, _ = h.Write(sep)
+		h = (h ^ xxhash.Sum64String(s)) * 0x9e3779b97f4a7c15
 	}
-	return h.Sum64()
+	return h
 }
 
 func equalValues(a, b []string) bool {

@@ -249,3 +249,22 @@ func TestConfigErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestConsumeTracesAllocations checks that spans of existing series cost
+// no allocations when service graphs, which keep edges, are off.
+func TestConsumeTracesAllocations(t *testing.T) {
+	if raceEnabled {
+		t.Skip("sync.Pool drops items at random under the race detector")
+	}
+	cfg := DefaultConfig()
+	cfg.Dimensions = []string{"workspace_id", "language"}
+	cfg.ServiceGraphs.Disabled = true
+	p, err := New(cfg, Options{Now: func() time.Time { return testNow }})
+	require.NoError(t, err)
+	td := loadTraces(t, "windmill.json", testNow)
+	require.NoError(t, p.ConsumeTraces(context.Background(), td))
+	allocs := testing.AllocsPerRun(100, func() {
+		_ = p.ConsumeTraces(context.Background(), td)
+	})
+	require.Zero(t, allocs)
+}
