@@ -48,3 +48,20 @@ func TestSpanAttrsScan(t *testing.T) {
 		})
 	}
 }
+
+func TestCloneValues(t *testing.T) {
+	scenarios := map[string][]string{
+		"none":        {},
+		"empty value": {"svc", "", "SPAN_KIND_SERVER"},
+		"all empty":   {"", ""},
+	}
+	for name, v := range scenarios {
+		t.Run(name, func(t *testing.T) {
+			in := append([]string(nil), v...)
+			got := cloneValues(in)
+			require.Equal(t, v, got)
+			in = append(in[:0], make([]string, len(v))...)
+			require.Equal(t, v, got, "the clone does not share the input slice")
+		})
+	}
+}

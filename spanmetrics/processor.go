@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"math"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -475,7 +476,7 @@ func (p *Processor) lookupSeries(h uint64, v []string, now time.Time) *spanSerie
 	if !p.admitSeries(v) {
 		return nil
 	}
-	s := &spanSeries{values: append([]string(nil), v...), next: head, updated: now}
+	s := &spanSeries{values: cloneValues(v), next: head, updated: now}
 	if !p.cfg.DisableLatency {
 		s.buckets = make([]float64, len(p.cfg.HistogramBuckets)+1)
 		s.exemplars = make([]exemplar, len(p.cfg.HistogramBuckets)+1)
@@ -517,6 +518,27 @@ func hashValues(v []string) uint64 {
 		h = (h ^ xxhash.Sum64String(s)) * 0x9e3779b97f4a7c15
 	}
 	return h
+}
+
+// cloneValues copies label values into one allocation, so that a series
+// keeps no strings of the spans alive and its values share cache lines
+// when they are compared.
+func cloneValues(v []string) []string {
+	n := 0
+	for _, s := range v {
+		n += len(s)
+	}
+	var sb strings.Builder
+	sb.Grow(n)
+	for _, s := range v {
+		sb.WriteString(s)
+	}
+	all := sb.String()
+	out := make([]string, len(v))
+	for i, s := range v {
+		out[i], all = all[:len(s)], all[len(s):]
+	}
+	return out
 }
 
 func equalValues(a, b []string) bool {

@@ -408,7 +408,7 @@ func (g *serviceGraph) lookupSeries(v []string, now time.Time) *graphSeries {
 		return nil
 	}
 	n := len(g.cfg.HistogramBuckets) + 1
-	s := &graphSeries{values: append([]string(nil), v...), next: head, server: make([]float64, n), client: make([]float64, n), updated: now}
+	s := &graphSeries{values: cloneValues(v), next: head, server: make([]float64, n), client: make([]float64, n), updated: now}
 	g.series[h] = s
 	return s
 }
