@@ -91,10 +91,14 @@ type spanSeries struct {
 	updated    time.Time
 }
 
+// exemplar is the last observation of a bucket. It holds no pointers, so
+// that recording one needs no write barrier and the garbage collector does
+// not scan a series' exemplars.
 type exemplar struct {
 	traceID pcommon.TraceID
 	value   float64
-	at      time.Time
+	// at is the time of the observation in Unix nanoseconds.
+	at int64
 }
 
 // infoSeries is one traces_target_info series.
@@ -456,7 +460,7 @@ func (p *Processor) observe(rec *spanRecord, v []string, now time.Time) {
 		s.count += mult
 		s.sum += lat * mult
 		if !rec.traceID.IsEmpty() {
-			s.exemplars[i] = exemplar{traceID: rec.traceID, value: lat, at: now}
+			s.exemplars[i] = exemplar{traceID: rec.traceID, value: lat, at: now.UnixNano()}
 		}
 	}
 	s.size += rec.size
@@ -752,7 +756,7 @@ func exemplarProto(e exemplar) *dto.Exemplar {
 	return &dto.Exemplar{
 		Label:     []*dto.LabelPair{{Name: proto.String(exemplarTraceID), Value: proto.String(e.traceID.String())}},
 		Value:     proto.Float64(e.value),
-		Timestamp: timestamppb.New(e.at),
+		Timestamp: timestamppb.New(time.Unix(0, e.at)),
 	}
 }
 
