@@ -36,8 +36,16 @@ func (x *keyIndex) addAll(keys []string) []int {
 
 // find returns the number of key, or -1.
 func (x *keyIndex) find(key string) int {
+	if key == "" {
+		if empty := x.byLength[0]; len(empty) > 0 {
+			return empty[0]
+		}
+		return -1
+	}
 	for _, i := range x.byLength[min(len(key), 63)] {
-		if x.keys[i] == key {
+		// The first byte rules out most keys of the same length before
+		// a full comparison.
+		if k := x.keys[i]; k[0] == key[0] && k == key {
 			return i
 		}
 	}

@@ -12,8 +12,8 @@ import (
 func TestSpanAttrsScan(t *testing.T) {
 	long := strings.Repeat("k", 70)
 	var x keyIndex
-	keys := x.addAll([]string{"a", "b.c", long, "a"})
-	require.Equal(t, []int{0, 1, 2, 0}, keys, "a key added twice keeps its number")
+	keys := x.addAll([]string{"a", "b.c", long, "a", ""})
+	require.Equal(t, []int{0, 1, 2, 0, 3}, keys, "a key added twice keeps its number")
 	scenarios := map[string]struct {
 		fill func(m pcommon.Map)
 		want map[int]string
@@ -21,7 +21,8 @@ func TestSpanAttrsScan(t *testing.T) {
 		"none":                   {fill: func(m pcommon.Map) { m.PutStr("x", "1") }, want: map[int]string{}},
 		"typed":                  {fill: func(m pcommon.Map) { m.PutInt("a", 7); m.PutBool("b.c", true) }, want: map[int]string{0: "7", 1: "true"}},
 		"long":                   {fill: func(m pcommon.Map) { m.PutStr(long, "v"); m.PutStr(strings.Repeat("k", 64), "w") }, want: map[int]string{2: "v"}},
-		"same length, other key": {fill: func(m pcommon.Map) { m.PutStr("b.d", "v") }, want: map[int]string{}},
+		"same length, other key": {fill: func(m pcommon.Map) { m.PutStr("b.d", "v"); m.PutStr("c.c", "w") }, want: map[int]string{}},
+		"empty key":              {fill: func(m pcommon.Map) { m.PutStr("", "e") }, want: map[int]string{3: "e"}},
 		"first of duplicates": {fill: func(m pcommon.Map) {
 			// Only decoded data can repeat a key.
 			var u ptrace.JSONUnmarshaler

@@ -64,6 +64,10 @@ type Processor struct {
 	// numbers of the custom dimensions.
 	keys    keyIndex
 	dimKeys []int
+	// kindHashes and statusHashes are the hashes of the span kind and
+	// status code label values.
+	kindHashes   [6]uint64
+	statusHashes [3]uint64
 
 	descs map[string]*prometheus.Desc
 
@@ -157,6 +161,12 @@ func New(cfg Config, opts Options) (*Processor, error) {
 		p.labels = append(p.labels, dimensionLabel(d))
 	}
 	p.dimKeys = p.keys.addAll(cfg.Dimensions)
+	for k := range p.kindHashes {
+		p.kindHashes[k] = valueHash(spanKindName(ptrace.SpanKind(k)))
+	}
+	for c := range p.statusHashes {
+		p.statusHashes[c] = valueHash(statusCodeName(ptrace.StatusCode(c)))
+	}
 	if cfg.EnableTargetInfo {
 		p.labels = append(p.labels, labelJob, labelInstance)
 	}
@@ -251,8 +261,8 @@ type batch struct {
 	// values holds the label values of span i at [i*width, (i+1)*width).
 	values []string
 	width  int
-	// resDims are the custom dimension values of the current resource.
-	resDims []resourceDim
+	// res holds the labels of the current resource.
+	res resourceLabels
 	// attrs holds the looked-up attributes of the current span.
 	attrs *spanAttrs
 }
@@ -265,10 +275,31 @@ type resourceRecord struct {
 	first, end    int
 }
 
+// resourceLabels are the label values a resource gives all its spans,
+// truncated, with their hashes.
+type resourceLabels struct {
+	service, job, instance             string
+	serviceHash, jobHash, instanceHash uint64
+	dims                               []resourceDim
+}
+
 // resourceDim is a custom dimension looked up on a resource.
 type resourceDim struct {
 	value   string
 	present bool
+	hash    uint64
+}
+
+// set fills l from a resource's service and attributes.
+func (l *resourceLabels) set(p *Processor, res pcommon.Map, service, job, instance string) {
+	l.service, l.job, l.instance = truncate(service, maxLabelValueLength), truncate(job, maxLabelValueLength), truncate(instance, maxLabelValueLength)
+	l.serviceHash, l.jobHash, l.instanceHash = valueHash(l.service), valueHash(l.job), valueHash(l.instance)
+	for d, name := range p.cfg.Dimensions {
+		rd := &l.dims[d]
+		rd.value, rd.present = lookup(name, res)
+		rd.value = truncate(rd.value, maxLabelValueLength)
+		rd.hash = valueHash(rd.value)
+	}
 }
 
 // spanRecord is one span, ready to be added to its series if ok: the span
@@ -292,7 +323,7 @@ func (p *Processor) getBatch() *batch {
 	if b, ok := p.batches.Get().(*batch); ok {
 		return b
 	}
-	return &batch{width: len(p.labels), resDims: make([]resourceDim, len(p.cfg.Dimensions)), attrs: newSpanAttrs(&p.keys)}
+	return &batch{width: len(p.labels), res: resourceLabels{dims: make([]resourceDim, len(p.cfg.Dimensions))}, attrs: newSpanAttrs(&p.keys)}
 }
 
 // putBatch clears b, so that it keeps no span data alive, and returns it
@@ -334,9 +365,7 @@ func (p *Processor) prepare(b *batch, td ptrace.Traces, now time.Time) {
 		if p.cfg.EnableTargetInfo {
 			r.job, r.instance = p.jobInstance(res, service)
 		}
-		for d, name := range p.cfg.Dimensions {
-			b.resDims[d].value, b.resDims[d].present = lookup(name, res)
-		}
+		b.res.set(p, res, service, r.job, r.instance)
 		var gres graphResource
 		if graphOn && service != "" {
 			gres = p.graph.resource(res)
@@ -355,9 +384,7 @@ func (p *Processor) prepare(b *batch, td ptrace.Traces, now time.Time) {
 				}
 				*rec = spanRecord{ok: true, mult: p.multiplier(res, span), latency: latency(span) * p.latencyScale, traceID: span.TraceID()}
 				b.attrs.scan(span.Attributes(), withSize)
-				v := b.labelValues(n)
-				p.labelValuesOf(v, b.resDims, b.attrs, span, service, r.job, r.instance)
-				rec.hash = hashValues(v)
+				rec.hash = p.labelValuesOf(b.labelValues(n), &b.res, b.attrs, span)
 				if withSize {
 					rec.size = float64(spanSizeWithoutAttributes(span) + b.attrs.size)
 				}
@@ -414,51 +441,74 @@ func latency(span ptrace.Span) float64 {
 	return float64(end-start) / 1e9
 }
 
-// labelValuesOf writes the label values of a span, in slot order, to v.
-// resDims are the custom dimensions as found on the span's resource, attrs
-// the span's looked-up attributes.
-func (p *Processor) labelValuesOf(v []string, resDims []resourceDim, attrs *spanAttrs, span ptrace.Span, service, job, instance string) {
+// labelValuesOf writes the label values of a span, in slot order, to v,
+// and returns hashValues(v). res holds the labels of the span's resource,
+// attrs the span's looked-up attributes.
+func (p *Processor) labelValuesOf(v []string, res *resourceLabels, attrs *spanAttrs, span ptrace.Span) uint64 {
+	h := uint64(len(v))
 	slot := 0
+	set := func(value string, hash uint64) {
+		v[slot] = value
+		h = mixHash(h, hash)
+		slot++
+	}
 	in := p.cfg.IntrinsicDimensions
 	if in.Service {
-		v[slot] = service
-		slot++
+		set(res.service, res.serviceHash)
 	}
 	if in.SpanName {
-		v[slot] = span.Name()
-		slot++
+		name := truncate(span.Name(), maxLabelValueLength)
+		set(name, valueHash(name))
 	}
 	if in.SpanKind {
-		v[slot] = spanKindName(span.Kind())
-		slot++
+		k := span.Kind()
+		set(spanKindName(k), p.kindHash(k))
 	}
 	if in.StatusCode {
-		v[slot] = statusCodeName(span.Status().Code())
-		slot++
+		c := span.Status().Code()
+		set(statusCodeName(c), p.statusHash(c))
 	}
 	if in.StatusMessage {
-		v[slot] = span.Status().Message()
-		slot++
+		msg := truncate(span.Status().Message(), maxLabelValueLength)
+		set(msg, valueHash(msg))
 	}
 	// Tempo looks dimensions up on the resource first, the OTel connector
 	// on the span first.
 	resFirst := p.cfg.Naming != NamingOTel
 	for d, key := range p.dimKeys {
-		if rd := resDims[d]; resFirst && rd.present {
-			v[slot] = rd.value
+		rd := &res.dims[d]
+		if resFirst && rd.present {
+			set(rd.value, rd.hash)
 		} else if val, ok := attrs.get(key); ok {
-			v[slot] = val
+			val = truncate(val, maxLabelValueLength)
+			set(val, valueHash(val))
 		} else {
-			v[slot] = rd.value
+			set(rd.value, rd.hash)
 		}
-		slot++
 	}
 	if p.cfg.EnableTargetInfo {
-		v[slot], v[slot+1] = job, instance
+		set(res.job, res.jobHash)
+		set(res.instance, res.instanceHash)
 	}
-	for i := range v {
-		v[i] = truncate(v[i], maxLabelValueLength)
+	return h
+}
+
+// kindHash returns valueHash(spanKindName(k)), precomputed for the kinds
+// of the OTLP enum.
+func (p *Processor) kindHash(k ptrace.SpanKind) uint64 {
+	if k >= 0 && int(k) < len(p.kindHashes) {
+		return p.kindHashes[k]
 	}
+	return valueHash(spanKindName(k))
+}
+
+// statusHash returns valueHash(statusCodeName(c)), precomputed for the
+// codes of the OTLP enum.
+func (p *Processor) statusHash(c ptrace.StatusCode) uint64 {
+	if c >= 0 && int(c) < len(p.statusHashes) {
+		return p.statusHashes[c]
+	}
+	return valueHash(statusCodeName(c))
 }
 
 // observe adds one span, with label values v, to its span-metric series.
@@ -530,15 +580,21 @@ func (p *Processor) reserveSeries() bool {
 	return true
 }
 
-// hashValues hashes a list of label values: the xxhash of every value,
-// combined in order.
+// hashValues hashes a list of label values: the valueHash of every value,
+// combined in order by mixHash.
 func hashValues(v []string) uint64 {
 	h := uint64(len(v))
 	for _, s := range v {
-		h = (h ^ xxhash.Sum64String(s)) * 0x9e3779b97f4a7c15
+		h = mixHash(h, valueHash(s))
 	}
 	return h
 }
+
+// valueHash hashes one label value.
+func valueHash(s string) uint64 { return xxhash.Sum64String(s) }
+
+// mixHash adds the hash of the next label value to h.
+func mixHash(h, valueHash uint64) uint64 { return (h ^ valueHash) * 0x9e3779b97f4a7c15 }
 
 // cloneValues copies label values into one allocation, so that a series
 // keeps no strings of the spans alive and its values share cache lines

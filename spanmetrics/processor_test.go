@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -267,4 +268,45 @@ func TestConsumeTracesAllocations(t *testing.T) {
 		_ = p.ConsumeTraces(context.Background(), td)
 	})
 	require.Zero(t, allocs)
+}
+
+// TestSeriesKeysAreValueHashes checks that the hash ConsumeTraces derives
+// for a span, partly from per-resource and precomputed value hashes, is the
+// hash of the series' label values.
+func TestSeriesKeysAreValueHashes(t *testing.T) {
+	long := strings.Repeat("é", maxLabelValueLength)
+	scenarios := map[string]func(*Config){
+		"default":    nil,
+		"dimensions": func(c *Config) { c.Dimensions = []string{"workspace_id", "language", "long", "deployment.environment"} },
+		"otel":       func(c *Config) { c.Naming = NamingOTel; c.Dimensions = []string{"workspace_id", "long"} },
+		"status message and target info": func(c *Config) {
+			c.IntrinsicDimensions.StatusMessage = true
+			c.EnableTargetInfo = true
+			c.Dimensions = []string{"long"}
+		},
+	}
+	for name, set := range scenarios {
+		t.Run(name, func(t *testing.T) {
+			cfg := DefaultConfig()
+			if set != nil {
+				set(&cfg)
+			}
+			p, err := New(cfg, Options{Now: func() time.Time { return testNow }})
+			require.NoError(t, err)
+			td := loadTraces(t, "windmill.json", testNow)
+			rs := td.ResourceSpans().At(0)
+			rs.Resource().Attributes().PutStr("long", long)
+			rs.ScopeSpans().At(0).Spans().At(0).SetName(long)
+			require.NoError(t, p.ConsumeTraces(context.Background(), td))
+			require.NotEmpty(t, p.series)
+			for h, head := range p.series {
+				for s := head; s != nil; s = s.next {
+					require.Equal(t, hashValues(s.values), h, "%q", s.values)
+					for _, v := range s.values {
+						require.LessOrEqual(t, len(v), maxLabelValueLength)
+					}
+				}
+			}
+		})
+	}
 }
