@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -309,4 +310,43 @@ func TestSeriesKeysAreValueHashes(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestConsumeTracesConcurrently checks that batches consumed at the same
+// time, which are prepared outside the lock, count as if consumed one by
+// one.
+func TestConsumeTracesConcurrently(t *testing.T) {
+	const workers, rounds = 4, 20
+	newProcessor := func() *Processor {
+		cfg := DefaultConfig()
+		cfg.Dimensions = []string{"workspace_id", "language"}
+		p, err := New(cfg, Options{Now: func() time.Time { return testNow }})
+		require.NoError(t, err)
+		return p
+	}
+	serial, concurrent := newProcessor(), newProcessor()
+	var wg sync.WaitGroup
+	for range workers {
+		td := loadTraces(t, "windmill.json", testNow)
+		wg.Go(func() {
+			for range rounds {
+				_ = concurrent.ConsumeTraces(context.Background(), td)
+			}
+		})
+		for range rounds {
+			require.NoError(t, serial.ConsumeTraces(context.Background(), td))
+		}
+	}
+	wg.Wait()
+	totals := func(p *Processor) map[string][3]float64 {
+		out := map[string][3]float64{}
+		for _, head := range p.series {
+			for s := head; s != nil; s = s.next {
+				out[strings.Join(s.values, "|")] = [3]float64{s.calls, s.count, s.size}
+			}
+		}
+		return out
+	}
+	require.Equal(t, totals(serial), totals(concurrent))
+	require.Equal(t, serial.active, concurrent.active)
 }
