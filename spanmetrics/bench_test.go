@@ -69,3 +69,28 @@ func BenchmarkConsume(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkConsumeTraces measures deriving span metrics and service graphs
+// from a decoded batch whose series exist already.
+func BenchmarkConsumeTraces(b *testing.B) {
+	for _, graphs := range []bool{true, false} {
+		b.Run(fmt.Sprintf("service_graphs=%t", graphs), func(b *testing.B) {
+			now := time.Now()
+			cfg := DefaultConfig()
+			cfg.Dimensions = []string{"workspace_id", "language"}
+			cfg.ServiceGraphs.Disabled = !graphs
+			p, err := New(cfg, Options{Now: func() time.Time { return now }})
+			if err != nil {
+				b.Fatal(err)
+			}
+			td := benchBatch(1000, now)
+			_ = p.ConsumeTraces(context.Background(), td)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				_ = p.ConsumeTraces(context.Background(), td)
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*1000), "ns/span")
+		})
+	}
+}

@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -58,6 +60,14 @@ type Processor struct {
 	dimSlot int
 	// latencyScale converts seconds to the histogram's unit.
 	latencyScale float64
+	// keys numbers the span attributes looked up by key; dimKeys are the
+	// numbers of the custom dimensions.
+	keys    keyIndex
+	dimKeys []int
+	// kindHashes and statusHashes are the hashes of the span kind and
+	// status code label values.
+	kindHashes   [6]uint64
+	statusHashes [3]uint64
 
 	descs map[string]*prometheus.Desc
 
@@ -66,8 +76,10 @@ type Processor struct {
 	targetInfo map[uint64]*infoSeries
 	graph      *serviceGraph
 	active     int
-	values     []string
 	history    []serviceSnapshot
+
+	// batches holds the scratch space of ConsumeTraces calls.
+	batches sync.Pool
 
 	self *selfMetrics
 }
@@ -84,10 +96,14 @@ type spanSeries struct {
 	updated    time.Time
 }
 
+// exemplar is the last observation of a bucket. It holds no pointers, so
+// that recording one needs no write barrier and the garbage collector does
+// not scan a series' exemplars.
 type exemplar struct {
 	traceID pcommon.TraceID
 	value   float64
-	at      time.Time
+	// at is the time of the observation in Unix nanoseconds.
+	at int64
 }
 
 // infoSeries is one traces_target_info series.
@@ -144,10 +160,16 @@ func New(cfg Config, opts Options) (*Processor, error) {
 	for _, d := range cfg.Dimensions {
 		p.labels = append(p.labels, dimensionLabel(d))
 	}
+	p.dimKeys = p.keys.addAll(cfg.Dimensions)
+	for k := range p.kindHashes {
+		p.kindHashes[k] = valueHash(spanKindName(ptrace.SpanKind(k)))
+	}
+	for c := range p.statusHashes {
+		p.statusHashes[c] = valueHash(statusCodeName(ptrace.StatusCode(c)))
+	}
 	if cfg.EnableTargetInfo {
 		p.labels = append(p.labels, labelJob, labelInstance)
 	}
-	p.values = make([]string, len(p.labels))
 	p.graph = newServiceGraph(&p.cfg.ServiceGraphs, p)
 	// Service summaries count from start until a window has passed.
 	p.history = []serviceSnapshot{{at: p.now(), totals: map[string]*serviceTotals{}}}
@@ -199,38 +221,179 @@ func (p *Processor) FamilyTypes() map[string]dto.MetricType {
 }
 
 // ConsumeTraces counts a batch of spans. It does not retain td.
+//
+// It derives the label values, hash, latency and size of every span before
+// it takes the processor's lock, and holds the lock only to find the series
+// and add to them.
 func (p *Processor) ConsumeTraces(_ context.Context, td ptrace.Traces) error {
 	now := p.now()
+	b := p.getBatch()
+	defer p.putBatch(b)
+	p.prepare(b, td, now)
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	rss := td.ResourceSpans()
-	for i := 0; i < rss.Len(); i++ {
-		rs := rss.At(i)
-		res := rs.Resource().Attributes()
-		service, _ := lookup("service.name", res)
-		var job, instance string
+	for i := range b.resources {
+		r := &b.resources[i]
 		if p.cfg.EnableTargetInfo {
-			job, instance = p.jobInstance(res, service)
-			p.recordTargetInfo(res, job, instance, now)
+			p.recordTargetInfo(r.attrs, r.job, r.instance, now)
 		}
-		sss := rs.ScopeSpans()
-		for j := 0; j < sss.Len(); j++ {
-			spans := sss.At(j).Spans()
-			for k := 0; k < spans.Len(); k++ {
-				span := spans.At(k)
-				if !p.accept(res, span, service, now) {
-					continue
-				}
-				mult := p.multiplier(res, span)
-				p.observe(res, span, service, job, instance, mult, now)
-				if service != "" && !p.cfg.ServiceGraphs.Disabled {
-					p.graph.consume(res, span, service, mult, now)
-				}
+		for j := r.first; j < r.end; j++ {
+			rec := &b.spans[j]
+			if !rec.ok {
+				continue
+			}
+			p.observe(rec, b.labelValues(j), now)
+			if rec.graph.ok {
+				p.graph.consume(&rec.graph, now)
 			}
 		}
 	}
 	p.self.series.Set(float64(p.active))
 	return nil
+}
+
+// batch is the scratch space of one ConsumeTraces call: what was derived
+// from the spans before the lock was taken. It refers to strings of the
+// spans, so it is cleared before it goes back to the pool.
+type batch struct {
+	resources []resourceRecord
+	spans     []spanRecord
+	// values holds the label values of span i at [i*width, (i+1)*width).
+	values []string
+	width  int
+	// res holds the labels of the current resource.
+	res resourceLabels
+	// attrs holds the looked-up attributes of the current span.
+	attrs *spanAttrs
+}
+
+// resourceRecord is one resource of a batch and the range of its spans in
+// batch.spans.
+type resourceRecord struct {
+	attrs         pcommon.Map
+	job, instance string
+	first, end    int
+}
+
+// resourceLabels are the label values a resource gives all its spans,
+// truncated, with their hashes.
+type resourceLabels struct {
+	service, job, instance             string
+	serviceHash, jobHash, instanceHash uint64
+	dims                               []resourceDim
+}
+
+// resourceDim is a custom dimension looked up on a resource.
+type resourceDim struct {
+	value   string
+	present bool
+	hash    uint64
+}
+
+// set fills l from a resource's service and attributes.
+func (l *resourceLabels) set(p *Processor, res pcommon.Map, service, job, instance string) {
+	l.service, l.job, l.instance = truncate(service, maxLabelValueLength), truncate(job, maxLabelValueLength), truncate(instance, maxLabelValueLength)
+	l.serviceHash, l.jobHash, l.instanceHash = valueHash(l.service), valueHash(l.job), valueHash(l.instance)
+	for d, name := range p.cfg.Dimensions {
+		rd := &l.dims[d]
+		rd.value, rd.present = lookup(name, res)
+		rd.value = truncate(rd.value, maxLabelValueLength)
+		rd.hash = valueHash(rd.value)
+	}
+}
+
+// spanRecord is one span, ready to be added to its series if ok: the span
+// passed the ingestion window and the filters.
+type spanRecord struct {
+	ok      bool
+	hash    uint64
+	mult    float64
+	latency float64
+	size    float64
+	traceID pcommon.TraceID
+	graph   graphSpan
+}
+
+func (b *batch) labelValues(i int) []string {
+	return b.values[i*b.width : (i+1)*b.width : (i+1)*b.width]
+}
+
+// getBatch takes an empty batch from the pool.
+func (p *Processor) getBatch() *batch {
+	if b, ok := p.batches.Get().(*batch); ok {
+		return b
+	}
+	return &batch{width: len(p.labels), res: resourceLabels{dims: make([]resourceDim, len(p.cfg.Dimensions))}, attrs: newSpanAttrs(&p.keys)}
+}
+
+// putBatch clears b, so that it keeps no span data alive, and returns it
+// to the pool.
+func (p *Processor) putBatch(b *batch) {
+	clear(b.resources)
+	clear(b.spans)
+	clear(b.values)
+	clear(b.attrs.values)
+	b.resources, b.spans, b.values = b.resources[:0], b.spans[:0], b.values[:0]
+	p.batches.Put(b)
+}
+
+// prepare fills b with the spans of td. It needs no lock: it reads only td
+// and the configuration, and counts drops in self-metrics.
+//
+// It walks td backwards: the spans decoded last are the ones still in the
+// CPU caches. The order in which spans reach the series does not change.
+func (p *Processor) prepare(b *batch, td ptrace.Traces, now time.Time) {
+	graphOn := !p.cfg.ServiceGraphs.Disabled
+	withSize := !p.cfg.DisableSize && p.cfg.Naming == NamingTempo
+	rss := td.ResourceSpans()
+	total := 0
+	for i := 0; i < rss.Len(); i++ {
+		r := resourceRecord{attrs: rss.At(i).Resource().Attributes(), first: total}
+		sss := rss.At(i).ScopeSpans()
+		for j := 0; j < sss.Len(); j++ {
+			total += sss.At(j).Spans().Len()
+		}
+		r.end = total
+		b.resources = append(b.resources, r)
+	}
+	b.spans = slices.Grow(b.spans, total)[:total]
+	b.values = slices.Grow(b.values, total*b.width)[:total*b.width]
+	for i := rss.Len() - 1; i >= 0; i-- {
+		r := &b.resources[i]
+		res := r.attrs
+		service, _ := lookup("service.name", res)
+		if p.cfg.EnableTargetInfo {
+			r.job, r.instance = p.jobInstance(res, service)
+		}
+		b.res.set(p, res, service, r.job, r.instance)
+		var gres graphResource
+		if graphOn && service != "" {
+			gres = p.graph.resource(res)
+		}
+		n := r.end
+		sss := rss.At(i).ScopeSpans()
+		for j := sss.Len() - 1; j >= 0; j-- {
+			spans := sss.At(j).Spans()
+			for k := spans.Len() - 1; k >= 0; k-- {
+				n--
+				rec := &b.spans[n]
+				span := spans.At(k)
+				if !p.accept(res, span, service, now) {
+					*rec = spanRecord{}
+					continue
+				}
+				*rec = spanRecord{ok: true, mult: p.multiplier(res, span), latency: latency(span) * p.latencyScale, traceID: span.TraceID()}
+				b.attrs.scan(span.Attributes(), withSize)
+				rec.hash = p.labelValuesOf(b.labelValues(n), &b.res, b.attrs, span)
+				if withSize {
+					rec.size = float64(spanSizeWithoutAttributes(span) + b.attrs.size)
+				}
+				if graphOn && service != "" {
+					p.graph.prepare(&rec.graph, &gres, b.attrs, span, service, rec.mult)
+				}
+			}
+		}
+	}
 }
 
 // accept applies the ingestion window, the filter policies and the naming
@@ -278,72 +441,102 @@ func latency(span ptrace.Span) float64 {
 	return float64(end-start) / 1e9
 }
 
-// observe adds one span to its span-metric series. Must be called holding
-// p.mu.
-func (p *Processor) observe(res pcommon.Map, span ptrace.Span, service, job, instance string, mult float64, now time.Time) {
-	v := p.values
+// labelValuesOf writes the label values of a span, in slot order, to v,
+// and returns hashValues(v). res holds the labels of the span's resource,
+// attrs the span's looked-up attributes.
+func (p *Processor) labelValuesOf(v []string, res *resourceLabels, attrs *spanAttrs, span ptrace.Span) uint64 {
+	h := uint64(len(v))
 	slot := 0
+	set := func(value string, hash uint64) {
+		v[slot] = value
+		h = mixHash(h, hash)
+		slot++
+	}
 	in := p.cfg.IntrinsicDimensions
 	if in.Service {
-		v[slot] = service
-		slot++
+		set(res.service, res.serviceHash)
 	}
 	if in.SpanName {
-		v[slot] = span.Name()
-		slot++
+		name := truncate(span.Name(), maxLabelValueLength)
+		set(name, valueHash(name))
 	}
 	if in.SpanKind {
-		v[slot] = spanKindName(span.Kind())
-		slot++
+		k := span.Kind()
+		set(spanKindName(k), p.kindHash(k))
 	}
 	if in.StatusCode {
-		v[slot] = statusCodeName(span.Status().Code())
-		slot++
+		c := span.Status().Code()
+		set(statusCodeName(c), p.statusHash(c))
 	}
 	if in.StatusMessage {
-		v[slot] = span.Status().Message()
-		slot++
+		msg := truncate(span.Status().Message(), maxLabelValueLength)
+		set(msg, valueHash(msg))
 	}
-	first, second := res, span.Attributes()
-	if p.cfg.Naming == NamingOTel {
-		first, second = second, first
-	}
-	for _, d := range p.cfg.Dimensions {
-		v[slot], _ = lookup(d, first, second)
-		slot++
+	// Tempo looks dimensions up on the resource first, the OTel connector
+	// on the span first.
+	resFirst := p.cfg.Naming != NamingOTel
+	for d, key := range p.dimKeys {
+		rd := &res.dims[d]
+		if resFirst && rd.present {
+			set(rd.value, rd.hash)
+		} else if val, ok := attrs.get(key); ok {
+			val = truncate(val, maxLabelValueLength)
+			set(val, valueHash(val))
+		} else {
+			set(rd.value, rd.hash)
+		}
 	}
 	if p.cfg.EnableTargetInfo {
-		v[slot], v[slot+1] = job, instance
+		set(res.job, res.jobHash)
+		set(res.instance, res.instanceHash)
 	}
-	for i := range v {
-		v[i] = truncate(v[i], maxLabelValueLength)
+	return h
+}
+
+// kindHash returns valueHash(spanKindName(k)), precomputed for the kinds
+// of the OTLP enum.
+func (p *Processor) kindHash(k ptrace.SpanKind) uint64 {
+	if k >= 0 && int(k) < len(p.kindHashes) {
+		return p.kindHashes[k]
 	}
-	s := p.lookupSeries(v, now)
+	return valueHash(spanKindName(k))
+}
+
+// statusHash returns valueHash(statusCodeName(c)), precomputed for the
+// codes of the OTLP enum.
+func (p *Processor) statusHash(c ptrace.StatusCode) uint64 {
+	if c >= 0 && int(c) < len(p.statusHashes) {
+		return p.statusHashes[c]
+	}
+	return valueHash(statusCodeName(c))
+}
+
+// observe adds one span, with label values v, to its span-metric series.
+// Must be called holding p.mu.
+func (p *Processor) observe(rec *spanRecord, v []string, now time.Time) {
+	s := p.lookupSeries(rec.hash, v, now)
 	if s == nil {
 		return
 	}
-	lat := latency(span) * p.latencyScale
+	mult, lat := rec.mult, rec.latency
 	s.calls += mult
 	if !p.cfg.DisableLatency {
 		i := sort.SearchFloat64s(p.cfg.HistogramBuckets, lat)
 		s.buckets[i] += mult
 		s.count += mult
 		s.sum += lat * mult
-		if tid := span.TraceID(); !tid.IsEmpty() {
-			s.exemplars[i] = exemplar{traceID: tid, value: lat, at: now}
+		if !rec.traceID.IsEmpty() {
+			s.exemplars[i] = exemplar{traceID: rec.traceID, value: lat, at: now.UnixNano()}
 		}
 	}
-	if !p.cfg.DisableSize && p.cfg.Naming == NamingTempo {
-		s.size += float64(spanSize(span))
-	}
+	s.size += rec.size
 	s.updated = now
 }
 
-// lookupSeries finds or creates the series of the label values v. It
-// returns nil, counting why, when the series cannot be created. Must be
-// called holding p.mu.
-func (p *Processor) lookupSeries(v []string, now time.Time) *spanSeries {
-	h := hashValues(v)
+// lookupSeries finds or creates the series of the label values v, whose
+// hash is h. It returns nil, counting why, when the series cannot be
+// created. Must be called holding p.mu.
+func (p *Processor) lookupSeries(h uint64, v []string, now time.Time) *spanSeries {
 	head := p.series[h]
 	for s := head; s != nil; s = s.next {
 		if equalValues(s.values, v) {
@@ -353,7 +546,7 @@ func (p *Processor) lookupSeries(v []string, now time.Time) *spanSeries {
 	if !p.admitSeries(v) {
 		return nil
 	}
-	s := &spanSeries{values: append([]string(nil), v...), next: head, updated: now}
+	s := &spanSeries{values: cloneValues(v), next: head, updated: now}
 	if !p.cfg.DisableLatency {
 		s.buckets = make([]float64, len(p.cfg.HistogramBuckets)+1)
 		s.exemplars = make([]exemplar, len(p.cfg.HistogramBuckets)+1)
@@ -387,16 +580,41 @@ func (p *Processor) reserveSeries() bool {
 	return true
 }
 
-var sep = []byte{0xff}
-
+// hashValues hashes a list of label values: the valueHash of every value,
+// combined in order by mixHash.
 func hashValues(v []string) uint64 {
-	var h xxhash.Digest
-	h.Reset()
+	h := uint64(len(v))
 	for _, s := range v {
-		_, _ = h.WriteString(s)
-		_, _ = h.Write(sep)
+		h = mixHash(h, valueHash(s))
 	}
-	return h.Sum64()
+	return h
+}
+
+// valueHash hashes one label value.
+func valueHash(s string) uint64 { return xxhash.Sum64String(s) }
+
+// mixHash adds the hash of the next label value to h.
+func mixHash(h, valueHash uint64) uint64 { return (h ^ valueHash) * 0x9e3779b97f4a7c15 }
+
+// cloneValues copies label values into one allocation, so that a series
+// keeps no strings of the spans alive and its values share cache lines
+// when they are compared.
+func cloneValues(v []string) []string {
+	n := 0
+	for _, s := range v {
+		n += len(s)
+	}
+	var sb strings.Builder
+	sb.Grow(n)
+	for _, s := range v {
+		sb.WriteString(s)
+	}
+	all := sb.String()
+	out := make([]string, len(v))
+	for i, s := range v {
+		out[i], all = all[:len(s)], all[len(s):]
+	}
+	return out
 }
 
 func equalValues(a, b []string) bool {
@@ -610,7 +828,7 @@ func exemplarProto(e exemplar) *dto.Exemplar {
 	return &dto.Exemplar{
 		Label:     []*dto.LabelPair{{Name: proto.String(exemplarTraceID), Value: proto.String(e.traceID.String())}},
 		Value:     proto.Float64(e.value),
-		Timestamp: timestamppb.New(e.at),
+		Timestamp: timestamppb.New(time.Unix(0, e.at)),
 	}
 }
 

@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -248,4 +250,103 @@ func TestConfigErrors(t *testing.T) {
 			require.ErrorContains(t, err, sc.wantErr)
 		})
 	}
+}
+
+// TestConsumeTracesAllocations checks that spans of existing series cost
+// no allocations when service graphs, which keep edges, are off.
+func TestConsumeTracesAllocations(t *testing.T) {
+	if raceEnabled {
+		t.Skip("sync.Pool drops items at random under the race detector")
+	}
+	cfg := DefaultConfig()
+	cfg.Dimensions = []string{"workspace_id", "language"}
+	cfg.ServiceGraphs.Disabled = true
+	p, err := New(cfg, Options{Now: func() time.Time { return testNow }})
+	require.NoError(t, err)
+	td := loadTraces(t, "windmill.json", testNow)
+	require.NoError(t, p.ConsumeTraces(context.Background(), td))
+	allocs := testing.AllocsPerRun(100, func() {
+		_ = p.ConsumeTraces(context.Background(), td)
+	})
+	require.Zero(t, allocs)
+}
+
+// TestSeriesKeysAreValueHashes checks that the hash ConsumeTraces derives
+// for a span, partly from per-resource and precomputed value hashes, is the
+// hash of the series' label values.
+func TestSeriesKeysAreValueHashes(t *testing.T) {
+	long := strings.Repeat("é", maxLabelValueLength)
+	scenarios := map[string]func(*Config){
+		"default":    nil,
+		"dimensions": func(c *Config) { c.Dimensions = []string{"workspace_id", "language", "long", "deployment.environment"} },
+		"otel":       func(c *Config) { c.Naming = NamingOTel; c.Dimensions = []string{"workspace_id", "long"} },
+		"status message and target info": func(c *Config) {
+			c.IntrinsicDimensions.StatusMessage = true
+			c.EnableTargetInfo = true
+			c.Dimensions = []string{"long"}
+		},
+	}
+	for name, set := range scenarios {
+		t.Run(name, func(t *testing.T) {
+			cfg := DefaultConfig()
+			if set != nil {
+				set(&cfg)
+			}
+			p, err := New(cfg, Options{Now: func() time.Time { return testNow }})
+			require.NoError(t, err)
+			td := loadTraces(t, "windmill.json", testNow)
+			rs := td.ResourceSpans().At(0)
+			rs.Resource().Attributes().PutStr("long", long)
+			rs.ScopeSpans().At(0).Spans().At(0).SetName(long)
+			require.NoError(t, p.ConsumeTraces(context.Background(), td))
+			require.NotEmpty(t, p.series)
+			for h, head := range p.series {
+				for s := head; s != nil; s = s.next {
+					require.Equal(t, hashValues(s.values), h, "%q", s.values)
+					for _, v := range s.values {
+						require.LessOrEqual(t, len(v), maxLabelValueLength)
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestConsumeTracesConcurrently checks that batches consumed at the same
+// time, which are prepared outside the lock, count as if consumed one by
+// one.
+func TestConsumeTracesConcurrently(t *testing.T) {
+	const workers, rounds = 4, 20
+	newProcessor := func() *Processor {
+		cfg := DefaultConfig()
+		cfg.Dimensions = []string{"workspace_id", "language"}
+		p, err := New(cfg, Options{Now: func() time.Time { return testNow }})
+		require.NoError(t, err)
+		return p
+	}
+	serial, concurrent := newProcessor(), newProcessor()
+	var wg sync.WaitGroup
+	for range workers {
+		td := loadTraces(t, "windmill.json", testNow)
+		wg.Go(func() {
+			for range rounds {
+				_ = concurrent.ConsumeTraces(context.Background(), td)
+			}
+		})
+		for range rounds {
+			require.NoError(t, serial.ConsumeTraces(context.Background(), td))
+		}
+	}
+	wg.Wait()
+	totals := func(p *Processor) map[string][3]float64 {
+		out := map[string][3]float64{}
+		for _, head := range p.series {
+			for s := head; s != nil; s = s.next {
+				out[strings.Join(s.values, "|")] = [3]float64{s.calls, s.count, s.size}
+			}
+		}
+		return out
+	}
+	require.Equal(t, totals(serial), totals(concurrent))
+	require.Equal(t, serial.active, concurrent.active)
 }

@@ -92,6 +92,10 @@ type serviceGraph struct {
 	series map[uint64]*graphSeries
 	labels []string
 	values []string
+	// Numbers of the span attributes the graph looks up, in the
+	// processor's key index.
+	dbKeys, peerKeys, dimKeys                                       []int
+	peerService, serverAddress, networkPeerAddress, networkPeerPort int
 }
 
 func newServiceGraph(cfg *ServiceGraphConfig, p *Processor) *serviceGraph {
@@ -108,52 +112,127 @@ func newServiceGraph(cfg *ServiceGraphConfig, p *Processor) *serviceGraph {
 		}
 	}
 	g.values = make([]string, len(g.labels))
+	if cfg.Disabled {
+		return g
+	}
+	keys := &p.keys
+	g.dbKeys = keys.addAll(cfg.DatabaseNameAttributes)
+	g.peerKeys = keys.addAll(cfg.PeerAttributes)
+	g.dimKeys = keys.addAll(cfg.Dimensions)
+	g.peerService = keys.add("peer.service")
+	g.serverAddress = keys.add("server.address")
+	g.networkPeerAddress = keys.add("network.peer.address")
+	g.networkPeerPort = keys.add("network.peer.port")
 	return g
 }
 
-// consume adds one span of a service to the graph.
-func (g *serviceGraph) consume(res pcommon.Map, span ptrace.Span, service string, mult float64, now time.Time) {
-	attrs := span.Attributes()
-	failed := span.Status().Code() == ptrace.StatusCodeError
-	lat := latency(span)
-	switch kind := span.Kind(); kind {
-	case ptrace.SpanKindClient, ptrace.SpanKindProducer:
-		if dbName, ok := firstPresent(g.cfg.DatabaseNameAttributes, res, attrs); ok {
-			dims := g.dims(res, attrs)
-			g.complete(&edge{
-				clientService: service, serverService: databaseServer(attrs, dbName),
-				clientLatency: lat, serverLatency: lat, failed: failed, connType: connDatabase,
-				clientDims: dims, serverDims: dims, mult: mult,
-			}, "", now)
-			return
+// graphResource is what the graph looks up on a resource once for all its
+// spans.
+type graphResource struct {
+	// dbName is the first database-name attribute of the resource.
+	dbName string
+	hasDB  bool
+	dims   []resourceDim
+}
+
+// resource looks up the database-name attributes and the dimensions of a
+// resource.
+func (g *serviceGraph) resource(res pcommon.Map) graphResource {
+	var r graphResource
+	r.dbName, r.hasDB = firstPresent(g.cfg.DatabaseNameAttributes, res)
+	if len(g.cfg.Dimensions) > 0 {
+		r.dims = make([]resourceDim, len(g.cfg.Dimensions))
+		for i, d := range g.cfg.Dimensions {
+			r.dims[i].value, r.dims[i].present = lookup(d, res)
 		}
-		e := g.edge(newEdgeKey(span.TraceID(), span.SpanID()), now)
-		if e == nil {
-			return
-		}
-		e.clientService, e.clientLatency, e.hasClient = service, lat, true
-		e.failed = e.failed || failed
-		e.connType = connectionType(kind)
-		e.clientDims = g.dims(res, attrs)
-		e.clientPeer, _ = firstPresent(g.cfg.PeerAttributes, attrs)
-		e.mult = mult
-		g.tryComplete(e, now)
-	case ptrace.SpanKindServer, ptrace.SpanKindConsumer:
-		e := g.edge(newEdgeKey(span.TraceID(), span.ParentSpanID()), now)
-		if e == nil {
-			return
-		}
-		e.serverService, e.serverLatency, e.hasServer = service, lat, true
-		e.failed = e.failed || failed
-		e.connType = connectionType(kind)
-		e.serverDims = g.dims(res, attrs)
-		e.rootServer = span.ParentSpanID().IsEmpty()
-		e.serverPeer, _ = firstPresent(g.cfg.PeerAttributes, attrs)
-		if !e.hasClient {
-			e.mult = mult
-		}
-		g.tryComplete(e, now)
 	}
+	return r
+}
+
+// graphSpan is what the graph needs of one client or server span.
+type graphSpan struct {
+	// ok is set for client and server spans of a named service.
+	ok       bool
+	kind     ptrace.SpanKind
+	service  string
+	latency  float64
+	failed   bool
+	key      edgeKey
+	root     bool
+	database bool
+	// server names the server of a database call.
+	server string
+	peer   string
+	dims   []string
+	mult   float64
+}
+
+// prepare fills gs with what the graph needs of a span of service, whose
+// looked-up attributes are attrs. It reads only the span and the
+// configuration, so it needs no lock.
+func (g *serviceGraph) prepare(gs *graphSpan, res *graphResource, attrs *spanAttrs, span ptrace.Span, service string, mult float64) {
+	kind := span.Kind()
+	switch kind {
+	case ptrace.SpanKindClient, ptrace.SpanKindProducer, ptrace.SpanKindServer, ptrace.SpanKindConsumer:
+	default:
+		return
+	}
+	*gs = graphSpan{
+		ok: true, kind: kind, service: service, latency: latency(span),
+		failed: span.Status().Code() == ptrace.StatusCodeError, mult: mult,
+	}
+	if kind == ptrace.SpanKindServer || kind == ptrace.SpanKindConsumer {
+		gs.key = newEdgeKey(span.TraceID(), span.ParentSpanID())
+		gs.root = span.ParentSpanID().IsEmpty()
+	} else {
+		dbName, ok := res.dbName, res.hasDB
+		if !ok {
+			dbName, ok = attrs.first(g.dbKeys)
+		}
+		if ok {
+			gs.database = true
+			gs.server = g.databaseServer(attrs, dbName)
+			gs.dims = g.dims(res, attrs)
+			return
+		}
+		gs.key = newEdgeKey(span.TraceID(), span.SpanID())
+	}
+	gs.dims = g.dims(res, attrs)
+	gs.peer, _ = attrs.first(g.peerKeys)
+}
+
+// consume adds one prepared span to the graph.
+func (g *serviceGraph) consume(gs *graphSpan, now time.Time) {
+	if gs.database {
+		g.complete(&edge{
+			clientService: gs.service, serverService: gs.server,
+			clientLatency: gs.latency, serverLatency: gs.latency, failed: gs.failed, connType: connDatabase,
+			clientDims: gs.dims, serverDims: gs.dims, mult: gs.mult,
+		}, "", now)
+		return
+	}
+	e := g.edge(gs.key, now)
+	if e == nil {
+		return
+	}
+	e.failed = e.failed || gs.failed
+	e.connType = connectionType(gs.kind)
+	switch gs.kind {
+	case ptrace.SpanKindClient, ptrace.SpanKindProducer:
+		e.clientService, e.clientLatency, e.hasClient = gs.service, gs.latency, true
+		e.clientDims = gs.dims
+		e.clientPeer = gs.peer
+		e.mult = gs.mult
+	default:
+		e.serverService, e.serverLatency, e.hasServer = gs.service, gs.latency, true
+		e.serverDims = gs.dims
+		e.rootServer = gs.root
+		e.serverPeer = gs.peer
+		if !e.hasClient {
+			e.mult = gs.mult
+		}
+	}
+	g.tryComplete(e, now)
 }
 
 func connectionType(k ptrace.SpanKind) string {
@@ -164,15 +243,15 @@ func connectionType(k ptrace.SpanKind) string {
 }
 
 // databaseServer names the server node of a database call.
-func databaseServer(attrs pcommon.Map, dbName string) string {
-	if v, ok := lookup("peer.service", attrs); ok && v != "" {
+func (g *serviceGraph) databaseServer(attrs *spanAttrs, dbName string) string {
+	if v, ok := attrs.get(g.peerService); ok && v != "" {
 		return v
 	}
-	if v, ok := lookup("server.address", attrs); ok && v != "" {
+	if v, ok := attrs.get(g.serverAddress); ok && v != "" {
 		return v
 	}
-	if v, ok := lookup("network.peer.address", attrs); ok && v != "" {
-		if port, ok := lookup("network.peer.port", attrs); ok && port != "" {
+	if v, ok := attrs.get(g.networkPeerAddress); ok && v != "" {
+		if port, ok := attrs.get(g.networkPeerPort); ok && port != "" {
 			return v + ":" + port
 		}
 		return v
@@ -194,13 +273,17 @@ func firstPresent(keys []string, maps ...pcommon.Map) (string, bool) {
 }
 
 // dims looks up the configured dimensions, resource first.
-func (g *serviceGraph) dims(res, attrs pcommon.Map) []string {
-	if len(g.cfg.Dimensions) == 0 {
+func (g *serviceGraph) dims(res *graphResource, attrs *spanAttrs) []string {
+	if len(g.dimKeys) == 0 {
 		return nil
 	}
-	out := make([]string, len(g.cfg.Dimensions))
-	for i, d := range g.cfg.Dimensions {
-		out[i], _ = lookup(d, res, attrs)
+	out := make([]string, len(g.dimKeys))
+	for i, key := range g.dimKeys {
+		if rd := res.dims[i]; rd.present {
+			out[i] = rd.value
+		} else {
+			out[i], _ = attrs.get(key)
+		}
 	}
 	return out
 }
@@ -325,7 +408,7 @@ func (g *serviceGraph) lookupSeries(v []string, now time.Time) *graphSeries {
 		return nil
 	}
 	n := len(g.cfg.HistogramBuckets) + 1
-	s := &graphSeries{values: append([]string(nil), v...), next: head, server: make([]float64, n), client: make([]float64, n), updated: now}
+	s := &graphSeries{values: cloneValues(v), next: head, server: make([]float64, n), client: make([]float64, n), updated: now}
 	g.series[h] = s
 	return s
 }

@@ -11,6 +11,12 @@ import (
 // protobuf Span message: fields with default values are left out as proto3
 // does, except the status, which OTLP exporters always set.
 func spanSize(s ptrace.Span) int {
+	return spanSizeWithoutAttributes(s) + attributesSize(s.Attributes())
+}
+
+// spanSizeWithoutAttributes is spanSize less the size of the span's own
+// attributes, for callers that sum those while they read them anyway.
+func spanSizeWithoutAttributes(s ptrace.Span) int {
 	n := 0
 	if !s.TraceID().IsEmpty() {
 		n += bytesField(1, 16)
@@ -39,7 +45,6 @@ func spanSize(s ptrace.Span) int {
 	if s.EndTimestamp() != 0 {
 		n += 9
 	}
-	n += attributesSize(s.Attributes())
 	if c := s.DroppedAttributesCount(); c != 0 {
 		n += 1 + sov(uint64(c))
 	}
@@ -104,16 +109,20 @@ func linkSize(l ptrace.SpanLink) int {
 // attributesSize is the size of repeated KeyValue fields (one-byte tags).
 func attributesSize(m pcommon.Map) int {
 	n := 0
-	m.Range(func(k string, v pcommon.Value) bool {
-		kv := 0
-		if k != "" {
-			kv += bytesField(1, len(k))
-		}
-		kv += bytesField(1, anyValueSize(v))
-		n += bytesField(1, kv)
-		return true
-	})
+	for k, v := range m.All() {
+		n += keyValueSize(k, v)
+	}
 	return n
+}
+
+// keyValueSize is the size of one KeyValue field with a one-byte tag.
+func keyValueSize(k string, v pcommon.Value) int {
+	kv := 0
+	if k != "" {
+		kv += bytesField(1, len(k))
+	}
+	kv += bytesField(1, anyValueSize(v))
+	return bytesField(1, kv)
 }
 
 func anyValueSize(v pcommon.Value) int {

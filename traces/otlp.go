@@ -55,9 +55,13 @@ func RegisterGRPC(srv *grpc.Server, c Consumer, m *Metrics, l Limits) {
 const grpcHandshakeTimeout = 10 * time.Second
 
 // GRPCServerOptions bound the size of a received message and the time a
-// connection may take to start.
+// connection may take to start, and set the codec that decodes requests
+// with pdata.
 func GRPCServerOptions(maxBodyBytes int) []grpc.ServerOption {
-	return []grpc.ServerOption{grpc.MaxRecvMsgSize(maxBodyBytes), grpc.ConnectionTimeout(grpcHandshakeTimeout)}
+	return []grpc.ServerOption{
+		grpc.MaxRecvMsgSize(maxBodyBytes), grpc.ConnectionTimeout(grpcHandshakeTimeout),
+		grpc.ForceServerCodecV2(newGRPCCodec()),
+	}
 }
 
 // OTLPHandler serves POST /v1/traces with protobuf or JSON bodies, plain or

@@ -9,8 +9,9 @@ package main
 //     --spans-duration; spans/s, spans per CPU-second of the pushrelay
 //     process (/proc/<pid>/stat utime+stime) and request latency;
 //  2. half load: the same batches paced (open loop, evenly spread over the
-//     senders) at half the measured maximum for --spans-paced-duration;
-//     request latency, p99 foremost;
+//     senders) at half the measured maximum, or at --spans-paced-rate, for
+//     --spans-paced-duration; request latency, p99 foremost. A fixed rate
+//     compares the latency of two builds at the same load;
 //  3. series: batches of spans with unique names until
 //     pushrelay_spanmetrics_series reaches --spans-series, then pushrelay's
 //     VmRSS and one scrape of /metrics.
@@ -80,6 +81,7 @@ type spanConfig struct {
 	conns        int
 	duration     time.Duration
 	pacedDur     time.Duration
+	pacedRate    float64
 	warmup       time.Duration
 	batchSizes   string
 	variants     int
@@ -98,6 +100,7 @@ func registerSpanFlags(app *kingpin.Application) *spanConfig {
 	app.Flag("spans-conns", "gRPC connections the senders share.").Default("4").IntVar(&s.conns)
 	app.Flag("spans-duration", "Length of each max-rate phase.").Default("15s").DurationVar(&s.duration)
 	app.Flag("spans-paced-duration", "Length of each half-load phase.").Default("15s").DurationVar(&s.pacedDur)
+	app.Flag("spans-paced-rate", "Spans/s of the paced phases; 0 paces at half the rate measured in the max-rate phase.").Default("0").Float64Var(&s.pacedRate)
 	app.Flag("spans-warmup", "Warm-up before the first phase.").Default("3s").DurationVar(&s.warmup)
 	app.Flag("spans-batch-sizes", "Comma-separated spans per export request.").Default("100,1000").StringVar(&s.batchSizes)
 	app.Flag("spans-variants", "Different pre-encoded batches per size.").Default("32").IntVar(&s.variants)
@@ -185,6 +188,10 @@ func runSpans(c *config, s *spanConfig, args []string) int {
 	}
 	if s.senders < 1 || s.conns < 1 || s.variants < 1 || s.seriesTarget < 0 {
 		fmt.Fprintln(os.Stderr, "pushrelay-bench: --spans-senders, --spans-conns and --spans-variants must be at least 1")
+		return 2
+	}
+	if s.pacedRate < 0 {
+		fmt.Fprintln(os.Stderr, "pushrelay-bench: --spans-paced-rate must not be negative")
 		return 2
 	}
 	begin := time.Now()
@@ -319,12 +326,19 @@ func runSpans(c *config, s *spanConfig, args []string) int {
 		maxRates[size] = ph.Rate
 		logSpanPhase(ph)
 	}
+	if s.pacedRate > 0 {
+		res.note("paced phases at %.0f spans/s (--spans-paced-rate), not at half the measured maximum", s.pacedRate)
+	}
 	for _, size := range sizes {
-		if maxRates[size] <= 0 {
+		rate := s.pacedRate
+		if rate == 0 {
+			rate = maxRates[size] / 2
+		}
+		if rate <= 0 {
 			res.note("no half-load phase for %d-span batches: the max-rate phase sent nothing", size)
 			continue
 		}
-		ph := snd.paced(s.senders, size, maxRates[size]/2, s.pacedDur, pid)
+		ph := snd.paced(s.senders, size, rate, s.pacedDur, pid)
 		ph.Phase = "half load"
 		res.Phases = append(res.Phases, ph)
 		res.Sent += ph.Spans
