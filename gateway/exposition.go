@@ -308,7 +308,7 @@ func appendOpenMetricsLine(buf *bytes.Buffer, text []byte) {
 	sp := bytes.LastIndexByte(line, ' ')
 	value := line[sp+1:]
 	buf.Write(line)
-	if bytes.ContainsAny(value, ".eN") || bytes.HasSuffix(value, []byte("Inf")) {
+	if containsByte(value, '.', 'e', 'N') || bytes.HasSuffix(value, []byte("Inf")) {
 		buf.WriteByte('\n')
 		return
 	}
@@ -436,7 +436,7 @@ func appendOpenMetricsClassic(buf *bytes.Buffer, name string, text []byte) {
 			}
 		}
 		buf.Write(value)
-		if !bytes.ContainsAny(value, ".eN") && !bytes.HasSuffix(value, []byte("Inf")) {
+		if !containsByte(value, '.', 'e', 'N') && !bytes.HasSuffix(value, []byte("Inf")) {
 			buf.WriteString(".0")
 		}
 		buf.WriteByte('\n')

@@ -297,7 +297,7 @@ func groupedTextSize(name string, m *dto.Metric) int {
 // containsByte reports whether s holds a, b or c. Unlike strings.ContainsAny
 // it costs a few instructions per byte on the short strings of labels and
 // values.
-func containsByte(s string, a, b, c byte) bool {
+func containsByte[T string | []byte](s T, a, b, c byte) bool {
 	for i := 0; i < len(s); i++ {
 		if x := s[i]; x == a || x == b || x == c {
 			return true
