@@ -73,13 +73,19 @@ func benchGrouping(i int) Grouping {
 	return Grouping{"job": "pushrelay_bench", "instance": fmt.Sprintf("g%06d", i)}
 }
 
-// benchPush parses body and pushes it to group i with PUT.
+// benchPush pushes body to group i with PUT, the way the HTTP handler
+// does: through the group's template when the body only changed its
+// values.
 func benchPush(s *Store, body []byte, i int, wait bool) error {
-	mfs, err := parseBody(bytes.NewReader(body), "text/plain; version=0.0.4")
+	g := benchGrouping(i)
+	tb, mfs, err := s.prepareTextOrParse(g, body)
 	if err != nil {
 		return err
 	}
-	return s.push(benchGrouping(i), mfs, true, wait, nil)
+	if tb == nil {
+		return s.push(g, mfs, true, wait, nil)
+	}
+	return s.submitText(g, tb, true, wait, nil)
 }
 
 // benchFill pushes groups [0, n) once each and waits until all are applied

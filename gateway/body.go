@@ -116,15 +116,31 @@ func parseBody(body io.Reader, contentType string) (map[string]*parsedFamily, er
 		if _, err := buf.ReadFrom(body); err != nil {
 			return nil, err
 		}
-		// Neither parser keeps a reference to buf.
-		if parsed, ok := parseTextFast(buf.Bytes()); ok {
-			return parsed, nil
-		}
-		parser := expfmt.NewTextParser(model.LegacyValidation)
-		var err error
-		if mfs, err = parser.TextToMetricFamilies(bytes.NewReader(buf.Bytes())); err != nil {
-			return nil, err
-		}
+		return parseText(buf.Bytes())
+	}
+	parsed := make(map[string]*parsedFamily, len(mfs))
+	for name, mf := range mfs {
+		parsed[name] = fromDto(mf)
+	}
+	return parsed, nil
+}
+
+// parseText parses a text body: with the fast parser when it takes it,
+// else with expfmt. Neither keeps a reference to in.
+func parseText(in []byte) (map[string]*parsedFamily, error) {
+	if parsed, ok := parseTextFast(in); ok {
+		return parsed, nil
+	}
+	return parseTextSlow(in)
+}
+
+// parseTextSlow parses a text body with expfmt, which takes every body the
+// Pushgateway takes and gives its error messages.
+func parseTextSlow(in []byte) (map[string]*parsedFamily, error) {
+	parser := expfmt.NewTextParser(model.LegacyValidation)
+	mfs, err := parser.TextToMetricFamilies(bytes.NewReader(in))
+	if err != nil {
+		return nil, err
 	}
 	parsed := make(map[string]*parsedFamily, len(mfs))
 	for name, mf := range mfs {

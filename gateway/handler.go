@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -262,8 +263,19 @@ func (a *api) pushHandler(replace bool) http.Handler {
 		}
 		body, err := decodeBody(w, r, a.opts.MaxBodyBytes)
 		var mfs map[string]*parsedFamily
+		var text *textBody
 		if err == nil {
-			mfs, err = parseBody(body, r.Header.Get("Content-Type"))
+			contentType := r.Header.Get("Content-Type")
+			if isDelimitedProtobuf(contentType) {
+				mfs, err = parseBody(body, contentType)
+			} else {
+				buf := bodyPool.Get().(*bytes.Buffer)
+				defer putBody(buf)
+				buf.Reset()
+				if _, err = buf.ReadFrom(body); err == nil {
+					text, mfs, err = a.store.prepareTextOrParse(g, buf.Bytes())
+				}
+			}
 		}
 		if err != nil {
 			a.logger.Debug("cannot parse push body", "source", r.RemoteAddr, "err", err)
@@ -282,7 +294,11 @@ func (a *api) pushHandler(replace bool) http.Handler {
 			return
 		}
 		check := !a.opts.DisableConsistencyCheck
-		err = a.store.push(g, mfs, replace, check, ttl)
+		if text != nil {
+			err = a.store.submitText(g, text, replace, check, ttl)
+		} else {
+			err = a.store.push(g, mfs, replace, check, ttl)
+		}
 		var rejected *RejectedError
 		var persistErr *PersistError
 		var limitErr *LimitError

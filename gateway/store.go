@@ -186,6 +186,10 @@ type Store struct {
 	// OpenMetrics 1.0 cannot carry.
 	floatSeries int
 
+	// templates holds the *bodyTemplate of the last text body pushed to
+	// each group, by group key.
+	templates sync.Map
+
 	// persistErr is the error of the last commit while the storage cannot
 	// be written; nil when it can.
 	persistErr atomic.Pointer[error]
@@ -820,6 +824,7 @@ func (s *Store) install(key string, old, g *group) {
 	}
 	if g == nil {
 		delete(s.groups, key)
+		s.templates.Delete(key)
 		return
 	}
 	for name, f := range g.families {

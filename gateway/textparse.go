@@ -24,15 +24,37 @@ import (
 // The body is copied into one string that every parsed label shares;
 // family names and help texts, which outlive the push, are interned.
 func parseTextFast(in []byte) (map[string]*parsedFamily, bool) {
+	return parseTextLines(in, nil)
+}
+
+// textLine is where one line of a text body went, as parseTextLines saw it.
+type textLine struct {
+	// end is the offset of the line's newline in the body.
+	end int
+	// value is the offset of a sample's value in the body, -1 for other
+	// lines.
+	value int
+	// family is the family of a sample, HELP or TYPE line; nil for other
+	// lines and for families without samples.
+	family *parsedFamily
+	// simple is the index of a simple sample in family.simple, else -1.
+	simple int
+}
+
+// parseTextLines is parseTextFast that, when lines is not nil, also
+// appends to it where every line of in went.
+func parseTextLines(in []byte, lines *[]textLine) (map[string]*parsedFamily, bool) {
 	if len(in) > 0 && in[len(in)-1] != '\n' {
 		return nil, false
 	}
 	src := string(in)
 	p := fastParser{families: make(map[string]*fastFamily, 16), labelArena: make([]label, 0, strings.Count(src, "=\""))}
-	for len(src) > 0 {
+	var lineFamilies []*fastFamily
+	for offset := 0; len(src) > 0; {
 		i := strings.IndexByte(src, '\n')
 		line := src[:i]
 		src = src[i+1:]
+		p.lineFamily, p.lineValue, p.lineSimple = nil, -1, -1
 		var ok bool
 		switch {
 		case len(line) == 0:
@@ -44,6 +66,20 @@ func parseTextFast(in []byte) (map[string]*parsedFamily, bool) {
 		}
 		if !ok {
 			return nil, false
+		}
+		if lines != nil {
+			value := p.lineValue
+			if value >= 0 {
+				value += offset
+			}
+			*lines = append(*lines, textLine{end: offset + i, value: value, simple: p.lineSimple})
+			lineFamilies = append(lineFamilies, p.lineFamily)
+		}
+		offset += i + 1
+	}
+	for i, ff := range lineFamilies {
+		if ff != nil && (len(ff.metrics) > 0 || len(ff.simple) > 0) {
+			(*lines)[i].family = &ff.parsedFamily
 		}
 	}
 	out := make(map[string]*parsedFamily, len(p.families))
@@ -81,6 +117,10 @@ type fastParser struct {
 	last                   *fastFamily
 	lastName               string
 	lastIsCount, lastIsSum bool
+	// lineFamily, lineValue and lineSimple tell where the current line
+	// went: see textLine.
+	lineFamily            *fastFamily
+	lineValue, lineSimple int
 	// grouped maps family name and label set to the summary or histogram
 	// metric that its lines build.
 	grouped map[string]*dto.Metric
@@ -151,6 +191,7 @@ func (p *fastParser) comment(line string) bool {
 		return false
 	}
 	ff, _, _ := p.family(name)
+	p.lineFamily = ff
 	if isHelp {
 		if ff.hasHelp {
 			return false
@@ -271,6 +312,7 @@ func (p *fastParser) sample(line string) bool {
 	if err != nil {
 		return false
 	}
+	p.lineFamily, p.lineValue = ff, len(line)-len(rest)+1
 	switch typ {
 	case dto.MetricType_COUNTER, dto.MetricType_GAUGE, dto.MetricType_UNTYPED:
 		var labels []label
@@ -280,6 +322,7 @@ func (p *fastParser) sample(line string) bool {
 			labels = p.labelArena[start:len(p.labelArena):len(p.labelArena)]
 		}
 		ff.simple = append(ff.simple, simpleMetric{labels: labels, value: v, checked: !reserved})
+		p.lineSimple = len(ff.simple) - 1
 	case dto.MetricType_SUMMARY:
 		if !isCount && !isSum && math.IsNaN(quantile) {
 			return false

@@ -27,14 +27,29 @@ func (s *Store) Push(grouping Grouping, mfs map[string]*dto.MetricFamily, replac
 // push is Push of parsed families with an optional TTL given by the push
 // itself.
 func (s *Store) push(grouping Grouping, mfs map[string]*parsedFamily, replace, wait bool, ttl *time.Duration) error {
-	now := s.now()
+	req := s.newPushRequest(grouping, replace, ttl, s.now())
+	if err := s.addParsed(req, mfs); err != nil {
+		return err
+	}
+	return s.write(req, wait)
+}
+
+// newPushRequest returns the write request of a push received at now, with
+// no families yet.
+func (s *Store) newPushRequest(grouping Grouping, replace bool, ttl *time.Duration, now time.Time) *writeRequest {
 	req := &writeRequest{kind: writePost, grouping: grouping, key: grouping.Key(), time: now, ttl: ttl}
 	req.pushTimeFamily = timestampFamily(pushTimeName, pushTimeHelp, grouping, req.key, now, now)
 	if replace {
 		req.kind = writePut
 	}
-	req.families = make(map[string]*family, len(mfs))
-	gl := groupingLabels(grouping)
+	req.families = make(map[string]*family, 16)
+	return req
+}
+
+// addParsed builds the parsed families of a push into req. A limit or an
+// unknown type fails the push; a timestamp rejects it.
+func (s *Store) addParsed(req *writeRequest, mfs map[string]*parsedFamily) error {
+	var gl []label
 	for name, mf := range mfs {
 		if req.reject != nil {
 			break
@@ -52,7 +67,10 @@ func (s *Store) push(grouping Grouping, mfs map[string]*parsedFamily, replace, w
 		if err := s.checkLabelLengths(mf); err != nil {
 			return err
 		}
-		f, err := newFamily(mf, grouping, gl, req.key, now)
+		if gl == nil {
+			gl = groupingLabels(req.grouping)
+		}
+		f, err := newFamily(mf, req.grouping, gl, req.key, req.time)
 		if errors.Is(err, errTimestamp) {
 			req.reject, req.families = err, nil
 			break
@@ -62,7 +80,7 @@ func (s *Store) push(grouping Grouping, mfs map[string]*parsedFamily, replace, w
 		}
 		req.families[name] = f
 	}
-	return s.write(req, wait)
+	return nil
 }
 
 // checkLabelLengths enforces the label name and value limits on a pushed

@@ -1,0 +1,278 @@
+package gateway
+
+import (
+	"bytes"
+	"encoding/binary"
+	"math"
+	"time"
+
+	"github.com/cespare/xxhash/v2"
+	"google.golang.org/protobuf/encoding/protowire"
+)
+
+// bodyTemplate remembers how the last text body pushed to a group was
+// encoded. A job pushes the same body every run with other sample values;
+// a body that differs from the template's only in its values is encoded by
+// copying the labels of the previous series and writing the new values,
+// without parsing, sanitising or hashing. Summaries and histograms, whose
+// values decide how they are stored, are parsed again from their lines. A
+// template is immutable.
+type bodyTemplate struct {
+	// lines describe every line of the body, shared by the templates that
+	// follow from this one.
+	lines []templateLine
+	// families are the counter, gauge and untyped families built from
+	// the body; their series give the labels of the next push.
+	families []*family
+	// prefixes are, for every series of families, the length of its text
+	// line before the value; shared like lines.
+	prefixes [][]int
+}
+
+// templateLine is one line of a template's body.
+type templateLine struct {
+	// hash is the xxhash of the line, or of a sample line up to its
+	// value, and length the number of bytes hashed.
+	hash   uint64
+	length int
+	// sample marks a sample line, whose value follows the hashed bytes.
+	sample bool
+	// grouped marks a line of a summary or histogram family.
+	grouped bool
+	// family and pos locate the series of a simple sample line:
+	// families[family].series[pos].
+	family, pos int
+}
+
+// textBody is a text push body prepared for its group: what the template
+// encoded and what is left to build.
+type textBody struct {
+	now time.Time
+	// families were encoded through the template.
+	families []*family
+	// parsed are the families still to build: all of them without a
+	// template, the summaries and histograms with one.
+	parsed map[string]*parsedFamily
+	// lines and body are kept, without a template, to make one.
+	lines []textLine
+	body  []byte
+	// template is the template the body matched.
+	template *bodyTemplate
+}
+
+// maxTemplateLine bounds the lines a template describes.
+const maxTemplateLine = 1 << 20
+
+// prepareTextOrParse prepares a text body for submitText, or, when the
+// fast parser does not take it, parses it with expfmt for push. body must
+// stay unchanged until submitText returns.
+func (s *Store) prepareTextOrParse(grouping Grouping, body []byte) (*textBody, map[string]*parsedFamily, error) {
+	if tb, ok := s.prepareText(grouping.Key(), body); ok {
+		return tb, nil, nil
+	}
+	mfs, err := parseTextSlow(body)
+	return nil, mfs, err
+}
+
+// prepareText parses a text body for the group with key, or encodes it
+// through the group's template. ok is false when the fast parser does not
+// take the body.
+func (s *Store) prepareText(key string, body []byte) (tb *textBody, ok bool) {
+	tb = &textBody{now: s.now(), body: body}
+	if v, found := s.templates.Load(key); found {
+		t := v.(*bodyTemplate)
+		if families, grouped, ok := t.encode(body, tb.now); ok {
+			if len(grouped) == 0 {
+				tb.families, tb.template = families, t
+				return tb, true
+			}
+			if parsed, ok := parseTextFast(grouped); ok {
+				tb.families, tb.parsed, tb.template = families, parsed, t
+				return tb, true
+			}
+		}
+	}
+	parsed, ok := parseTextLines(body, &tb.lines)
+	if !ok {
+		return nil, false
+	}
+	tb.parsed = parsed
+	return tb, true
+}
+
+// submitText pushes a prepared text body like push, and keeps the template
+// of a body that was accepted (or queued, when not waiting).
+func (s *Store) submitText(grouping Grouping, tb *textBody, replace, wait bool, ttl *time.Duration) error {
+	req := s.newPushRequest(grouping, replace, ttl, tb.now)
+	for _, f := range tb.families {
+		req.families[f.name] = f
+	}
+	if err := s.addParsed(req, tb.parsed); err != nil {
+		return err
+	}
+	var next *bodyTemplate
+	switch {
+	case req.reject != nil:
+	case tb.template != nil:
+		next = &bodyTemplate{lines: tb.template.lines, families: tb.families, prefixes: tb.template.prefixes}
+	default:
+		next = newBodyTemplate(tb.body, tb.lines, tb.parsed, req, grouping)
+	}
+	err := s.write(req, wait)
+	if err == nil && next != nil {
+		s.templates.Store(req.key, next)
+	}
+	return err
+}
+
+// newBodyTemplate describes how body, parsed into lines and parsed, was
+// built into the families of req, or returns nil when the body is not one
+// a template can reproduce: one that pushes the gateway's own families, or
+// any family with a problem the consistency check would report.
+func newBodyTemplate(body []byte, lines []textLine, parsed map[string]*parsedFamily, req *writeRequest, grouping Grouping) *bodyTemplate {
+	if len(lines) > maxTemplateLine {
+		return nil
+	}
+	t := &bodyTemplate{lines: make([]templateLine, len(lines))}
+	index := make(map[*parsedFamily]int, len(parsed))
+	var gl []label
+	var scratch []label
+	// positions maps the ids of a family's series to their positions.
+	var positions []map[uint64]int
+	for name, p := range parsed {
+		f := req.families[name]
+		if f == nil || len(f.invalid) > 0 || len(p.metrics) > 0 && len(p.simple) > 0 {
+			return nil
+		}
+		if len(p.simple) == 0 {
+			continue
+		}
+		if len(f.series) != len(p.simple) {
+			return nil
+		}
+		index[p] = len(t.families)
+		t.families = append(t.families, f)
+		pos := make(map[uint64]int, len(f.series))
+		prefixes := make([]int, len(f.series))
+		var num [32]byte
+		for i, se := range f.series {
+			pos[se.id] = i
+			prefixes[i] = len(se.text) - len(appendFloat(num[:0], simpleMetricValue(se))) - 1
+		}
+		positions = append(positions, pos)
+		t.prefixes = append(t.prefixes, prefixes)
+	}
+	start := 0
+	for i, l := range lines {
+		line := body[start:l.end]
+		tl := &t.lines[i]
+		tl.length = len(line)
+		if l.value >= 0 {
+			tl.sample, tl.length = true, l.value-start
+		}
+		tl.hash = xxhash.Sum64(line[:tl.length])
+		if l.family != nil {
+			fi, simple := index[l.family]
+			tl.grouped = !simple
+			if simple && tl.sample {
+				if gl == nil {
+					gl = groupingLabels(grouping)
+				}
+				scratch = sanitizeSimple(scratch[:0], l.family.simple[l.simple].labels, gl)
+				pos, ok := positions[fi][seriesID(l.family.name, scratch)]
+				if !ok {
+					return nil
+				}
+				tl.family, tl.pos = fi, pos
+			}
+		}
+		start = l.end + 1
+	}
+	return t
+}
+
+// encode encodes body through t: the new versions of t's simple families,
+// with their time set to now, and the lines of its summaries and
+// histograms, to be parsed. ok is false when body differs from t's in more
+// than sample values, or has a value that is not a number.
+func (t *bodyTemplate) encode(body []byte, now time.Time) (families []*family, grouped []byte, ok bool) {
+	offsets := make([]int, len(t.families)+1)
+	for i, f := range t.families {
+		offsets[i+1] = offsets[i] + len(f.series)
+	}
+	values := make([]float64, offsets[len(t.families)])
+	start := 0
+	for _, tl := range t.lines {
+		end := bytes.IndexByte(body[start:], '\n') + start
+		if end < start {
+			return nil, nil, false
+		}
+		line := body[start:end]
+		if len(line) < tl.length || !tl.sample && len(line) != tl.length || xxhash.Sum64(line[:tl.length]) != tl.hash {
+			return nil, nil, false
+		}
+		if tl.sample {
+			value := line[tl.length:]
+			if len(value) == 0 || containsByte(value, ' ', '\t', '\t') {
+				return nil, nil, false
+			}
+			if !tl.grouped {
+				v, err := parseSampleFloat(string(value))
+				if err != nil {
+					return nil, nil, false
+				}
+				values[offsets[tl.family]+tl.pos] = v
+			}
+		}
+		if tl.grouped {
+			grouped = append(grouped, body[start:end+1]...)
+		}
+		start = end + 1
+	}
+	if start != len(body) {
+		return nil, nil, false
+	}
+	families = make([]*family, len(t.families))
+	for i, f := range t.families {
+		families[i] = f.withValues(values[offsets[i]:offsets[i+1]], t.prefixes[i], now)
+	}
+	return families, grouped, true
+}
+
+// withValues returns a copy of the simple family f, written at now, whose
+// series carry values, in the order of f's series; prefixes are the lengths
+// of their text lines before the value.
+func (f *family) withValues(values []float64, prefixes []int, now time.Time) *family {
+	n := &family{name: f.name, help: f.help, hasHelp: f.hasHelp, typ: f.typ, time: now, series: make([]*series, len(f.series))}
+	structs := make([]series, len(f.series))
+	// The formatted values, and the bytes of all encodings.
+	nums := make([][32]byte, len(f.series))
+	numLens := make([]int, len(f.series))
+	size := 0
+	for i, old := range f.series {
+		numLens[i] = len(appendFloat(nums[i][:0], values[i]))
+		size += prefixes[i] + numLens[i] + 1 + len(old.metric)
+	}
+	enc := make([]byte, 0, size)
+	for i, old := range f.series {
+		start := len(enc)
+		enc = append(enc, old.text[:prefixes[i]]...)
+		enc = append(enc, nums[i][:numLens[i]]...)
+		enc = append(enc, '\n')
+		textEnd := len(enc)
+		enc = append(enc, old.metric[:len(old.metric)-protowire.SizeFixed64()]...)
+		enc = protowire.AppendFixed64(enc, math.Float64bits(values[i]))
+		se := &structs[i]
+		se.key, se.groupKey, se.id, se.simple = old.key, old.groupKey, old.id, true
+		se.text = enc[start:textEnd:textEnd]
+		se.metric = enc[textEnd:len(enc):len(enc)]
+		n.series[i] = se
+	}
+	return n
+}
+
+// simpleMetricValue returns the value of a simple series: the fixed64 that
+// appendSimpleMetricProto writes last.
+func simpleMetricValue(se *series) float64 {
+	return math.Float64frombits(binary.LittleEndian.Uint64(se.metric[len(se.metric)-protowire.SizeFixed64():]))
+}

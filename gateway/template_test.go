@@ -1,0 +1,249 @@
+package gateway
+
+import (
+	"bytes"
+	"fmt"
+	"math/rand/v2"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// parsedFamilies builds body into families the way a push without a
+// template does.
+func parsedFamilies(t *testing.T, g Grouping, body []byte, now time.Time) map[string]*family {
+	t.Helper()
+	parsed, ok := parseTextFast(body)
+	require.True(t, ok, "the fast parser takes %q", body)
+	s := &Store{}
+	req := s.newPushRequest(g, true, nil, now)
+	require.NoError(t, s.addParsed(req, parsed))
+	return req.families
+}
+
+// requireSameFamilies fails unless want and got hold the same families with
+// the same series, byte for byte.
+func requireSameFamilies(t *testing.T, want, got map[string]*family) {
+	t.Helper()
+	require.Len(t, got, len(want))
+	for name, w := range want {
+		g := got[name]
+		require.NotNil(t, g, name)
+		require.Equal(t, [4]any{w.name, w.help, w.hasHelp, w.typ}, [4]any{g.name, g.help, g.hasHelp, g.typ}, name)
+		require.True(t, w.time.Equal(g.time), name)
+		require.Equal(t, w.invalid, g.invalid, name)
+		require.Len(t, g.series, len(w.series), name)
+		for i, ws := range w.series {
+			gs := g.series[i]
+			require.Equal(t, ws.key, gs.key, name)
+			require.Equal(t, ws.groupKey, gs.groupKey, name)
+			require.Equal(t, ws.id, gs.id, name)
+			require.Equal(t, [3]bool{ws.simple, ws.classic, ws.floatCounts}, [3]bool{gs.simple, gs.classic, gs.floatCounts}, name)
+			require.Equal(t, string(ws.text), string(gs.text), name)
+			require.Equal(t, ws.metric, gs.metric, name)
+		}
+	}
+}
+
+// templated prepares body for a group whose template was made from first,
+// and returns the families submitText would push and whether the template
+// was used.
+func templated(t *testing.T, g Grouping, first, body []byte, now time.Time) (map[string]*family, bool) {
+	t.Helper()
+	s, err := NewStore(StoreOptions{Now: func() time.Time { return now }})
+	require.NoError(t, err)
+	defer s.Close()
+	tb, ok := s.prepareText(g.Key(), first)
+	require.True(t, ok)
+	if err := s.submitText(g, tb, true, true, nil); err != nil {
+		var rejected *RejectedError
+		require.ErrorAs(t, err, &rejected, "only the consistency check may refuse the first body")
+	}
+	tb, ok = s.prepareText(g.Key(), body)
+	require.True(t, ok)
+	req := s.newPushRequest(g, true, nil, now)
+	for _, f := range tb.families {
+		req.families[f.name] = f
+	}
+	require.NoError(t, s.addParsed(req, tb.parsed))
+	return req.families, tb.template != nil
+}
+
+// withValues rewrites every sample value of body with values from next.
+func withValues(t *testing.T, body []byte, next func() string) []byte {
+	t.Helper()
+	var lines []textLine
+	_, ok := parseTextLines(body, &lines)
+	require.True(t, ok)
+	var out []byte
+	start := 0
+	for _, l := range lines {
+		if l.value < 0 {
+			out = append(out, body[start:l.end+1]...)
+		} else {
+			out = append(out, body[start:l.value]...)
+			out = append(out, next()...)
+			out = append(out, '\n')
+		}
+		start = l.end + 1
+	}
+	return out
+}
+
+func TestTemplateMatchesParsing(t *testing.T) {
+	g := Grouping{"job": "j", "instance": "i-1"}
+	now := time.Unix(1700000000, 0)
+	scenarios := map[string]struct {
+		body   string
+		values []string
+	}{
+		"bench body": {string(benchBody(1)), nil},
+		"counters and gauges": {
+			"# HELP c_total A \\\\ help\\nline.\n# TYPE c_total counter\nc_total{a=\"x\\\"y\"} 1\nc_total{a=\"\\\\\"} 2\n# comment\n\ng 3\nu{job=\"pushed\",instance=\"kept\"} 4\n",
+			[]string{"1e300", "-0", "NaN", "+Inf"},
+		},
+		"values in every form": {
+			"# TYPE g gauge\ng{k=\"1\"} 1\ng{k=\"2\"} 2\ng{k=\"3\"} 3\ng{k=\"4\"} 4\ng{k=\"5\"} 5\n",
+			[]string{"-Inf", "0.1", "1.000", "12345678901234567890", "5e-324"},
+		},
+		"summary and histogram between simple families": {
+			"# TYPE a gauge\na 1\n# TYPE s summary\ns{quantile=\"0.5\"} 1\ns_sum 2\ns_count 3\n# TYPE h histogram\nh_bucket{le=\"1\",x=\"y\"} 1\nh_bucket{le=\"+Inf\",x=\"y\"} 2\nh_sum{x=\"y\"} 3\nh_count{x=\"y\"} 2\nb 2\n",
+			[]string{"4", "5", "6", "9", "1", "1", "2.5", "1", "7"},
+		},
+		"histogram turning fractional": {
+			"# TYPE h histogram\nh_bucket{le=\"1\"} 1\nh_bucket{le=\"+Inf\"} 2\nh_sum 3\nh_count 2\n",
+			[]string{"0.5", "1.5", "3", "1.5"},
+		},
+	}
+	for name, sc := range scenarios {
+		t.Run(name, func(t *testing.T) {
+			first := []byte(sc.body)
+			n := 0
+			next := withValues(t, first, func() string {
+				if n < len(sc.values) {
+					n++
+					return sc.values[n-1]
+				}
+				n++
+				return strconv.Itoa(1000 + n)
+			})
+			later := now.Add(time.Minute)
+			got, used := templated(t, g, first, next, later)
+			require.True(t, used, "the template takes a body that only changed its values")
+			requireSameFamilies(t, parsedFamilies(t, g, next, later), got)
+		})
+	}
+}
+
+func TestTemplateFallsBack(t *testing.T) {
+	g := Grouping{"job": "j"}
+	now := time.Unix(1700000000, 0)
+	first := "# HELP m Help.\n# TYPE m counter\nm{a=\"1\"} 1\nm{a=\"2\"} 2\n"
+	scenarios := map[string]string{
+		"other label value": "# HELP m Help.\n# TYPE m counter\nm{a=\"1\"} 1\nm{a=\"3\"} 2\n",
+		"other help":        "# HELP m Other.\n# TYPE m counter\nm{a=\"1\"} 1\nm{a=\"2\"} 2\n",
+		"one more line":     "# HELP m Help.\n# TYPE m counter\nm{a=\"1\"} 1\nm{a=\"2\"} 2\nm{a=\"4\"} 4\n",
+		"one line less":     "# HELP m Help.\n# TYPE m counter\nm{a=\"1\"} 1\n",
+		"empty":             "",
+	}
+	for name, body := range scenarios {
+		t.Run(name, func(t *testing.T) {
+			got, used := templated(t, g, []byte(first), []byte(body), now)
+			require.False(t, used)
+			requireSameFamilies(t, parsedFamilies(t, g, []byte(body), now), got)
+		})
+	}
+	for name, sc := range map[string]struct {
+		body, err string
+	}{
+		"value that is not a number": {"# HELP m Help.\n# TYPE m counter\nm{a=\"1\"} 1\nm{a=\"2\"} x\n", `text format parsing error in line 4: expected float as value, got "x"`},
+		"value after two spaces":     {"# HELP m Help.\n# TYPE m counter\nm{a=\"1\"} 1\nm{a=\"2\"}  2\n", ""},
+	} {
+		t.Run(name, func(t *testing.T) {
+			s, err := NewStore(StoreOptions{})
+			require.NoError(t, err)
+			defer s.Close()
+			tb, ok := s.prepareText(g.Key(), []byte(first))
+			require.True(t, ok)
+			require.NoError(t, s.submitText(g, tb, true, true, nil))
+			_, ok = s.prepareText(g.Key(), []byte(sc.body))
+			require.False(t, ok, "neither the template nor the fast parser takes it")
+			tb, mfs, err := s.prepareTextOrParse(g, []byte(sc.body))
+			require.Nil(t, tb)
+			if sc.err != "" {
+				require.EqualError(t, err, sc.err)
+				return
+			}
+			require.NoError(t, err, "expfmt takes it")
+			require.Len(t, mfs, 1)
+		})
+	}
+	t.Run("template of another group", func(t *testing.T) {
+		other := Grouping{"job": "k"}
+		s, err := NewStore(StoreOptions{Now: func() time.Time { return now }})
+		require.NoError(t, err)
+		defer s.Close()
+		tb, ok := s.prepareText(g.Key(), []byte(first))
+		require.True(t, ok)
+		require.NoError(t, s.submitText(g, tb, true, true, nil))
+		tb, ok = s.prepareText(other.Key(), []byte(first))
+		require.True(t, ok)
+		require.Nil(t, tb.template)
+	})
+	t.Run("delete drops the template", func(t *testing.T) {
+		s, err := NewStore(StoreOptions{})
+		require.NoError(t, err)
+		defer s.Close()
+		tb, _ := s.prepareText(g.Key(), []byte(first))
+		require.NoError(t, s.submitText(g, tb, true, true, nil))
+		_, found := s.templates.Load(g.Key())
+		require.True(t, found)
+		require.NoError(t, s.Delete(g))
+		_, found = s.templates.Load(g.Key())
+		require.False(t, found)
+	})
+}
+
+// FuzzTemplate makes a template from a body, gives the body new values and
+// checks that the template encodes it exactly as parsing does.
+func FuzzTemplate(f *testing.F) {
+	for _, s := range textParseSeeds {
+		f.Add([]byte(s), uint64(1))
+	}
+	f.Add(benchBody(0), uint64(2))
+	f.Fuzz(func(t *testing.T, body []byte, seed uint64) {
+		if len(body) > 1<<14 {
+			return
+		}
+		if _, ok := parseTextFast(body); !ok || bytes.Contains(body, []byte(pushTimeName)) || bytes.Contains(body, []byte(pushFailureTimeName)) {
+			return
+		}
+		g := Grouping{"job": "j", "instance": "x"}
+		now := time.Unix(1700000000, 0)
+		if fams := parsedFamilies(t, g, body, now); len(fams) == 0 {
+			return
+		}
+		rng := rand.New(rand.NewPCG(seed, 7))
+		next := withValues(t, body, func() string {
+			switch rng.IntN(5) {
+			case 0:
+				return strconv.Itoa(rng.IntN(1000))
+			case 1:
+				return fmt.Sprint(rng.Float64() * 1e6)
+			case 2:
+				return "-" + strconv.Itoa(rng.IntN(10))
+			case 3:
+				return []string{"NaN", "+Inf", "-Inf", "0", "1e-9"}[rng.IntN(5)]
+			default:
+				return strconv.FormatFloat(rng.NormFloat64(), 'e', -1, 64)
+			}
+		})
+		if _, ok := parseTextFast(next); !ok {
+			return
+		}
+		got, _ := templated(t, g, body, next, now)
+		requireSameFamilies(t, parsedFamilies(t, g, next, now), got)
+	})
+}
