@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/binary"
 	"math"
+	"slices"
+	"sync"
 	"time"
 
 	"github.com/cespare/xxhash/v2"
@@ -25,8 +27,8 @@ type bodyTemplate struct {
 	// the body; their series give the labels of the next push.
 	families []*family
 	// prefixes are, for every series of families, the length of its text
-	// line before the value; shared like lines.
-	prefixes [][]int
+	// line before the value; the templates that follow share them.
+	prefixes [][]int32
 }
 
 // templateLine is one line of a template's body.
@@ -34,14 +36,14 @@ type templateLine struct {
 	// hash is the xxhash of the line, or of a sample line up to its
 	// value, and length the number of bytes hashed.
 	hash   uint64
-	length int
+	length int32
+	// family and pos locate the series of a simple sample line:
+	// families[family].series[pos].
+	family, pos int32
 	// sample marks a sample line, whose value follows the hashed bytes.
 	sample bool
 	// grouped marks a line of a summary or histogram family.
 	grouped bool
-	// family and pos locate the series of a simple sample line:
-	// families[family].series[pos].
-	family, pos int
 }
 
 // textBody is a text push body prepared for its group: what the template
@@ -139,8 +141,14 @@ func newBodyTemplate(body []byte, lines []textLine, parsed map[string]*parsedFam
 	var scratch []label
 	// positions maps the ids of a family's series to their positions.
 	var positions []map[uint64]int
-	for name, p := range parsed {
-		f := req.families[name]
+	// Families in name order, so that equal bodies give equal lines.
+	names := make([]string, 0, len(parsed))
+	for name := range parsed {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		p, f := parsed[name], req.families[name]
 		if f == nil || len(f.invalid) > 0 || len(p.metrics) > 0 && len(p.simple) > 0 {
 			return nil
 		}
@@ -153,11 +161,11 @@ func newBodyTemplate(body []byte, lines []textLine, parsed map[string]*parsedFam
 		index[p] = len(t.families)
 		t.families = append(t.families, f)
 		pos := make(map[uint64]int, len(f.series))
-		prefixes := make([]int, len(f.series))
+		prefixes := make([]int32, len(f.series))
 		var num [32]byte
 		for i, se := range f.series {
 			pos[se.id] = i
-			prefixes[i] = len(se.text) - len(appendFloat(num[:0], simpleMetricValue(se))) - 1
+			prefixes[i] = int32(len(se.text) - len(appendFloat(num[:0], simpleMetricValue(se))) - 1)
 		}
 		positions = append(positions, pos)
 		t.prefixes = append(t.prefixes, prefixes)
@@ -166,9 +174,9 @@ func newBodyTemplate(body []byte, lines []textLine, parsed map[string]*parsedFam
 	for i, l := range lines {
 		line := body[start:l.end]
 		tl := &t.lines[i]
-		tl.length = len(line)
+		tl.length = int32(len(line))
 		if l.value >= 0 {
-			tl.sample, tl.length = true, l.value-start
+			tl.sample, tl.length = true, int32(l.value-start)
 		}
 		tl.hash = xxhash.Sum64(line[:tl.length])
 		if l.family != nil {
@@ -183,12 +191,56 @@ func newBodyTemplate(body []byte, lines []textLine, parsed map[string]*parsedFam
 				if !ok {
 					return nil
 				}
-				tl.family, tl.pos = fi, pos
+				tl.family, tl.pos = int32(fi), int32(pos)
 			}
 		}
 		start = l.end + 1
 	}
+	t.lines = sharedLines.share(t.lines)
 	return t
+}
+
+// maxSharedLines bounds the distinct line lists sharedLines keeps.
+const maxSharedLines = 1 << 12
+
+// sharedLines keeps one copy of equal template lines: groups that push
+// the same kind of body, as many runs of one job do, share them.
+var sharedLines = lineLists{m: map[uint64][]templateLine{}}
+
+type lineLists struct {
+	sync.Mutex
+	m map[uint64][]templateLine
+}
+
+// share returns a list equal to lines, the one kept when there is one.
+func (ll *lineLists) share(lines []templateLine) []templateLine {
+	var d xxhash.Digest
+	var b [22]byte
+	for _, l := range lines {
+		binary.LittleEndian.PutUint64(b[0:], l.hash)
+		binary.LittleEndian.PutUint32(b[8:], uint32(l.length))
+		binary.LittleEndian.PutUint32(b[12:], uint32(l.family))
+		binary.LittleEndian.PutUint32(b[16:], uint32(l.pos))
+		b[20], b[21] = boolByte(l.sample), boolByte(l.grouped)
+		_, _ = d.Write(b[:])
+	}
+	h := d.Sum64()
+	ll.Lock()
+	defer ll.Unlock()
+	if kept, ok := ll.m[h]; ok && slices.Equal(kept, lines) {
+		return kept
+	}
+	if len(ll.m) < maxSharedLines {
+		ll.m[h] = lines
+	}
+	return lines
+}
+
+func boolByte(v bool) byte {
+	if v {
+		return 1
+	}
+	return 0
 }
 
 // encode encodes body through t: the new versions of t's simple families,
@@ -208,11 +260,12 @@ func (t *bodyTemplate) encode(body []byte, now time.Time) (families []*family, g
 			return nil, nil, false
 		}
 		line := body[start:end]
-		if len(line) < tl.length || !tl.sample && len(line) != tl.length || xxhash.Sum64(line[:tl.length]) != tl.hash {
+		n := int(tl.length)
+		if len(line) < n || !tl.sample && len(line) != n || xxhash.Sum64(line[:n]) != tl.hash {
 			return nil, nil, false
 		}
 		if tl.sample {
-			value := line[tl.length:]
+			value := line[n:]
 			if len(value) == 0 || containsByte(value, ' ', '\t', '\t') {
 				return nil, nil, false
 			}
@@ -221,7 +274,7 @@ func (t *bodyTemplate) encode(body []byte, now time.Time) (families []*family, g
 				if err != nil {
 					return nil, nil, false
 				}
-				values[offsets[tl.family]+tl.pos] = v
+				values[offsets[tl.family]+int(tl.pos)] = v
 			}
 		}
 		if tl.grouped {
@@ -242,7 +295,7 @@ func (t *bodyTemplate) encode(body []byte, now time.Time) (families []*family, g
 // withValues returns a copy of the simple family f, written at now, whose
 // series carry values, in the order of f's series; prefixes are the lengths
 // of their text lines before the value.
-func (f *family) withValues(values []float64, prefixes []int, now time.Time) *family {
+func (f *family) withValues(values []float64, prefixes []int32, now time.Time) *family {
 	n := &family{name: f.name, help: f.help, hasHelp: f.hasHelp, typ: f.typ, time: now, series: make([]*series, len(f.series))}
 	structs := make([]series, len(f.series))
 	// The formatted values, and the bytes of all encodings.
@@ -251,7 +304,7 @@ func (f *family) withValues(values []float64, prefixes []int, now time.Time) *fa
 	size := 0
 	for i, old := range f.series {
 		numLens[i] = len(appendFloat(nums[i][:0], values[i]))
-		size += prefixes[i] + numLens[i] + 1 + len(old.metric)
+		size += int(prefixes[i]) + numLens[i] + 1 + len(old.metric)
 	}
 	enc := make([]byte, 0, size)
 	for i, old := range f.series {

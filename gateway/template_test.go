@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -246,4 +247,25 @@ func FuzzTemplate(f *testing.F) {
 		got, _ := templated(t, g, body, next, now)
 		requireSameFamilies(t, parsedFamilies(t, g, next, now), got)
 	})
+}
+
+// TestTemplateLinesShared checks that groups pushing the same body share
+// the description of its lines.
+func TestTemplateLinesShared(t *testing.T) {
+	s, err := NewStore(StoreOptions{})
+	require.NoError(t, err)
+	defer s.Close()
+	body := benchBody(3)
+	var lines [][]templateLine
+	for i := range 2 {
+		g := benchGrouping(i)
+		tb, ok := s.prepareText(g.Key(), body)
+		require.True(t, ok)
+		require.NoError(t, s.submitText(g, tb, true, true, nil))
+		v, found := s.templates.Load(g.Key())
+		require.True(t, found)
+		lines = append(lines, v.(*bodyTemplate).lines)
+	}
+	require.Len(t, lines[0], strings.Count(string(body), "\n"))
+	require.Same(t, &lines[0][0], &lines[1][0])
 }
