@@ -94,7 +94,7 @@ func runMain(args []string) int {
 		forwardCAFile           = app.Flag("forward.otlp.ca-file", "CA certificate file to verify the collector's TLS certificate.").Default("").String()
 		forwardTimeout          = app.Flag("forward.otlp.timeout", "Timeout of one forwarding request.").Default("10s").Duration()
 		spanSlack               = app.Flag("spanmetrics.ingestion-slack", "Spans ending further than this in the past or future are not counted; 0 disables the window.").Default("30s").IsSetByUser(&slackSet).Duration()
-		gcHeadroom              = app.Flag("runtime.gc-headroom", "Heap growth always allowed between two garbage collections, however small the live heap; 0 leaves GOGC alone. GOGC or GOMEMLIMIT in the environment win.").Default("256MiB").Bytes()
+		gcHeadroom              = app.Flag("runtime.gc-headroom", "Heap growth always allowed between two garbage collections, however small the live heap; 0 leaves GOGC alone. GOGC or GOMEMLIMIT in the environment win.").Default("64MiB").Bytes()
 	)
 	promslogConfig := &promslog.Config{}
 	promslogflag.AddFlags(app, promslogConfig)
