@@ -62,8 +62,8 @@ type textBody struct {
 	template *bodyTemplate
 }
 
-// maxTemplateLine bounds the lines a template describes.
-const maxTemplateLine = 1 << 20
+// maxTemplateLines bounds the lines a template describes.
+const maxTemplateLines = 1 << 20
 
 // prepareTextOrParse prepares a text body for submitText, or, when the
 // fast parser does not take it, parses it with expfmt for push. body must
@@ -132,7 +132,7 @@ func (s *Store) submitText(grouping Grouping, tb *textBody, replace, wait bool, 
 // a template can reproduce: one that pushes the gateway's own families, or
 // any family with a problem the consistency check would report.
 func newBodyTemplate(body []byte, lines []textLine, parsed map[string]*parsedFamily, req *writeRequest, grouping Grouping) *bodyTemplate {
-	if len(lines) > maxTemplateLine {
+	if len(lines) > maxTemplateLines {
 		return nil
 	}
 	t := &bodyTemplate{lines: make([]templateLine, len(lines))}
@@ -266,7 +266,7 @@ func (t *bodyTemplate) encode(body []byte, now time.Time) (families []*family, g
 		}
 		if tl.sample {
 			value := line[n:]
-			if len(value) == 0 || containsByte(value, ' ', '\t', '\t') {
+			if len(value) == 0 || containsByte(value, ' ', '\t', '\r') {
 				return nil, nil, false
 			}
 			if !tl.grouped {
