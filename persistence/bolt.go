@@ -87,9 +87,9 @@ type Op struct {
 }
 
 // Open opens or creates the file at path, creating its directory when needed,
-// checks its schema version and folds a log left by an earlier process into
-// the groups. Every error names the file; a file that cannot be used is left
-// as it was.
+// checks its schema version and log, and folds a log left by an earlier
+// process into the groups. Every error names the file; a file that cannot be
+// used is left as it was.
 func Open(path string, opts *Options) (*DB, error) {
 	if dir := filepath.Dir(path); dir != "" {
 		if err := os.MkdirAll(dir, 0o750); err != nil {
@@ -127,9 +127,10 @@ func Open(path string, opts *Options) (*DB, error) {
 		_ = bdb.Close()
 		return nil, fmt.Errorf("cannot use persistence file %q: %w", path, err)
 	}
+	// The log was checked above, so only a write can fail here; Load reads
+	// the log on top of the groups, and the loop tries again.
 	if err := d.Compact(); err != nil {
-		_ = bdb.Close()
-		return nil, err
+		d.logger.Error("cannot compact the persistence log at start-up; it is kept and compacted later", "err", err)
 	}
 	go d.compactLoop()
 	return d, nil
