@@ -2,10 +2,12 @@ package gateway
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"hash/crc32"
 	"io"
 	"net/http"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -214,16 +216,62 @@ func (r *renderer) family(bw *bodyWriter, name string, e *nameEntry, form int) e
 		return err
 	}
 	bw.writeRendering(hr)
-	for _, c := range e.chunks {
-		cr, err := r.cached(&c.cache, form, func(buf *bytes.Buffer) error {
+	chunk := func(r *renderer, c *chunk) (*rendering, error) {
+		return r.cached(&c.cache, form, func(buf *bytes.Buffer) error {
 			return r.renderChunk(buf, name, e.typ, c, openMetrics)
 		})
+	}
+	if err := r.fillInParallel(e.chunks, form, chunk); err != nil {
+		return err
+	}
+	for _, c := range e.chunks {
+		cr, err := chunk(r, c)
 		if err != nil {
 			return err
 		}
 		bw.writeRendering(cr)
 	}
 	return nil
+}
+
+// parallelChunks is the number of chunks missing a rendering from which a
+// scrape builds them on two goroutines.
+const parallelChunks = 4
+
+// fillInParallel builds the compressed renderings in form that chunks
+// miss, every other one on a second goroutine with a renderer of its own,
+// when there are enough of them and more than one CPU. Plain forms cost
+// little more than a copy and are left to the scrape's goroutine. Must be
+// called holding s.mu for reading; the lock is held until both goroutines
+// are done.
+func (r *renderer) fillInParallel(chunks []*chunk, form int, build func(*renderer, *chunk) (*rendering, error)) error {
+	if form < formTextDeflate || runtime.GOMAXPROCS(0) < 2 {
+		return nil
+	}
+	var missing []*chunk
+	for _, c := range chunks {
+		if c.cache[form].Load() == nil {
+			missing = append(missing, c)
+		}
+	}
+	if len(missing) < parallelChunks {
+		return nil
+	}
+	var wg sync.WaitGroup
+	var helperErr error
+	wg.Go(func() {
+		helper := getRenderer()
+		defer putRenderer(helper)
+		for i := 1; i < len(missing) && helperErr == nil; i += 2 {
+			_, helperErr = build(helper, missing[i])
+		}
+	})
+	var err error
+	for i := 0; i < len(missing) && err == nil; i += 2 {
+		_, err = build(r, missing[i])
+	}
+	wg.Wait()
+	return errors.Join(err, helperErr)
 }
 
 // cached returns the rendering of rc in form, building and storing it when
