@@ -678,7 +678,7 @@ func checkMetric(name string, typ dto.MetricType, m *dto.Metric) error {
 		if ln == prev {
 			return fmt.Errorf("collected metric %q { %s} has two or more labels with the same name: %s", name, m, ln)
 		}
-		if !model.LabelName(ln).IsValidLegacy() || strings.HasPrefix(ln, model.ReservedLabelPrefix) {
+		if !model.LegacyValidation.IsValidLabelName(ln) || strings.HasPrefix(ln, model.ReservedLabelPrefix) {
 			return fmt.Errorf("collected metric %q { %s} has a label with an invalid name: %s", name, m, ln)
 		}
 		if m.Summary != nil && ln == model.QuantileLabel {

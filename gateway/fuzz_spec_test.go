@@ -67,7 +67,7 @@ func FuzzParseGrouping(f *testing.F) {
 		}
 		require.NotEmpty(t, g["job"], "an accepted grouping has a job")
 		for n := range g {
-			require.True(t, model.LabelName(n).IsValidLegacy(), "label name %q", n)
+			require.True(t, model.LegacyValidation.IsValidLabelName(n), "label name %q", n)
 			require.False(t, strings.HasPrefix(n, "__"), "label name %q", n)
 		}
 		again, err := gateway.ParseGrouping(groupingURL(g))

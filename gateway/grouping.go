@@ -110,7 +110,7 @@ func splitLabels(labels string) (Grouping, error) {
 	for i := 0; i < len(components); i += 2 {
 		name, value := components[i], components[i+1]
 		trimmed := strings.TrimSuffix(name, Base64Suffix)
-		if !model.LabelName(trimmed).IsValidLegacy() || strings.HasPrefix(trimmed, model.ReservedLabelPrefix) {
+		if !model.LegacyValidation.IsValidLabelName(trimmed) || strings.HasPrefix(trimmed, model.ReservedLabelPrefix) {
 			return nil, fmt.Errorf("improper label name %q", trimmed)
 		}
 		if name == trimmed {

@@ -62,8 +62,6 @@ type gatewayConfig struct {
 	// own registers own metrics in each fresh registry before the store
 	// is created.
 	own func(*prometheus.Registry)
-	// memory keeps the store in memory only.
-	memory bool
 }
 
 // testGateway is a real store on a temporary bbolt file behind the real
@@ -91,11 +89,9 @@ func MustNewGateway(t *testing.T, opts ...func(*gatewayConfig)) *testGateway {
 	g.start()
 	t.Cleanup(func() {
 		g.stop()
-		if !g.cfg.memory {
-			db, err := persistence.Open(g.path, nil)
-			require.NoError(t, err, "persistence file must reopen after the test")
-			require.NoError(t, db.Close())
-		}
+		db, err := persistence.Open(g.path, nil)
+		require.NoError(t, err, "persistence file must reopen after the test")
+		require.NoError(t, db.Close())
 	})
 	return g
 }
@@ -108,16 +104,12 @@ func withOwn(f func(*prometheus.Registry)) func(*gatewayConfig) {
 	return func(c *gatewayConfig) { c.own = f }
 }
 
-func inMemory(c *gatewayConfig) { c.memory = true }
-
 func (g *testGateway) start() {
 	g.t.Helper()
-	var persister gateway.Persister
-	if !g.cfg.memory {
-		db, err := persistence.Open(g.path, nil)
-		require.NoError(g.t, err)
-		g.db, persister = db, db
-	}
+	db, err := persistence.Open(g.path, nil)
+	require.NoError(g.t, err)
+	g.db = db
+	persister := gateway.Persister(db)
 	g.reg = prometheus.NewRegistry()
 	if g.cfg.own != nil {
 		g.cfg.own(g.reg)

@@ -100,7 +100,7 @@ func simpleValue(name string, typ dto.MetricType, m *dto.Metric) (float64, bool)
 		return 0, false
 	}
 	for _, lp := range m.Label {
-		if !model.LabelName(lp.GetName()).IsValidLegacy() {
+		if !isLegacyName(lp.GetName(), false) {
 			return 0, false
 		}
 	}
@@ -210,7 +210,7 @@ func appendGroupedText(b []byte, name string, typ dto.MetricType, m *dto.Metric)
 		return b, false
 	}
 	for _, lp := range m.Label {
-		if !model.LabelName(lp.GetName()).IsValidLegacy() {
+		if !isLegacyName(lp.GetName(), false) {
 			return b, false
 		}
 	}

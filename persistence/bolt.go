@@ -17,6 +17,7 @@ import (
 	"github.com/klauspost/compress/s2"
 	"github.com/prometheus/common/promslog"
 	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 )
 
 // SchemaVersion is the layout version this package reads and writes.
@@ -104,7 +105,7 @@ func Open(path string, opts *Options) (*DB, error) {
 		FreelistType:   bolt.FreelistMapType,
 	})
 	if err != nil {
-		if errors.Is(err, bolt.ErrTimeout) {
+		if errors.Is(err, berrors.ErrTimeout) {
 			err = ErrLocked
 		}
 		return nil, fmt.Errorf("cannot open persistence file %q: %w", path, err)

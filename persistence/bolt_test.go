@@ -10,6 +10,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 
 	"github.com/pushrelay/pushrelay/persistence"
 )
@@ -276,6 +277,6 @@ func TestCommitAfterClose(t *testing.T) {
 	db := MustOpenDB(t, path)
 	require.NoError(t, db.Close())
 	err := db.Commit([]persistence.Op{{Key: "a", Group: group("a", 1)}})
-	require.ErrorIs(t, err, bolt.ErrDatabaseNotOpen)
+	require.ErrorIs(t, err, berrors.ErrDatabaseNotOpen)
 	require.ErrorContains(t, err, path)
 }

@@ -61,7 +61,7 @@ func TestCloneValues(t *testing.T) {
 			in := append([]string(nil), v...)
 			got := cloneValues(in)
 			require.Equal(t, v, got)
-			in = append(in[:0], make([]string, len(v))...)
+			_ = append(in[:0], make([]string, len(v))...)
 			require.Equal(t, v, got, "the clone does not share the input slice")
 		})
 	}
