@@ -19,6 +19,16 @@
 // entries of its own names, so its cost does not grow with the number of
 // groups. The rules and error messages are those of client_golang's gatherer.
 //
+// # Encoding pushes
+//
+// A push is parsed and encoded by its handler, before the writer gets it.
+// The store keeps, per group, a template of the last text body it encoded:
+// a body that differs from it only in sample values is encoded by copying
+// the previous series' labels, sort keys and protobuf prefixes and writing
+// the new values; summaries and histograms are parsed again from their
+// lines. A series pushed again takes over its predecessor's index slot
+// without a lookup.
+//
 // # Exposition
 //
 // Every series is encoded once, when it is pushed. The index entry of a
@@ -33,8 +43,8 @@
 //
 // # Caveats
 //
-// Families and series are immutable once built and shared between group
-// versions; a write replaces groups, it never modifies one. A write is
+// Families and series are immutable once built (a series' slot pointer is
+// set by the writer) and shared between group versions; a write replaces groups, it never modifies one. A write is
 // visible to scrapes from the moment it is applied, shortly before its commit
 // returns; if the commit fails the write is undone and its request is
 // answered with a *PersistError.
