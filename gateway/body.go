@@ -110,10 +110,9 @@ func parseBody(body io.Reader, contentType string) (map[string]*parsedFamily, er
 			return nil, err
 		}
 	} else {
-		buf := bodyPool.Get().(*bytes.Buffer)
+		buf, err := readBody(body)
 		defer putBody(buf)
-		buf.Reset()
-		if _, err := buf.ReadFrom(body); err != nil {
+		if err != nil {
 			return nil, err
 		}
 		return parseText(buf.Bytes())
@@ -154,6 +153,15 @@ var bodyPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
 // maxPooledBody is the largest buffer kept for the next body.
 const maxPooledBody = 1 << 20
+
+// readBody reads body into a pooled buffer, which the caller hands back
+// with putBody once nothing refers to its bytes, also after an error.
+func readBody(body io.Reader) (*bytes.Buffer, error) {
+	buf := bodyPool.Get().(*bytes.Buffer)
+	buf.Reset()
+	_, err := buf.ReadFrom(body)
+	return buf, err
+}
 
 func putBody(b *bytes.Buffer) {
 	if b.Cap() <= maxPooledBody {

@@ -269,10 +269,10 @@ func (a *api) pushHandler(replace bool) http.Handler {
 			if isDelimitedProtobuf(contentType) {
 				mfs, err = parseBody(body, contentType)
 			} else {
-				buf := bodyPool.Get().(*bytes.Buffer)
+				var buf *bytes.Buffer
+				buf, err = readBody(body)
 				defer putBody(buf)
-				buf.Reset()
-				if _, err = buf.ReadFrom(body); err == nil {
+				if err == nil {
 					text, mfs, err = a.store.prepareTextOrParse(g, buf.Bytes())
 				}
 			}

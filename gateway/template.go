@@ -49,6 +49,8 @@ type templateLine struct {
 // textBody is a text push body prepared for its group: what the template
 // encoded and what is left to build.
 type textBody struct {
+	// key is the grouping key of the group the body is for.
+	key string
 	now time.Time
 	// families were encoded through the template.
 	families []*family
@@ -80,7 +82,7 @@ func (s *Store) prepareTextOrParse(grouping Grouping, body []byte) (*textBody, m
 // through the group's template. ok is false when the fast parser does not
 // take the body.
 func (s *Store) prepareText(key string, body []byte) (tb *textBody, ok bool) {
-	tb = &textBody{now: s.now(), body: body}
+	tb = &textBody{key: key, now: s.now(), body: body}
 	if v, found := s.templates.Load(key); found {
 		t := v.(*bodyTemplate)
 		if families, grouped, ok := t.encode(body, tb.now); ok {
@@ -105,7 +107,7 @@ func (s *Store) prepareText(key string, body []byte) (tb *textBody, ok bool) {
 // submitText pushes a prepared text body like push, and keeps the template
 // of a body that was accepted (or queued, when not waiting).
 func (s *Store) submitText(grouping Grouping, tb *textBody, replace, wait bool, ttl *time.Duration) error {
-	req := s.newPushRequest(grouping, replace, ttl, tb.now)
+	req := s.newPushRequest(grouping, tb.key, replace, ttl, tb.now)
 	for _, f := range tb.families {
 		req.families[f.name] = f
 	}

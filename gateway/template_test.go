@@ -19,7 +19,7 @@ func parsedFamilies(t *testing.T, g Grouping, body []byte, now time.Time) map[st
 	parsed, ok := parseTextFast(body)
 	require.True(t, ok, "the fast parser takes %q", body)
 	s := &Store{}
-	req := s.newPushRequest(g, true, nil, now)
+	req := s.newPushRequest(g, g.Key(), true, nil, now)
 	require.NoError(t, s.addParsed(req, parsed))
 	return req.families
 }
@@ -64,7 +64,7 @@ func templated(t *testing.T, g Grouping, first, body []byte, now time.Time) (map
 	}
 	tb, ok = s.prepareText(g.Key(), body)
 	require.True(t, ok)
-	req := s.newPushRequest(g, true, nil, now)
+	req := s.newPushRequest(g, g.Key(), true, nil, now)
 	for _, f := range tb.families {
 		req.families[f.name] = f
 	}

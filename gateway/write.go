@@ -27,17 +27,17 @@ func (s *Store) Push(grouping Grouping, mfs map[string]*dto.MetricFamily, replac
 // push is Push of parsed families with an optional TTL given by the push
 // itself.
 func (s *Store) push(grouping Grouping, mfs map[string]*parsedFamily, replace, wait bool, ttl *time.Duration) error {
-	req := s.newPushRequest(grouping, replace, ttl, s.now())
+	req := s.newPushRequest(grouping, grouping.Key(), replace, ttl, s.now())
 	if err := s.addParsed(req, mfs); err != nil {
 		return err
 	}
 	return s.write(req, wait)
 }
 
-// newPushRequest returns the write request of a push received at now, with
-// no families yet.
-func (s *Store) newPushRequest(grouping Grouping, replace bool, ttl *time.Duration, now time.Time) *writeRequest {
-	req := &writeRequest{kind: writePost, grouping: grouping, key: grouping.Key(), time: now, ttl: ttl}
+// newPushRequest returns the write request of a push to the group with
+// grouping and key received at now, with no families yet.
+func (s *Store) newPushRequest(grouping Grouping, key string, replace bool, ttl *time.Duration, now time.Time) *writeRequest {
+	req := &writeRequest{kind: writePost, grouping: grouping, key: key, time: now, ttl: ttl}
 	req.pushTimeFamily = timestampFamily(pushTimeName, pushTimeHelp, grouping, req.key, now, now)
 	if replace {
 		req.kind = writePut

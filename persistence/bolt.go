@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -242,11 +243,7 @@ func (d *DB) Load(fn func(*Group) error) error {
 			}
 			return nil
 		}
-		logged := make([]string, 0, len(latest))
-		for k := range latest {
-			logged = append(logged, k)
-		}
-		slices.Sort(logged)
+		logged := slices.Sorted(maps.Keys(latest))
 		// Merge the stored groups with those the log holds a newer
 		// state of, in key order.
 		c := tx.Bucket(bucketGroups).Cursor()
@@ -339,11 +336,7 @@ func (d *DB) Compact() error {
 	if last == nil {
 		return nil
 	}
-	keys := make([]string, 0, len(latest))
-	for k := range latest {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
+	keys := slices.Sorted(maps.Keys(latest))
 	for {
 		chunk := keys[:min(len(keys), compactChunk)]
 		keys = keys[len(chunk):]
