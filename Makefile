@@ -14,13 +14,18 @@ LDFLAGS   := -X github.com/prometheus/common/version.Version=$(VERSION) \
 # Pushgateway and a headless Chromium for the web UI.
 DEB_PACKAGES := prometheus python3-prometheus-client prometheus-pushgateway chromium
 
-.PHONY: all build run deps test check unit bench clean
+.PHONY: all build otelcol run deps test check unit bench clean
 
 all: build
 
 build:
 	CGO_ENABLED=0 $(GO) build -ldflags '$(LDFLAGS)' -o pushrelay ./cmd/pushrelay
 	CGO_ENABLED=0 $(GO) build -o pushrelay-bench ./cmd/pushrelay-bench
+
+# otelcol builds the OpenTelemetry Collector that `pushrelay-bench --spans
+# --spans-otelcol-bin` measures beside pushrelay (its own Go module).
+otelcol:
+	cd bench/otelcol && CGO_ENABLED=0 $(GO) build -o ../../otelcol-spanmetrics .
 
 # run starts pushrelay with its defaults: port 9091, bbolt file data/pushrelay.db.
 run: build
@@ -40,6 +45,7 @@ check:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }
 	$(GO) vet $(PKGS)
 	$(GO) mod tidy && git diff --exit-code go.mod go.sum
+	cd bench/otelcol && $(GO) vet ./... && $(GO) mod tidy && git diff --exit-code go.mod go.sum
 
 # test runs every check and every test, end-to-end ones included, with the race detector.
 test: deps check
@@ -52,4 +58,4 @@ bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./gateway/ ./persistence/ ./spanmetrics/
 
 clean:
-	rm -f pushrelay pushrelay-bench
+	rm -f pushrelay pushrelay-bench otelcol-spanmetrics

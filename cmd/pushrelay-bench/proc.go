@@ -50,7 +50,29 @@ func startProc(name, bin, dir string, args []string, readyTimeout time.Duration)
 		return nil, err
 	}
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	args = append([]string{"--web.listen-address=" + addr}, args...)
+	p, err := launch(name, bin, dir, append([]string{"--web.listen-address=" + addr}, args...))
+	if err != nil {
+		return nil, err
+	}
+	p.url = "http://" + addr
+	cl := &http.Client{Timeout: time.Second, Transport: &http.Transport{Proxy: nil}}
+	err = p.waitReady(readyTimeout, func() bool {
+		resp, err := cl.Get(p.url + "/-/ready")
+		if err != nil {
+			return false
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+	if err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// launch starts bin with args in dir, logging to dir/<name>.log.
+func launch(name, bin, dir string, args []string) (*proc, error) {
 	logf, err := os.OpenFile(filepath.Join(dir, name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, err
@@ -62,34 +84,33 @@ func startProc(name, bin, dir string, args []string, readyTimeout time.Duration)
 		logf.Close()
 		return nil, fmt.Errorf("start %s: %w", bin, err)
 	}
-	p := &proc{name: name, cmd: cmd, url: "http://" + addr, log: logf, exited: make(chan struct{})}
+	p := &proc{name: name, cmd: cmd, log: logf, exited: make(chan struct{})}
 	go func() {
 		p.err = cmd.Wait()
 		close(p.exited)
 	}()
 	logf.WriteString(fmt.Sprintf("### %s %s\n", bin, strings.Join(args, " ")))
 	fmt.Fprintf(os.Stderr, "  started %s (pid %d): %s %s\n", name, cmd.Process.Pid, bin, strings.Join(args, " "))
+	return p, nil
+}
 
-	cl := &http.Client{Timeout: time.Second, Transport: &http.Transport{Proxy: nil}}
-	deadline := time.Now().Add(readyTimeout)
+// waitReady polls ready until it reports true; it kills p and fails when p
+// exits or timeout passes first.
+func (p *proc) waitReady(timeout time.Duration, ready func() bool) error {
+	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
 		select {
 		case <-p.exited:
-			return nil, fmt.Errorf("%s exited during start-up (%v); see %s", name, p.err, logf.Name())
+			return fmt.Errorf("%s exited during start-up (%v); see %s", p.name, p.err, p.log.Name())
 		default:
 		}
-		resp, err := cl.Get(p.url + "/-/ready")
-		if err == nil {
-			_, _ = io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return p, nil
-			}
+		if ready() {
+			return nil
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 	p.kill()
-	return nil, fmt.Errorf("%s not ready after %s; see %s", name, readyTimeout, logf.Name())
+	return fmt.Errorf("%s not ready after %s; see %s", p.name, timeout, p.log.Name())
 }
 
 func (p *proc) pid() int { return p.cmd.Process.Pid }

@@ -89,6 +89,8 @@ type spanConfig struct {
 	pdataClient  bool
 	minimal      bool
 	seed         uint64
+	otelcolBin   string
+	rounds       int
 }
 
 // registerSpanFlags adds the flags of the spans mode to app.
@@ -98,7 +100,8 @@ func registerSpanFlags(app *kingpin.Application) *spanConfig {
 	app.Flag("spans-otlp-grpc-address", "OTLP gRPC address of the running pushrelay given by --pushrelay-url (loopback); ignored when pushrelay is started.").StringVar(&s.grpcAddress)
 	app.Flag("spans-senders", "Concurrent span senders.").Default("8").IntVar(&s.senders)
 	app.Flag("spans-conns", "gRPC connections the senders share.").Default("4").IntVar(&s.conns)
-	app.Flag("spans-duration", "Length of each max-rate phase.").Default("15s").DurationVar(&s.duration)
+	app.Flag("spans-duration", "Length of each max-rate phase; there are --spans-rounds of them per batch size.").Default("5s").DurationVar(&s.duration)
+	app.Flag("spans-rounds", "Max-rate phases per batch size; with --spans-otelcol-bin each is followed by one against the collector, so that both see the same machine.").Default("3").IntVar(&s.rounds)
 	app.Flag("spans-paced-duration", "Length of each half-load phase.").Default("15s").DurationVar(&s.pacedDur)
 	app.Flag("spans-paced-rate", "Spans/s of the paced phases; 0 paces at half the rate measured in the max-rate phase.").Default("0").Float64Var(&s.pacedRate)
 	app.Flag("spans-warmup", "Warm-up before the first phase.").Default("3s").DurationVar(&s.warmup)
@@ -108,12 +111,14 @@ func registerSpanFlags(app *kingpin.Application) *spanConfig {
 	app.Flag("spans-pdata-client", "Send with ptraceotlp.NewGRPCClient (marshalling every request) instead of writing the pre-encoded bytes.").BoolVar(&s.pdataClient)
 	app.Flag("spans-minimal-attributes", "Give spans only the four dimension attributes instead of Windmill's thirteen job attributes (shows how decoding cost scales with span size).").BoolVar(&s.minimal)
 	app.Flag("spans-seed", "Seed of the generated spans.").Default("1").Uint64Var(&s.seed)
+	app.Flag("spans-otelcol-bin", "Also measure this OpenTelemetry Collector build (bench/otelcol: OTLP receiver, spanmetrics connector, nop exporter) with the same batches, and report pushrelay's ratios to it.").StringVar(&s.otelcolBin)
 	return s
 }
 
 // spanPhase is the result of one timed phase.
 type spanPhase struct {
 	Phase          string  `json:"phase"`
+	Round          int     `json:"round,omitempty"`
 	BatchSpans     int     `json:"batch_spans"`
 	TargetRate     float64 `json:"target_spans_per_s,omitempty"`
 	Seconds        float64 `json:"seconds"`
@@ -167,6 +172,13 @@ type spanResults struct {
 	TargetHalfP99   float64            `json:"target_half_load_p99_ms"`
 	PassPerCPU      bool               `json:"pass_spans_per_cpu_s"`
 	PassHalfLoadMs  bool               `json:"pass_half_load_p99"`
+	// Reference holds the phases of the collector run
+	// (--spans-otelcol-bin), ReferenceRSS its VmRSS after them.
+	Reference    []spanPhase `json:"reference_phases,omitempty"`
+	ReferenceRSS int64       `json:"reference_rss_bytes,omitempty"`
+	// PassVsReference is true when pushrelay's spans per CPU-second are at
+	// least the collector's at every batch size.
+	PassVsReference bool `json:"pass_vs_reference,omitempty"`
 }
 
 func (r *spanResults) note(format string, args ...any) {
@@ -186,8 +198,8 @@ func runSpans(c *config, s *spanConfig, args []string) int {
 		fmt.Fprintf(os.Stderr, "pushrelay-bench: invalid --spans-batch-sizes %q\n", s.batchSizes)
 		return 2
 	}
-	if s.senders < 1 || s.conns < 1 || s.variants < 1 || s.seriesTarget < 0 {
-		fmt.Fprintln(os.Stderr, "pushrelay-bench: --spans-senders, --spans-conns and --spans-variants must be at least 1")
+	if s.senders < 1 || s.conns < 1 || s.variants < 1 || s.rounds < 1 || s.seriesTarget < 0 {
+		fmt.Fprintln(os.Stderr, "pushrelay-bench: --spans-senders, --spans-conns, --spans-variants and --spans-rounds must be at least 1")
 		return 2
 	}
 	if s.pacedRate < 0 {
@@ -300,49 +312,68 @@ func runSpans(c *config, s *spanConfig, args []string) int {
 		fmt.Fprintf(os.Stderr, "warm-up %s\n", s.warmup)
 		snd.maxRate(s.senders, sizes[len(sizes)-1], s.warmup, pid)
 	}
+	var ref *reference
+	if s.otelcolBin != "" {
+		fmt.Fprintln(os.Stderr, "reference: OpenTelemetry Collector")
+		if ref, err = startReference(c, s, sizes, batches, res); err != nil {
+			return fail(fmt.Errorf("collector: %w", err))
+		}
+		defer ref.close(res)
+	}
 	recv0, err := scrapeSelf(hc, url)
 	if err != nil {
 		return fail(err)
 	}
-	maxRates := map[int]float64{}
 	for _, size := range sizes {
-		var prof sync.WaitGroup
-		if c.profileDir != "" && s.duration >= 7*time.Second {
-			path := filepath.Join(c.profileDir, fmt.Sprintf("pushrelay-spans-%d.pprof", size))
-			prof.Go(func() {
-				time.Sleep(time.Second)
-				if err := fetchToFile(hc, url+"/debug/pprof/profile?seconds=5", path); err != nil {
-					res.note("cpu profile: %v", err)
-					return
-				}
-				res.Profiles = append(res.Profiles, path)
-			})
+		for round := 1; round <= s.rounds; round++ {
+			var prof sync.WaitGroup
+			if round == 1 && c.profileDir != "" && s.duration >= 5*time.Second {
+				path := filepath.Join(c.profileDir, fmt.Sprintf("pushrelay-spans-%d.pprof", size))
+				prof.Go(func() {
+					time.Sleep(time.Second)
+					if err := fetchToFile(hc, url+"/debug/pprof/profile?seconds=3", path); err != nil {
+						res.note("cpu profile: %v", err)
+						return
+					}
+					res.Profiles = append(res.Profiles, path)
+				})
+			}
+			ph := snd.maxRate(s.senders, size, s.duration, pid)
+			prof.Wait()
+			ph.Phase, ph.Round = "max rate", round
+			res.Phases = append(res.Phases, ph)
+			res.Sent += ph.Spans
+			logSpanPhase(ph)
+			if ref != nil {
+				ph := ref.snd.maxRate(s.senders, size, s.duration, ref.p.pid())
+				ph.Phase, ph.Round = "max rate", round
+				res.Reference = append(res.Reference, ph)
+				logSpanPhase(ph)
+			}
 		}
-		ph := snd.maxRate(s.senders, size, s.duration, pid)
-		prof.Wait()
-		ph.Phase = "max rate"
-		res.Phases = append(res.Phases, ph)
-		res.Sent += ph.Spans
-		maxRates[size] = ph.Rate
-		logSpanPhase(ph)
 	}
 	if s.pacedRate > 0 {
 		res.note("paced phases at %.0f spans/s (--spans-paced-rate), not at half the measured maximum", s.pacedRate)
 	}
 	for _, size := range sizes {
-		rate := s.pacedRate
-		if rate == 0 {
-			rate = maxRates[size] / 2
-		}
-		if rate <= 0 {
-			res.note("no half-load phase for %d-span batches: the max-rate phase sent nothing", size)
+		ph, ok := pacedPhase(snd, s, size, res.Phases, pid)
+		if !ok {
+			res.note("no half-load phase for %d-span batches: the max-rate phases sent nothing", size)
 			continue
 		}
-		ph := snd.paced(s.senders, size, rate, s.pacedDur, pid)
-		ph.Phase = "half load"
 		res.Phases = append(res.Phases, ph)
 		res.Sent += ph.Spans
 		logSpanPhase(ph)
+		if ref != nil {
+			if ph, ok := pacedPhase(ref.snd, s, size, res.Reference, ref.p.pid()); ok {
+				res.Reference = append(res.Reference, ph)
+				logSpanPhase(ph)
+			}
+		}
+	}
+	if ref != nil {
+		_, res.ReferenceRSS = memStatus(ref.p.pid())
+		ref.close(res)
 	}
 	if recv1, err := scrapeSelf(hc, url); err == nil {
 		res.Received = recv1.received - recv0.received
@@ -376,6 +407,42 @@ func runSpans(c *config, s *spanConfig, args []string) int {
 		}
 	}
 	return 0
+}
+
+// pacedPhase runs the half-load phase of size-span batches: at
+// --spans-paced-rate, or at half the rate of the max-rate phases in done.
+func pacedPhase(snd *spanSender, s *spanConfig, size int, done []spanPhase, pid int) (spanPhase, bool) {
+	rate := s.pacedRate
+	if rate == 0 {
+		rate = maxRateTotals(done, size).Rate / 2
+	}
+	if rate <= 0 {
+		return spanPhase{}, false
+	}
+	ph := snd.paced(s.senders, size, rate, s.pacedDur, pid)
+	ph.Phase = "half load"
+	return ph, true
+}
+
+// maxRateTotals sums the max-rate rounds of size-span batches in phases:
+// spans, seconds and server CPU, and the rates that follow from them.
+func maxRateTotals(phases []spanPhase, size int) spanPhase {
+	t := spanPhase{Phase: "max rate", BatchSpans: size}
+	for _, p := range phases {
+		if p.Phase == "max rate" && p.BatchSpans == size {
+			t.Spans += p.Spans
+			t.Requests += p.Requests
+			t.Seconds += p.Seconds
+			t.ServerCPUSec += p.ServerCPUSec
+		}
+	}
+	if t.Seconds > 0 {
+		t.Rate = float64(t.Spans) / t.Seconds
+	}
+	if t.ServerCPUSec > 0 {
+		t.SpansPerCPUSec = float64(t.Spans) / t.ServerCPUSec
+	}
+	return t
 }
 
 // waitExport sends body through ptraceotlp's gRPC client until it succeeds
@@ -676,18 +743,78 @@ func logSpanPhase(p spanPhase) {
 func judgeSpans(r *spanResults) {
 	minPerCPU, maxP99 := math.Inf(1), 0.0
 	var haveMax, haveHalf bool
-	for _, p := range r.Phases {
-		switch p.Phase {
-		case "max rate":
+	r.PassVsReference = len(r.Reference) > 0
+	for _, size := range r.batchSizes() {
+		t := maxRateTotals(r.Phases, size)
+		if t.Spans > 0 {
 			haveMax = true
-			minPerCPU = min(minPerCPU, p.SpansPerCPUSec)
-		case "half load":
+			minPerCPU = min(minPerCPU, t.SpansPerCPUSec)
+		}
+		if len(r.Reference) > 0 {
+			r.PassVsReference = r.PassVsReference && t.SpansPerCPUSec >= maxRateTotals(r.Reference, size).SpansPerCPUSec
+		}
+	}
+	for _, p := range r.Phases {
+		if p.Phase == "half load" {
 			haveHalf = true
 			maxP99 = max(maxP99, p.P99ms)
 		}
 	}
 	r.PassPerCPU = haveMax && minPerCPU >= targetSpansPerCPUSecond
 	r.PassHalfLoadMs = haveHalf && maxP99 < targetHalfLoadP99ms
+}
+
+// batchSizes returns the batch sizes of the run, ascending.
+func (r *spanResults) batchSizes() []int {
+	sizes := make([]int, 0, len(r.BatchBytes))
+	for s := range r.BatchBytes {
+		sizes = append(sizes, s)
+	}
+	sort.Ints(sizes)
+	return sizes
+}
+
+// rounds counts the max-rate rounds of size-span batches in phases.
+func rounds(phases []spanPhase, size int) int {
+	n := 0
+	for _, p := range phases {
+		if p.Phase == "max rate" && p.BatchSpans == size {
+			n++
+		}
+	}
+	return n
+}
+
+// halfLoadPhase returns the half-load phase of size-span batches in phases.
+func halfLoadPhase(phases []spanPhase, size int) (spanPhase, bool) {
+	for _, p := range phases {
+		if p.Phase == "half load" && p.BatchSpans == size {
+			return p, true
+		}
+	}
+	return spanPhase{}, false
+}
+
+// printPhases prints phases as a table.
+func printPhases(w io.Writer, phases []spanPhase) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "phase\tround\tspans/req\tseconds\trequests\tspans/s\ttarget/s\tsrv CPU%\tspans/CPU-s\tp50 ms\tp90 ms\tp99 ms\tmax ms\tlag p99 ms\tclient CPU%\tother CPU%\terrors\t")
+	noisy := false
+	for _, p := range phases {
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%.1f\t%d\t%.0f\t%s\t%.0f\t%.0f\t%.2f\t%.2f\t%.2f\t%.1f\t%s\t%.0f\t%.0f\t%d\t\n",
+			p.Phase, orDash(float64(p.Round), "%.0f"), p.BatchSpans, p.Seconds, p.Requests, p.Rate, orDash(p.TargetRate, "%.0f"), p.ServerCPUPct, p.SpansPerCPUSec,
+			p.P50ms, p.P90ms, p.P99ms, p.MaxMs, orDash(p.LagP99ms, "%.2f"), p.ClientCPUPct, p.OtherCPUPct, p.Errors)
+		noisy = noisy || p.OtherCPUPct > 20
+	}
+	tw.Flush()
+	if noisy {
+		fmt.Fprintln(w, "  WARNING: other processes used more than 20% of a core during some phases; their numbers are not trustworthy.")
+	}
+	for _, p := range phases {
+		if p.FirstError != "" {
+			fmt.Fprintf(w, "  %s %d first error: %s\n", p.Phase, p.BatchSpans, p.FirstError)
+		}
+	}
 }
 
 func printSpanReport(w io.Writer, r *spanResults) {
@@ -697,30 +824,8 @@ func printSpanReport(w io.Writer, r *spanResults) {
 		fmt.Fprintln(w, "  "+c)
 	}
 	fmt.Fprintln(w, "\n## OTLP gRPC export phases")
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "phase\tspans/req\tseconds\trequests\tspans/s\ttarget/s\tsrv CPU%\tspans/CPU-s\tp50 ms\tp90 ms\tp99 ms\tmax ms\tlag p99 ms\tclient CPU%\tother CPU%\terrors\t")
-	noisy := false
-	for _, p := range r.Phases {
-		fmt.Fprintf(tw, "%s\t%d\t%.1f\t%d\t%.0f\t%s\t%.0f\t%.0f\t%.2f\t%.2f\t%.2f\t%.1f\t%s\t%.0f\t%.0f\t%d\t\n",
-			p.Phase, p.BatchSpans, p.Seconds, p.Requests, p.Rate, orDash(p.TargetRate, "%.0f"), p.ServerCPUPct, p.SpansPerCPUSec,
-			p.P50ms, p.P90ms, p.P99ms, p.MaxMs, orDash(p.LagP99ms, "%.2f"), p.ClientCPUPct, p.OtherCPUPct, p.Errors)
-		noisy = noisy || p.OtherCPUPct > 20
-	}
-	tw.Flush()
-	if noisy {
-		fmt.Fprintln(w, "  WARNING: other processes used more than 20% of a core during some phases; their numbers are not trustworthy.")
-	}
-	for _, p := range r.Phases {
-		if p.FirstError != "" {
-			fmt.Fprintf(w, "  %s %d first error: %s\n", p.Phase, p.BatchSpans, p.FirstError)
-		}
-	}
-	sizes := make([]int, 0, len(r.BatchBytes))
-	for s := range r.BatchBytes {
-		sizes = append(sizes, s)
-	}
-	sort.Ints(sizes)
-	for _, s := range sizes {
+	printPhases(w, r.Phases)
+	for _, s := range r.batchSizes() {
 		fmt.Fprintf(w, "  %d-span requests: %d bytes (%.0f bytes/span)\n", s, r.BatchBytes[s], float64(r.BatchBytes[s])/float64(s))
 	}
 	fmt.Fprintf(w, "  spans sent ok %d, counted by pushrelay %.0f, dropped by pushrelay %v\n", r.Sent, r.Received, r.Dropped)
@@ -731,6 +836,11 @@ func printSpanReport(w io.Writer, r *spanResults) {
 	fmt.Fprintf(w, "    before /metrics rendered them: VmRSS %.1f MiB, VmHWM %.1f MiB\n", float64(r.RSSNoScrape)/(1<<20), float64(r.PeakRSSNoScrape)/(1<<20))
 	fmt.Fprintf(w, "    after a full scrape:           VmRSS %.1f MiB, VmHWM %.1f MiB\n", float64(r.RSS)/(1<<20), float64(r.PeakRSS)/(1<<20))
 	fmt.Fprintf(w, "  one text scrape of /metrics then: %.3fs, %.1f MB\n", r.ScrapeSeconds, float64(r.ScrapeBytes)/1e6)
+	if len(r.Reference) > 0 {
+		fmt.Fprintln(w, "\n## Reference: OpenTelemetry Collector (OTLP receiver, spanmetrics connector, nop exporter), same batches")
+		printPhases(w, r.Reference)
+		fmt.Fprintf(w, "  collector VmRSS after its phases: %.1f MiB\n", float64(r.ReferenceRSS)/(1<<20))
+	}
 
 	fmt.Fprintln(w, "\n## Targets")
 	verdict := func(ok bool) string {
@@ -739,15 +849,36 @@ func printSpanReport(w io.Writer, r *spanResults) {
 		}
 		return "FAIL"
 	}
-	for _, p := range r.Phases {
-		switch p.Phase {
-		case "max rate":
-			fmt.Fprintf(w, "  spans per CPU-second, %d-span batches: %.0f (target ≥ %d)\n", p.BatchSpans, p.SpansPerCPUSec, targetSpansPerCPUSecond)
-		case "half load":
-			fmt.Fprintf(w, "  p99 at half load (%.0f spans/s), %d-span batches: %.2f ms (target < %.0f ms)\n", p.TargetRate, p.BatchSpans, p.P99ms, targetHalfLoadP99ms)
+	for _, size := range r.batchSizes() {
+		t := maxRateTotals(r.Phases, size)
+		fmt.Fprintf(w, "  spans per CPU-second, %d-span batches, %d rounds: %.0f (target ≥ %d)\n", size, rounds(r.Phases, size), t.SpansPerCPUSec, targetSpansPerCPUSecond)
+		if p, ok := halfLoadPhase(r.Phases, size); ok {
+			fmt.Fprintf(w, "  p99 at half load (%.0f spans/s), %d-span batches: %.2f ms (target < %.0f ms)\n", p.TargetRate, size, p.P99ms, targetHalfLoadP99ms)
 		}
 	}
 	fmt.Fprintf(w, "  spans/CPU-s: %s; half-load p99: %s; total run %.0fs\n", verdict(r.PassPerCPU), verdict(r.PassHalfLoadMs), r.TotalSeconds)
+	if len(r.Reference) > 0 {
+		for _, size := range r.batchSizes() {
+			t, ref := maxRateTotals(r.Phases, size), maxRateTotals(r.Reference, size)
+			var perRound []string
+			for _, p := range r.Phases {
+				for _, q := range r.Reference {
+					if p.Phase == "max rate" && q.Phase == p.Phase && p.BatchSpans == size && q.BatchSpans == size && p.Round == q.Round && q.SpansPerCPUSec > 0 {
+						perRound = append(perRound, fmt.Sprintf("%.2f", p.SpansPerCPUSec/q.SpansPerCPUSec))
+					}
+				}
+			}
+			fmt.Fprintf(w, "  pushrelay / collector spans per CPU-second, %d-span batches: %.2f× (%.0f / %.0f; rounds %s) (target ≥ 1×)\n",
+				size, t.SpansPerCPUSec/ref.SpansPerCPUSec, t.SpansPerCPUSec, ref.SpansPerCPUSec, strings.Join(perRound, " "))
+			p, ok1 := halfLoadPhase(r.Phases, size)
+			q, ok2 := halfLoadPhase(r.Reference, size)
+			if ok1 && ok2 {
+				fmt.Fprintf(w, "  p99 at half load, %d-span batches: pushrelay %.2f ms at %.0f spans/s, collector %.2f ms at %.0f spans/s\n",
+					size, p.P99ms, p.TargetRate, q.P99ms, q.TargetRate)
+			}
+		}
+		fmt.Fprintf(w, "  spans/CPU-s against the collector: %s\n", verdict(r.PassVsReference))
+	}
 	for _, p := range r.Profiles {
 		fmt.Fprintf(w, "  cpu profile of pushrelay: %s (go tool pprof -top)\n", p)
 	}
