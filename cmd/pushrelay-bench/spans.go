@@ -5,9 +5,12 @@ package main
 // concurrent senders over loopback.
 //
 //  1. max rate: for each batch size (--spans-batch-sizes, 100 and 1000
-//     spans) the senders send as fast as pushrelay answers for
-//     --spans-duration; spans/s, spans per CPU-second of the pushrelay
-//     process (/proc/<pid>/stat utime+stime) and request latency;
+//     spans) the senders send as fast as pushrelay answers, in
+//     --spans-rounds rounds of --spans-duration; spans/s, spans per
+//     CPU-second of the pushrelay process (/proc/<pid>/stat utime+stime,
+//     summed over the rounds) and request latency. With
+//     --spans-otelcol-bin every round is followed by one against an
+//     OpenTelemetry Collector (otelcol.go);
 //  2. half load: the same batches paced (open loop, evenly spread over the
 //     senders) at half the measured maximum, or at --spans-paced-rate, for
 //     --spans-paced-duration; request latency, p99 foremost. A fixed rate
