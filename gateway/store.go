@@ -73,7 +73,8 @@ func (e *PersistError) Unwrap() error { return e.Err }
 
 // Persister stores committed group changes durably.
 type Persister interface {
-	// Commit writes ops atomically and returns once they are durable.
+	// Commit writes ops atomically and returns once they are durable. It
+	// must not keep ops or their groups: the store reuses them.
 	Commit(ops []persistence.Op) error
 	// Load calls fn for every stored group.
 	Load(fn func(*persistence.Group) error) error
@@ -193,6 +194,10 @@ type Store struct {
 	// persistErr is the error of the last commit while the storage cannot
 	// be written; nil when it can.
 	persistErr atomic.Pointer[error]
+
+	// records are the stored forms commit hands to the Persister, reused
+	// from one commit to the next; only the committer goroutine uses them.
+	records []persistence.Group
 
 	// ownCache is only used by the writer goroutine.
 	ownCache     map[string]dto.MetricType
@@ -333,32 +338,53 @@ func nanos(t time.Time) int64 {
 	return t.UnixNano()
 }
 
-// record returns the stored form of g.
-func (g *group) record() *persistence.Group {
-	pg := &persistence.Group{Labels: make([]persistence.Label, 0, len(g.grouping))}
+// recordInto sets pg to the stored form of g, reusing pg's slices.
+func (g *group) recordInto(pg *persistence.Group) {
+	labels := pg.Labels[:0]
 	for _, n := range g.grouping.sortedNames() {
-		pg.Labels = append(pg.Labels, persistence.Label{Name: n, Value: g.grouping[n]})
+		labels = append(labels, persistence.Label{Name: n, Value: g.grouping[n]})
 	}
-	pg.PushTime, pg.FailureTime = nanos(g.pushTime), nanos(g.failureTime)
-	pg.PushWritten = nanos(g.families[pushTimeName].time)
-	pg.FailureWritten = nanos(g.families[pushFailureTimeName].time)
-	if f := g.families[pushStaleName]; f != nil {
-		pg.StaleWritten = nanos(f.time)
-	}
-	pg.TTL = persistence.TTL{Nanos: int64(g.ttl.d), Source: g.ttl.source, Action: g.ttl.action, Expired: g.expired}
+	families := pg.Families[:0]
 	for _, name := range g.familyNames() {
 		if isGatewayFamily(name) {
 			continue
 		}
 		f := g.families[name]
-		pf := persistence.Family{Name: f.name, Help: f.help, HasHelp: f.hasHelp, Type: int32(f.typ), Time: f.time.UnixNano()}
-		pf.Metrics = make([][]byte, len(f.series))
-		for i, se := range f.series {
-			pf.Metrics[i] = se.metric
+		if len(families) == cap(families) {
+			families = append(families, persistence.Family{})
+		} else {
+			families = families[:len(families)+1]
 		}
-		pg.Families = append(pg.Families, pf)
+		pf := &families[len(families)-1]
+		metrics := pf.Metrics[:0]
+		for _, se := range f.series {
+			metrics = append(metrics, se.metric)
+		}
+		*pf = persistence.Family{Name: f.name, Help: f.help, HasHelp: f.hasHelp, Type: int32(f.typ), Time: f.time.UnixNano(), Metrics: metrics}
 	}
-	return pg
+	*pg = persistence.Group{
+		Labels:         labels,
+		PushTime:       nanos(g.pushTime),
+		FailureTime:    nanos(g.failureTime),
+		PushWritten:    nanos(g.families[pushTimeName].time),
+		FailureWritten: nanos(g.families[pushFailureTimeName].time),
+		TTL:            persistence.TTL{Nanos: int64(g.ttl.d), Source: g.ttl.source, Action: g.ttl.action, Expired: g.expired},
+		Families:       families,
+	}
+	if f := g.families[pushStaleName]; f != nil {
+		pg.StaleWritten = nanos(f.time)
+	}
+}
+
+// releaseRecord drops what pg refers to, keeping its slices' capacity for
+// the next recordInto.
+func releaseRecord(pg *persistence.Group) {
+	clear(pg.Labels)
+	for i := range pg.Families {
+		clear(pg.Families[i].Metrics)
+		pg.Families[i] = persistence.Family{Metrics: pg.Families[i].Metrics[:0]}
+	}
+	*pg = persistence.Group{Labels: pg.Labels[:0], Families: pg.Families[:0]}
 }
 
 // familyNames returns the names of g's families, sorted.
@@ -656,16 +682,24 @@ func (s *Store) commit(changes []change) error {
 		}
 		latest[c.key] = c.new
 	}
+	if n := len(order) - cap(s.records); n > 0 {
+		s.records = append(s.records[:cap(s.records)], make([]persistence.Group, n)...)
+	}
+	records := s.records[:len(order)]
 	ops := make([]persistence.Op, len(order))
 	for i, key := range order {
 		ops[i] = persistence.Op{Key: key}
 		if g := latest[key]; g != nil {
-			ops[i].Group = g.record()
+			g.recordInto(&records[i])
+			ops[i].Group = &records[i]
 		}
 	}
 	start := time.Now()
 	err := s.db.Commit(ops)
 	s.metrics.commitDuration.Observe(time.Since(start).Seconds())
+	for i := range records {
+		releaseRecord(&records[i])
+	}
 	return err
 }
 
