@@ -1,6 +1,7 @@
 # pushrelay build and test entry points. `make test` is what CI runs.
 
 GO        ?= go
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 PKGS      := ./...
 VERSION   ?= $(shell cat VERSION 2>/dev/null || echo 0.1.0)
 REVISION  ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
@@ -44,6 +45,7 @@ deps:
 check:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }
 	$(GO) vet $(PKGS)
+	$(GO) run $(STATICCHECK) $(PKGS)
 	$(GO) mod tidy && git diff --exit-code go.mod go.sum
 	cd bench/otelcol && $(GO) vet ./... && $(GO) mod tidy && git diff --exit-code go.mod go.sum
 

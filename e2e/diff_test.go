@@ -705,10 +705,12 @@ func compareRequest(t *testing.T, r req, pr, pg *process) {
 	case cmpStatus:
 		a, b := do(t, r.method, pr.url+r.path, r.header, r.body), do(t, r.method, pg.url+r.path, r.header, r.body)
 		compareStatusAPI(t, a, b)
-	default:
+	case cmpExact:
 		a, b := do(t, r.method, pr.url+r.path, r.header, r.body), do(t, r.method, pg.url+r.path, r.header, r.body)
 		require.Equal(t, exactView(r, b, true), exactView(r, a, false),
 			"pushrelay (actual) differs from the Pushgateway (expected)")
+	default:
+		t.Fatalf("unknown comparison kind %d", r.cmp)
 	}
 }
 
