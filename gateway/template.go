@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"encoding/binary"
 	"math"
+	"runtime"
 	"slices"
 	"sync"
 	"time"
+	"weak"
 
 	"github.com/cespare/xxhash/v2"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -22,13 +24,18 @@ import (
 type bodyTemplate struct {
 	// lines describe every line of the body, shared by the templates that
 	// follow from this one.
-	lines []templateLine
+	lines *templateLines
 	// families are the counter, gauge and untyped families built from
 	// the body; their series give the labels of the next push.
 	families []*family
 	// prefixes are, for every series of families, the length of its text
 	// line before the value; the templates that follow share them.
 	prefixes [][]int32
+}
+
+// templateLines are the lines of a template's body.
+type templateLines struct {
+	lines []templateLine
 }
 
 // templateLine is one line of a template's body.
@@ -137,7 +144,8 @@ func newBodyTemplate(body []byte, lines []textLine, parsed map[string]*parsedFam
 	if len(lines) > maxTemplateLines {
 		return nil
 	}
-	t := &bodyTemplate{lines: make([]templateLine, len(lines))}
+	tls := make([]templateLine, len(lines))
+	t := &bodyTemplate{}
 	index := make(map[*parsedFamily]int, len(parsed))
 	var gl []label
 	var scratch []label
@@ -175,7 +183,7 @@ func newBodyTemplate(body []byte, lines []textLine, parsed map[string]*parsedFam
 	start := 0
 	for i, l := range lines {
 		line := body[start:l.end]
-		tl := &t.lines[i]
+		tl := &tls[i]
 		tl.length = int32(len(line))
 		if l.value >= 0 {
 			tl.sample, tl.length = true, int32(l.value-start)
@@ -198,7 +206,7 @@ func newBodyTemplate(body []byte, lines []textLine, parsed map[string]*parsedFam
 		}
 		start = l.end + 1
 	}
-	t.lines = sharedLines.share(t.lines)
+	t.lines = sharedLines.share(tls)
 	return t
 }
 
@@ -207,15 +215,17 @@ const maxSharedLines = 1 << 12
 
 // sharedLines keeps one copy of equal template lines: groups that push
 // the same kind of body, as many runs of one job do, share them.
-var sharedLines = lineLists{m: map[uint64][]templateLine{}}
+var sharedLines = lineLists{m: map[uint64]weak.Pointer[templateLines]{}}
 
+// lineLists maps the hash of line lists to the lists templates use. It does
+// not keep a list alive: an entry goes once no template refers to its list.
 type lineLists struct {
 	sync.Mutex
-	m map[uint64][]templateLine
+	m map[uint64]weak.Pointer[templateLines]
 }
 
 // share returns a list equal to lines, the one kept when there is one.
-func (ll *lineLists) share(lines []templateLine) []templateLine {
+func (ll *lineLists) share(lines []templateLine) *templateLines {
 	var d xxhash.Digest
 	var b [22]byte
 	for _, l := range lines {
@@ -229,13 +239,37 @@ func (ll *lineLists) share(lines []templateLine) []templateLine {
 	h := d.Sum64()
 	ll.Lock()
 	defer ll.Unlock()
-	if kept, ok := ll.m[h]; ok && slices.Equal(kept, lines) {
-		return kept
+	kept, found := ll.m[h]
+	tl := &templateLines{lines: lines}
+	if k := kept.Value(); k != nil {
+		if slices.Equal(k.lines, lines) {
+			return k
+		}
+		return tl // a hash collision: the first list keeps the entry
 	}
-	if len(ll.m) < maxSharedLines {
-		ll.m[h] = lines
+	if !found && len(ll.m) >= maxSharedLines {
+		return tl
 	}
-	return lines
+	w := weak.Make(tl)
+	ll.m[h] = w
+	runtime.AddCleanup(tl, ll.forget, sharedEntry{h, w})
+	return tl
+}
+
+// sharedEntry names the entry of a list in lineLists.
+type sharedEntry struct {
+	hash uint64
+	list weak.Pointer[templateLines]
+}
+
+// forget removes the entry of a list no template refers to any more,
+// unless another list has taken its place.
+func (ll *lineLists) forget(e sharedEntry) {
+	ll.Lock()
+	defer ll.Unlock()
+	if ll.m[e.hash] == e.list {
+		delete(ll.m, e.hash)
+	}
 }
 
 func boolByte(v bool) byte {
@@ -256,7 +290,7 @@ func (t *bodyTemplate) encode(body []byte, now time.Time) (families []*family, g
 	}
 	values := make([]float64, offsets[len(t.families)])
 	start := 0
-	for _, tl := range t.lines {
+	for _, tl := range t.lines.lines {
 		end := bytes.IndexByte(body[start:], '\n') + start
 		if end < start {
 			return nil, nil, false

@@ -4,10 +4,13 @@ import (
 	"bytes"
 	"fmt"
 	"math/rand/v2"
+	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+	"weak"
 
 	"github.com/stretchr/testify/require"
 )
@@ -256,7 +259,7 @@ func TestTemplateLinesShared(t *testing.T) {
 	require.NoError(t, err)
 	defer s.Close()
 	body := benchBody(3)
-	var lines [][]templateLine
+	var lines []*templateLines
 	for i := range 2 {
 		g := benchGrouping(i)
 		tb, ok := s.prepareText(g.Key(), body)
@@ -266,6 +269,28 @@ func TestTemplateLinesShared(t *testing.T) {
 		require.True(t, found)
 		lines = append(lines, v.(*bodyTemplate).lines)
 	}
-	require.Len(t, lines[0], strings.Count(string(body), "\n"))
-	require.Same(t, &lines[0][0], &lines[1][0])
+	require.Len(t, lines[0].lines, strings.Count(string(body), "\n"))
+	require.Same(t, lines[0], lines[1])
+}
+
+// TestTemplateLinesForgotten checks that shared line lists do not outlive
+// the templates using them.
+func TestTemplateLinesForgotten(t *testing.T) {
+	ll := &lineLists{m: map[uint64]weak.Pointer[templateLines]{}}
+	lines := []templateLine{{hash: 1, length: 3}, {hash: 2, length: 5, sample: true}}
+	kept := ll.share(lines)
+	require.Same(t, kept, ll.share(slices.Clone(lines)), "an equal list is shared")
+	other := ll.share([]templateLine{{hash: 3, length: 1}})
+	require.NotSame(t, kept, other)
+	ll.Lock()
+	require.Len(t, ll.m, 2)
+	ll.Unlock()
+	runtime.KeepAlive(kept)
+	runtime.KeepAlive(other)
+	require.Eventually(t, func() bool {
+		runtime.GC()
+		ll.Lock()
+		defer ll.Unlock()
+		return len(ll.m) == 0
+	}, 10*time.Second, 10*time.Millisecond, "lists no template refers to are dropped")
 }
