@@ -68,10 +68,7 @@ func (e *nameEntry) len() int { return len(e.slots) }
 // s.mu for writing.
 func (e *nameEntry) put(se *series) int {
 	if sl, ok := e.slots[se.id]; ok {
-		prev := sl.se
-		sl.se, se.slot = se, sl
-		sl.c.cache.reset()
-		return floatDelta(prev, se)
+		return e.replace(sl.se, se)
 	}
 	sl := &slot{key: se.key, se: se}
 	se.slot = sl
@@ -214,7 +211,7 @@ type rendering struct {
 	b []byte
 	// crc is the CRC-32 (IEEE) of the plain bytes of a deflate form and
 	// shift the operator that appends it to another CRC (see
-	// crc32Combine); size is the length of the plain bytes.
+	// crc32Shift); size is the length of the plain bytes.
 	crc, shift uint32
 	size       int
 }
