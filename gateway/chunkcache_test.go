@@ -565,3 +565,44 @@ func BenchmarkGzipBody(b *testing.B) {
 		putBodyWriter(bw)
 	}
 }
+
+// TestScrapeWhileSharedNameGoes scrapes while the only group holding a
+// family that pushrelay also exposes itself is pushed and deleted: the
+// name may go between the scrape reading the name list and merging the
+// family, and the scrape must then expose the own family alone.
+func TestScrapeWhileSharedNameGoes(t *testing.T) {
+	s, err := NewStore(StoreOptions{})
+	require.NoError(t, err)
+	t.Cleanup(s.Close)
+	reg := prometheus.NewRegistry()
+	own := prometheus.NewGauge(prometheus.GaugeOpts{Name: "shared_gauge", Help: "Exposed by both."})
+	own.Set(7)
+	reg.MustRegister(own)
+	h := s.ExpositionHandler(reg)
+	body := []byte("# HELP shared_gauge Exposed by both.\n# TYPE shared_gauge gauge\nshared_gauge 1\n")
+	g := Grouping{"job": "j"}
+	deadline := time.Now().Add(2 * time.Second)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for time.Now().Before(deadline) {
+			tb, ok := s.prepareText(g.Key(), body)
+			if !ok {
+				t.Error("the fast parser refused the body")
+				return
+			}
+			if err := s.submitText(g, tb, true, true, nil); err != nil {
+				t.Error(err)
+				return
+			}
+			if err := s.Delete(g); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	})
+	for time.Now().Before(deadline) {
+		out := scrape(t, h, "text/plain;version=0.0.4", false)
+		require.Contains(t, out, "shared_gauge 7\n")
+	}
+	wg.Wait()
+}

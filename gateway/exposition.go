@@ -125,8 +125,12 @@ func (s *Store) render(bw *bodyWriter, own []*dto.MetricFamily, format expfmt.Fo
 			mf = own[i]
 			i++
 		case i < len(own) && own[i].GetName() == names[j]:
+			mf = own[i]
 			s.mu.RLock()
-			mf = s.mergedFamily(names[j], own[i])
+			// The name may have gone since names was read.
+			if s.names[names[j]] != nil {
+				mf = s.mergedFamily(names[j], own[i])
+			}
 			s.mu.RUnlock()
 			i++
 			j++
