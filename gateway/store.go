@@ -140,6 +140,9 @@ type writeRequest struct {
 	// pushTimeFamily is push_time_seconds as a successful push sets it,
 	// built before the writer gets the request.
 	pushTimeFamily *family
+	// template, when set, becomes the group's body template once the push
+	// is applied.
+	template *bodyTemplate
 	// done receives the outcome and is closed; nil when nobody waits.
 	done chan error
 }
@@ -604,6 +607,9 @@ func (s *Store) apply(b *batch, reqs []*writeRequest) *batch {
 				break
 			}
 			replace(req.key, old, appliedGroup(old, req, s.resolveTTL(req)))
+			if req.template != nil {
+				s.templates.Store(req.key, req.template)
+			}
 		}
 		b.reqs = append(b.reqs, req)
 		b.results = append(b.results, result)

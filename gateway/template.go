@@ -111,8 +111,9 @@ func (s *Store) prepareText(key string, body []byte) (tb *textBody, ok bool) {
 	return tb, true
 }
 
-// submitText pushes a prepared text body like push, and keeps the template
-// of a body that was accepted (or queued, when not waiting).
+// submitText pushes a prepared text body like push. The writer keeps the
+// body's template for the group when it applies the push, so that a group
+// never gets a template after it was deleted or its push refused.
 func (s *Store) submitText(grouping Grouping, tb *textBody, replace, wait bool, ttl *time.Duration) error {
 	req := s.newPushRequest(grouping, tb.key, replace, ttl, tb.now)
 	for _, f := range tb.families {
@@ -121,19 +122,14 @@ func (s *Store) submitText(grouping Grouping, tb *textBody, replace, wait bool, 
 	if err := s.addParsed(req, tb.parsed); err != nil {
 		return err
 	}
-	var next *bodyTemplate
 	switch {
 	case req.reject != nil:
 	case tb.template != nil:
-		next = &bodyTemplate{lines: tb.template.lines, families: tb.families, prefixes: tb.template.prefixes}
+		req.template = &bodyTemplate{lines: tb.template.lines, families: tb.families, prefixes: tb.template.prefixes}
 	default:
-		next = newBodyTemplate(tb.body, tb.lines, tb.parsed, req, grouping)
+		req.template = newBodyTemplate(tb.body, tb.lines, tb.parsed, req, grouping)
 	}
-	err := s.write(req, wait)
-	if err == nil && next != nil {
-		s.templates.Store(req.key, next)
-	}
-	return err
+	return s.write(req, wait)
 }
 
 // newBodyTemplate describes how body, parsed into lines and parsed, was

@@ -294,3 +294,34 @@ func TestTemplateLinesForgotten(t *testing.T) {
 		return len(ll.m) == 0
 	}, 10*time.Second, 10*time.Millisecond, "lists no template refers to are dropped")
 }
+
+// TestTemplateOnlyForAppliedPushes checks that a group has a body template
+// only while it exists: not after a queued push the writer refused, and
+// not after the group was deleted.
+func TestTemplateOnlyForAppliedPushes(t *testing.T) {
+	s, err := NewStore(StoreOptions{Limits: Limits{MaxGroups: 1}})
+	require.NoError(t, err)
+	defer s.Close()
+	body := benchBody(1)
+	push := func(i int, wait bool) error {
+		g := benchGrouping(i)
+		tb, ok := s.prepareText(g.Key(), body)
+		require.True(t, ok)
+		return s.submitText(g, tb, true, wait, nil)
+	}
+	hasTemplate := func(i int) bool {
+		_, ok := s.templates.Load(benchGrouping(i).Key())
+		return ok
+	}
+	require.NoError(t, push(0, true))
+	require.True(t, hasTemplate(0))
+
+	// Queued without waiting, as with --push.disable-consistency-check;
+	// the writer refuses it: one group is the limit.
+	require.NoError(t, push(1, false))
+	require.NoError(t, push(0, true), "a waited write after it flushes the queue")
+	require.False(t, hasTemplate(1), "a refused push leaves no template")
+
+	require.NoError(t, s.Delete(benchGrouping(0)))
+	require.False(t, hasTemplate(0), "a deleted group has no template")
+}
