@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 )
 
 // otelcolConfig is the collector configuration; %s is the gRPC endpoint and
@@ -52,20 +51,15 @@ type reference struct {
 	p     *proc
 	snd   *spanSender
 	conns []*grpc.ClientConn
-	dir   string
-	temp  bool
 }
 
 // startReference starts the collector at --spans-otelcol-bin, waits until
 // it takes the first batch and warms it up like pushrelay.
 func startReference(c *config, s *spanConfig, sizes []int, batches map[int][][]byte, res *spanResults) (*reference, error) {
-	ref := &reference{dir: c.workDir}
-	if ref.dir == "" {
-		var err error
-		if ref.dir, err = os.MkdirTemp("", "pushrelay-bench-otelcol-"); err != nil {
-			return nil, err
-		}
-		ref.temp = !c.keep
+	ref := &reference{}
+	dir := filepath.Join(c.workDir, "otelcol")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
 	}
 	port, err := freePort()
 	if err != nil {
@@ -76,22 +70,16 @@ func startReference(c *config, s *spanConfig, sizes []int, batches map[int][][]b
 	for _, d := range strings.Split(spanDimensions, ",") {
 		dims = append(dims, "{name: "+d+"}")
 	}
-	cfg := filepath.Join(ref.dir, "otelcol.yaml")
+	cfg := filepath.Join(dir, "otelcol.yaml")
 	if err := os.WriteFile(cfg, fmt.Appendf(nil, otelcolConfig, addr, strings.Join(dims, ", ")), 0o644); err != nil {
 		return nil, ref.fail(err)
 	}
-	if ref.p, err = launch("otelcol", s.otelcolBin, ref.dir, []string{"--config=" + cfg}); err != nil {
+	if ref.p, err = launch("otelcol", s.otelcolBin, dir, []string{"--config=" + cfg}); err != nil {
 		return nil, ref.fail(err)
 	}
 	res.Commands = append(res.Commands, strings.Join(ref.p.cmd.Args, " "))
-	for range s.conns {
-		cc, err := grpc.NewClient(addr,
-			grpc.WithTransportCredentials(insecure.NewCredentials()),
-			grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(64<<20)))
-		if err != nil {
-			return nil, ref.fail(err)
-		}
-		ref.conns = append(ref.conns, cc)
+	if ref.conns, err = dialSpanConns(addr, s.conns); err != nil {
+		return nil, ref.fail(err)
 	}
 	err = ref.p.waitReady(60*time.Second, func() bool {
 		return waitExport(ref.conns[0], batches[sizes[0]][0], 0) == nil
@@ -115,18 +103,12 @@ func (ref *reference) fail(err error) error {
 
 // close stops the collector, once; a problem is noted in res if not nil.
 func (ref *reference) close(res *spanResults) {
-	for _, cc := range ref.conns {
-		_ = cc.Close()
-	}
+	closeConns(ref.conns)
 	ref.conns = nil
 	if ref.p != nil {
 		if err := ref.p.stop(30 * time.Second); err != nil && res != nil {
 			res.note("collector: %v", err)
 		}
 		ref.p = nil
-	}
-	if ref.temp {
-		os.RemoveAll(ref.dir)
-		ref.temp = false
 	}
 }
