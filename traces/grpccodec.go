@@ -37,10 +37,10 @@ func (c grpcCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	if !ok {
 		return c.fallback.Unmarshal(data, v)
 	}
-	switch len(data) {
-	case 0:
+	switch {
+	case data.Len() == 0:
 		return m.UnmarshalProto(nil)
-	case 1:
+	case len(data) == 1:
 		return m.UnmarshalProto(data[0].ReadOnlyData())
 	}
 	buf := getJoinBuffer(data.Len())

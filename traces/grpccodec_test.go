@@ -74,6 +74,8 @@ func TestGRPCCodecUnmarshal(t *testing.T) {
 		})
 	}
 	require.Error(t, codec.Unmarshal(split(body[:len(body)-3], 1000), ptraceotlp.NewExportRequest()), "a truncated request")
+	require.NoError(t, codec.Unmarshal(mem.BufferSlice{mem.SliceBuffer(nil), mem.SliceBuffer(nil)}, ptraceotlp.NewExportRequest()),
+		"an empty request in empty buffers")
 }
 
 // TestGRPCReceiver sends requests through a gRPC server built with
