@@ -333,6 +333,8 @@ func (p *Processor) putBatch(b *batch) {
 	clear(b.spans)
 	clear(b.values)
 	clear(b.attrs.values)
+	clear(b.res.dims)
+	b.res = resourceLabels{dims: b.res.dims}
 	b.resources, b.spans, b.values = b.resources[:0], b.spans[:0], b.values[:0]
 	p.batches.Put(b)
 }
