@@ -247,15 +247,7 @@ func (d *decoder) count() int {
 	return int(v)
 }
 
-func (d *decoder) string() string {
-	n := d.count()
-	if d.err != nil {
-		return ""
-	}
-	s := string(d.b[:n])
-	d.b = d.b[n:]
-	return s
-}
+func (d *decoder) string() string { return string(d.bytes()) }
 
 // bytes reads a length-prefixed byte string without copying it.
 func (d *decoder) bytes() []byte {
