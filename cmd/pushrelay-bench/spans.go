@@ -415,13 +415,11 @@ func pacedPhase(snd *spanSender, s *spanConfig, size int, done []spanPhase, pid 
 // spans, seconds and server CPU, and the rates that follow from them.
 func maxRateTotals(phases []spanPhase, size int) spanPhase {
 	t := spanPhase{Phase: "max rate", BatchSpans: size}
-	for _, p := range phases {
-		if p.Phase == "max rate" && p.BatchSpans == size {
-			t.Spans += p.Spans
-			t.Requests += p.Requests
-			t.Seconds += p.Seconds
-			t.ServerCPUSec += p.ServerCPUSec
-		}
+	for _, p := range phasesOf(phases, "max rate", size) {
+		t.Spans += p.Spans
+		t.Requests += p.Requests
+		t.Seconds += p.Seconds
+		t.ServerCPUSec += p.ServerCPUSec
 	}
 	if t.Seconds > 0 {
 		t.Rate = float64(t.Spans) / t.Seconds
@@ -756,7 +754,7 @@ func judgeSpans(r *spanResults) {
 	r.PassVsReference = len(r.Reference) > 0
 	for _, size := range r.batchSizes() {
 		t := maxRateTotals(r.Phases, size)
-		if rounds(r.Phases, size) > 0 {
+		if len(phasesOf(r.Phases, "max rate", size)) > 0 {
 			haveMax = true
 			minPerCPU = min(minPerCPU, t.SpansPerCPUSec)
 		}
@@ -785,23 +783,21 @@ func (r *spanResults) batchSizes() []int {
 	return sizes
 }
 
-// rounds counts the max-rate rounds of size-span batches in phases.
-func rounds(phases []spanPhase, size int) int {
-	n := 0
+// phasesOf returns the phases named name of size-span batches, in order.
+func phasesOf(phases []spanPhase, name string, size int) []spanPhase {
+	var out []spanPhase
 	for _, p := range phases {
-		if p.Phase == "max rate" && p.BatchSpans == size {
-			n++
+		if p.Phase == name && p.BatchSpans == size {
+			out = append(out, p)
 		}
 	}
-	return n
+	return out
 }
 
 // halfLoadPhase returns the half-load phase of size-span batches in phases.
 func halfLoadPhase(phases []spanPhase, size int) (spanPhase, bool) {
-	for _, p := range phases {
-		if p.Phase == "half load" && p.BatchSpans == size {
-			return p, true
-		}
+	if hl := phasesOf(phases, "half load", size); len(hl) > 0 {
+		return hl[0], true
 	}
 	return spanPhase{}, false
 }
@@ -862,7 +858,7 @@ func printSpanReport(w io.Writer, r *spanResults) {
 	}
 	for _, size := range r.batchSizes() {
 		t := maxRateTotals(r.Phases, size)
-		fmt.Fprintf(w, "  spans per CPU-second, %d-span batches, %d rounds: %.0f (target ≥ %d)\n", size, rounds(r.Phases, size), t.SpansPerCPUSec, targetSpansPerCPUSecond)
+		fmt.Fprintf(w, "  spans per CPU-second, %d-span batches, %d rounds: %.0f (target ≥ %d)\n", size, len(phasesOf(r.Phases, "max rate", size)), t.SpansPerCPUSec, targetSpansPerCPUSecond)
 		if p, ok := halfLoadPhase(r.Phases, size); ok {
 			fmt.Fprintf(w, "  p99 at half load (%.0f spans/s), %d-span batches: %.2f ms (target < %.0f ms)\n", p.TargetRate, size, p.P99ms, targetHalfLoadP99ms)
 		}
@@ -871,12 +867,13 @@ func printSpanReport(w io.Writer, r *spanResults) {
 	if len(r.Reference) > 0 {
 		for _, size := range r.batchSizes() {
 			t, ref := maxRateTotals(r.Phases, size), maxRateTotals(r.Reference, size)
+			// Rounds are appended in order, a collector round after each
+			// pushrelay round.
 			var perRound []string
-			for _, p := range r.Phases {
-				for _, q := range r.Reference {
-					if p.Phase == "max rate" && q.Phase == p.Phase && p.BatchSpans == size && q.BatchSpans == size && p.Round == q.Round && q.SpansPerCPUSec > 0 {
-						perRound = append(perRound, fmt.Sprintf("%.2f", p.SpansPerCPUSec/q.SpansPerCPUSec))
-					}
+			ps, qs := phasesOf(r.Phases, "max rate", size), phasesOf(r.Reference, "max rate", size)
+			for i := range min(len(ps), len(qs)) {
+				if qs[i].SpansPerCPUSec > 0 {
+					perRound = append(perRound, fmt.Sprintf("%.2f", ps[i].SpansPerCPUSec/qs[i].SpansPerCPUSec))
 				}
 			}
 			total := "-"
