@@ -25,9 +25,10 @@
 // The store keeps, per group, a template of the last text body it encoded:
 // a body that differs from it only in sample values is encoded by copying
 // the previous series' labels, sort keys and protobuf prefixes and writing
-// the new values; summaries and histograms are parsed again from their
-// lines. A series pushed again takes over its predecessor's index slot
-// without a lookup.
+// the new values. Summaries and classic histograms are written the same way
+// while their counts stay whole numbers below 2^53; a family the template
+// cannot reproduce is parsed again from its lines. A series pushed again
+// takes over its predecessor's index slot without a lookup.
 //
 // # Exposition
 //

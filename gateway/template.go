@@ -18,19 +18,50 @@ import (
 // encoded. A job pushes the same body every run with other sample values;
 // a body that differs from the template's only in its values is encoded by
 // copying the labels of the previous series and writing the new values,
-// without parsing, sanitising or hashing. Summaries and histograms, whose
-// values decide how they are stored, are parsed again from their lines. A
-// template is immutable.
+// without parsing, sanitising or hashing. Summaries and classic histograms
+// are encoded the same way while their counts stay whole numbers; a family
+// the template cannot reproduce is parsed again from its lines. A template
+// is immutable.
 type bodyTemplate struct {
 	// lines describe every line of the body, shared by the templates that
 	// follow from this one.
 	lines *templateLines
-	// families are the counter, gauge and untyped families built from
-	// the body; their series give the labels of the next push.
+	// families are the families built from the body that the template
+	// encodes; their series give the labels of the next push.
 	families []*family
-	// prefixes are, for every series of families, the length of its text
-	// line before the value; the templates that follow share them.
-	prefixes [][]int32
+	// shapes say, for every family of families, how its values are
+	// written; the templates that follow share them.
+	shapes []familyShape
+}
+
+// familyShape says how the values of one family of a template are written
+// into its series.
+type familyShape struct {
+	// values is the number of sample values the family takes.
+	values int
+	// prefixes are the lengths of the text lines before their values: one
+	// per series of a simple family, one per text line of every series of
+	// a summary or histogram.
+	prefixes []int32
+	// grouped describes every series of a summary or histogram; nil for a
+	// simple family.
+	grouped []groupedSeries
+	// bounds are the quantiles or bucket bounds of every series of a
+	// summary or histogram, one series after the other.
+	bounds []float64
+}
+
+// groupedSeries is the shape of one summary or histogram series. It takes
+// parts+2 values: its quantile values or bucket counts, its sum and its
+// count.
+type groupedSeries struct {
+	parts int32
+	// labelsLen is the length of the labels that begin the protobuf
+	// encoding of the series.
+	labelsLen int32
+	// infAdded marks a histogram pushed without a +Inf bucket, whose text
+	// has one with the count.
+	infAdded bool
 }
 
 // templateLines are the lines of a template's body.
@@ -44,13 +75,13 @@ type templateLine struct {
 	// value, and length the number of bytes hashed.
 	hash   uint64
 	length int32
-	// family and pos locate the series of a simple sample line:
-	// families[family].series[pos].
+	// family and pos locate the value of a sample line of a family the
+	// template encodes: the value at pos of families[family].
 	family, pos int32
 	// sample marks a sample line, whose value follows the hashed bytes.
 	sample bool
-	// grouped marks a line of a summary or histogram family.
-	grouped bool
+	// parsed marks a line of a family that is parsed again on every push.
+	parsed bool
 }
 
 // textBody is a text push body prepared for its group: what the template
@@ -62,7 +93,7 @@ type textBody struct {
 	// families were encoded through the template.
 	families []*family
 	// parsed are the families still to build: all of them without a
-	// template, the summaries and histograms with one.
+	// template, those it does not encode with one.
 	parsed map[string]*parsedFamily
 	// lines and body are kept, without a template, to make one.
 	lines []textLine
@@ -92,12 +123,12 @@ func (s *Store) prepareText(key string, body []byte) (tb *textBody, ok bool) {
 	tb = &textBody{key: key, now: s.now(), body: body}
 	if v, found := s.templates.Load(key); found {
 		t := v.(*bodyTemplate)
-		if families, grouped, ok := t.encode(body, tb.now); ok {
-			if len(grouped) == 0 {
+		if families, rest, ok := t.encode(body, tb.now); ok {
+			if len(rest) == 0 {
 				tb.families, tb.template = families, t
 				return tb, true
 			}
-			if parsed, ok := parseTextFast(grouped); ok {
+			if parsed, ok := parseTextFast(rest); ok {
 				tb.families, tb.parsed, tb.template = families, parsed, t
 				return tb, true
 			}
@@ -125,7 +156,7 @@ func (s *Store) submitText(grouping Grouping, tb *textBody, replace, wait bool, 
 	switch {
 	case req.reject != nil:
 	case tb.template != nil:
-		req.template = &bodyTemplate{lines: tb.template.lines, families: tb.families, prefixes: tb.template.prefixes}
+		req.template = &bodyTemplate{lines: tb.template.lines, families: tb.families, shapes: tb.template.shapes}
 	default:
 		req.template = newBodyTemplate(tb.body, tb.lines, tb.parsed, req, grouping)
 	}
@@ -142,11 +173,10 @@ func newBodyTemplate(body []byte, lines []textLine, parsed map[string]*parsedFam
 	}
 	tls := make([]templateLine, len(lines))
 	t := &bodyTemplate{}
-	index := make(map[*parsedFamily]int, len(parsed))
+	// plans say where the values of every encoded family go.
+	plans := make(map[*parsedFamily]*valuePlan, len(parsed))
 	var gl []label
 	var scratch []label
-	// positions maps the ids of a family's series to their positions.
-	var positions []map[uint64]int
 	// Families in name order, so that equal bodies give equal lines.
 	names := make([]string, 0, len(parsed))
 	for name := range parsed {
@@ -158,23 +188,29 @@ func newBodyTemplate(body []byte, lines []textLine, parsed map[string]*parsedFam
 		if f == nil || len(f.invalid) > 0 || len(p.metrics) > 0 && len(p.simple) > 0 {
 			return nil
 		}
-		if len(p.simple) == 0 {
-			continue
+		var shape familyShape
+		plan := &valuePlan{family: len(t.families)}
+		if len(p.simple) > 0 {
+			if len(f.series) != len(p.simple) {
+				return nil
+			}
+			plan.simple = make(map[uint64]int, len(f.series))
+			shape.values = len(f.series)
+			shape.prefixes = make([]int32, len(f.series))
+			var num [32]byte
+			for i, se := range f.series {
+				plan.simple[se.id] = i
+				shape.prefixes[i] = int32(len(se.text) - len(appendFloat(num[:0], simpleMetricValue(se))) - 1)
+			}
+		} else {
+			var ok bool
+			if shape, plan.grouped, ok = groupedShape(p, f); !ok {
+				continue // parsed again on every push
+			}
 		}
-		if len(f.series) != len(p.simple) {
-			return nil
-		}
-		index[p] = len(t.families)
+		plans[p] = plan
 		t.families = append(t.families, f)
-		pos := make(map[uint64]int, len(f.series))
-		prefixes := make([]int32, len(f.series))
-		var num [32]byte
-		for i, se := range f.series {
-			pos[se.id] = i
-			prefixes[i] = int32(len(se.text) - len(appendFloat(num[:0], simpleMetricValue(se))) - 1)
-		}
-		positions = append(positions, pos)
-		t.prefixes = append(t.prefixes, prefixes)
+		t.shapes = append(t.shapes, shape)
 	}
 	start := 0
 	for i, l := range lines {
@@ -186,24 +222,37 @@ func newBodyTemplate(body []byte, lines []textLine, parsed map[string]*parsedFam
 		}
 		tl.hash = xxhash.Sum64(line[:tl.length])
 		if l.family != nil {
-			fi, simple := index[l.family]
-			tl.grouped = !simple
-			if simple && tl.sample {
+			plan := plans[l.family]
+			tl.parsed = plan == nil
+			switch {
+			case plan == nil || !tl.sample:
+			case plan.simple != nil:
 				if gl == nil {
 					gl = groupingLabels(grouping)
 				}
 				scratch = sanitizeSimple(scratch[:0], l.family.simple[l.simple].labels, gl)
-				pos, ok := positions[fi][seriesID(l.family.name, scratch)]
+				pos, ok := plan.simple[seriesID(l.family.name, scratch)]
 				if !ok {
 					return nil
 				}
-				tl.family, tl.pos = int32(fi), int32(pos)
+				tl.family, tl.pos = int32(plan.family), int32(pos)
+			default:
+				tl.family, tl.pos = int32(plan.family), int32(plan.grouped.position(l.grouped, l.role))
 			}
 		}
 		start = l.end + 1
 	}
 	t.lines = sharedLines.share(tls)
 	return t
+}
+
+// valuePlan says where the sample values of one family go while a template
+// is made: the family's index in the template and, for a simple family, the
+// position of each series by id, else the values of each metric.
+type valuePlan struct {
+	family  int
+	simple  map[uint64]int
+	grouped groupedValues
 }
 
 // maxSharedLines bounds the distinct line lists sharedLines keeps.
@@ -229,7 +278,7 @@ func (ll *lineLists) share(lines []templateLine) *templateLines {
 		binary.LittleEndian.PutUint32(b[8:], uint32(l.length))
 		binary.LittleEndian.PutUint32(b[12:], uint32(l.family))
 		binary.LittleEndian.PutUint32(b[16:], uint32(l.pos))
-		b[20], b[21] = boolByte(l.sample), boolByte(l.grouped)
+		b[20], b[21] = boolByte(l.sample), boolByte(l.parsed)
 		_, _ = d.Write(b[:])
 	}
 	h := d.Sum64()
@@ -275,14 +324,14 @@ func boolByte(v bool) byte {
 	return 0
 }
 
-// encode encodes body through t: the new versions of t's simple families,
-// with their time set to now, and the lines of its summaries and
-// histograms, to be parsed. ok is false when body differs from t's in more
-// than sample values, or has a value that is not a number.
-func (t *bodyTemplate) encode(body []byte, now time.Time) (families []*family, grouped []byte, ok bool) {
+// encode encodes body through t: the new versions of the families t
+// encodes, with their time set to now, and the lines of the other families,
+// to be parsed. ok is false when body differs from t's in more than sample
+// values, has a value that is not a number, or a count t cannot write.
+func (t *bodyTemplate) encode(body []byte, now time.Time) (families []*family, parsed []byte, ok bool) {
 	offsets := make([]int, len(t.families)+1)
-	for i, f := range t.families {
-		offsets[i+1] = offsets[i] + len(f.series)
+	for i, sh := range t.shapes {
+		offsets[i+1] = offsets[i] + sh.values
 	}
 	values := make([]float64, offsets[len(t.families)])
 	start := 0
@@ -301,7 +350,7 @@ func (t *bodyTemplate) encode(body []byte, now time.Time) (families []*family, g
 			if len(value) == 0 || containsByte(value, ' ', '\t', '\r') {
 				return nil, nil, false
 			}
-			if !tl.grouped {
+			if !tl.parsed {
 				v, err := parseSampleFloat(string(value))
 				if err != nil {
 					return nil, nil, false
@@ -309,8 +358,8 @@ func (t *bodyTemplate) encode(body []byte, now time.Time) (families []*family, g
 				values[offsets[tl.family]+int(tl.pos)] = v
 			}
 		}
-		if tl.grouped {
-			grouped = append(grouped, body[start:end+1]...)
+		if tl.parsed {
+			parsed = append(parsed, body[start:end+1]...)
 		}
 		start = end + 1
 	}
@@ -319,9 +368,14 @@ func (t *bodyTemplate) encode(body []byte, now time.Time) (families []*family, g
 	}
 	families = make([]*family, len(t.families))
 	for i, f := range t.families {
-		families[i] = f.withValues(values[offsets[i]:offsets[i+1]], t.prefixes[i], now)
+		vs, sh := values[offsets[i]:offsets[i+1]], &t.shapes[i]
+		if sh.grouped == nil {
+			families[i] = f.withValues(vs, sh.prefixes, now)
+		} else if families[i] = f.withGroupedValues(vs, sh, now); families[i] == nil {
+			return nil, nil, false
+		}
 	}
-	return families, grouped, true
+	return families, parsed, true
 }
 
 // withValues returns a copy of the simple family f, written at now, whose

@@ -3,6 +3,7 @@ package gateway
 import (
 	"bytes"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"runtime"
 	"slices"
@@ -52,9 +53,9 @@ func requireSameFamilies(t *testing.T, want, got map[string]*family) {
 }
 
 // templated prepares body for a group whose template was made from first,
-// and returns the families submitText would push and whether the template
-// was used.
-func templated(t *testing.T, g Grouping, first, body []byte, now time.Time) (map[string]*family, bool) {
+// and returns the families submitText would push, whether the template was
+// used and the names of the families that were parsed again.
+func templated(t *testing.T, g Grouping, first, body []byte, now time.Time) (families map[string]*family, used bool, parsed []string) {
 	t.Helper()
 	s, err := NewStore(StoreOptions{Now: func() time.Time { return now }})
 	require.NoError(t, err)
@@ -72,7 +73,7 @@ func templated(t *testing.T, g Grouping, first, body []byte, now time.Time) (map
 		req.families[f.name] = f
 	}
 	require.NoError(t, s.addParsed(req, tb.parsed))
-	return req.families, tb.template != nil
+	return req.families, tb.template != nil, slices.Sorted(maps.Keys(tb.parsed))
 }
 
 // withValues rewrites every sample value of body with values from next.
@@ -102,23 +103,46 @@ func TestTemplateMatchesParsing(t *testing.T) {
 	scenarios := map[string]struct {
 		body   string
 		values []string
+		// parsed are the families the template leaves to the parser.
+		parsed []string
 	}{
-		"bench body": {string(benchBody(1)), nil},
+		"bench body": {string(benchBody(1)), nil, nil},
 		"counters and gauges": {
 			"# HELP c_total A \\\\ help\\nline.\n# TYPE c_total counter\nc_total{a=\"x\\\"y\"} 1\nc_total{a=\"\\\\\"} 2\n# comment\n\ng 3\nu{job=\"pushed\",instance=\"kept\"} 4\n",
-			[]string{"1e300", "-0", "NaN", "+Inf"},
+			[]string{"1e300", "-0", "NaN", "+Inf"}, nil,
 		},
 		"values in every form": {
 			"# TYPE g gauge\ng{k=\"1\"} 1\ng{k=\"2\"} 2\ng{k=\"3\"} 3\ng{k=\"4\"} 4\ng{k=\"5\"} 5\n",
-			[]string{"-Inf", "0.1", "1.000", "12345678901234567890", "5e-324"},
+			[]string{"-Inf", "0.1", "1.000", "12345678901234567890", "5e-324"}, nil,
 		},
 		"summary and histogram between simple families": {
 			"# TYPE a gauge\na 1\n# TYPE s summary\ns{quantile=\"0.5\"} 1\ns_sum 2\ns_count 3\n# TYPE h histogram\nh_bucket{le=\"1\",x=\"y\"} 1\nh_bucket{le=\"+Inf\",x=\"y\"} 2\nh_sum{x=\"y\"} 3\nh_count{x=\"y\"} 2\nb 2\n",
-			[]string{"4", "5", "6", "9", "1", "1", "2.5", "1", "7"},
+			[]string{"4", "5", "6", "9", "1", "1", "2.5", "1", "7"}, nil,
 		},
-		"histogram turning fractional": {
-			"# TYPE h histogram\nh_bucket{le=\"1\"} 1\nh_bucket{le=\"+Inf\"} 2\nh_sum 3\nh_count 2\n",
-			[]string{"0.5", "1.5", "3", "1.5"},
+		"histograms and summaries of several series, interleaved": {
+			"# HELP h Help.\n# TYPE h histogram\nh_bucket{a=\"1\",le=\"0.5\"} 1\nh_bucket{a=\"2\",le=\"0.5\"} 3\nh_bucket{le=\"+Inf\",a=\"1\"} 2\nh_sum{a=\"1\"} 3\nh_count{a=\"1\"} 2\nh_bucket{a=\"2\",le=\"+Inf\"} 4\nh_count{a=\"2\"} 4\nh_sum{a=\"2\"} -1.5\n" +
+				"# TYPE s summary\ns{b=\"x\",quantile=\"0.99\"} 7\ns_sum{b=\"x\"} 1e-3\ns_count{b=\"x\"} 12\ns{b=\"y\",quantile=\"0.5\"} 1\ns{b=\"y\",quantile=\"0.9\"} 2\ns_sum{b=\"y\"} 3\ns_count{b=\"y\"} 4\n",
+			[]string{"0", "-0", "1e3", "NaN", "5", "128", "2097152", "+Inf", "NaN", "-Inf", "0", "0", "-0", "1e300", "300"}, nil,
+		},
+		"histogram without +Inf bucket": {
+			"# TYPE h histogram\nh_bucket{le=\"1\"} 1\nh_bucket{le=\"2\"} 1\nh_sum 3\nh_count 2\n",
+			[]string{"5", "6", "7.5", "9"}, nil,
+		},
+		"summaries as the Python client pushes them": {
+			"# HELP s Help.\n# TYPE s summary\ns_count 3\ns_sum 2.5\n# HELP s_created Help.\n# TYPE s_created gauge\ns_created 1.7e+09\n",
+			nil, nil,
+		},
+		"count of 2^53 - 1": {
+			"# TYPE h histogram\nh_bucket{le=\"+Inf\"} 2\nh_sum 3\nh_count 2\n",
+			[]string{"9007199254740991", "0", "9007199254740991"}, nil,
+		},
+		"histogram without sum": {
+			"# TYPE g gauge\ng 1\n# TYPE h histogram\nh_bucket{le=\"1\"} 1\nh_bucket{le=\"+Inf\"} 2\nh_count 2\n",
+			nil, []string{"h"},
+		},
+		"summary with a quantile twice": {
+			"# TYPE s summary\ns{quantile=\"0.5\"} 1\ns{quantile=\"0.5\"} 2\ns_sum 2\ns_count 3\n",
+			nil, nil,
 		},
 	}
 	for name, sc := range scenarios {
@@ -134,8 +158,9 @@ func TestTemplateMatchesParsing(t *testing.T) {
 				return strconv.Itoa(1000 + n)
 			})
 			later := now.Add(time.Minute)
-			got, used := templated(t, g, first, next, later)
+			got, used, parsed := templated(t, g, first, next, later)
 			require.True(t, used, "the template takes a body that only changed its values")
+			require.Equal(t, sc.parsed, parsed)
 			requireSameFamilies(t, parsedFamilies(t, g, next, later), got)
 		})
 	}
@@ -154,7 +179,22 @@ func TestTemplateFallsBack(t *testing.T) {
 	}
 	for name, body := range scenarios {
 		t.Run(name, func(t *testing.T) {
-			got, used := templated(t, g, []byte(first), []byte(body), now)
+			got, used, _ := templated(t, g, []byte(first), []byte(body), now)
+			require.False(t, used)
+			requireSameFamilies(t, parsedFamilies(t, g, []byte(body), now), got)
+		})
+	}
+	// Counts a histogram template cannot write make the whole body parsed.
+	histogram := "# TYPE h histogram\nh_bucket{le=\"1\"} 1\nh_bucket{le=\"+Inf\"} 2\nh_sum 3\nh_count 2\n# TYPE s summary\ns_sum 1\ns_count 1\n"
+	for name, body := range map[string]string{
+		"fractional bucket":   "# TYPE h histogram\nh_bucket{le=\"1\"} 0.5\nh_bucket{le=\"+Inf\"} 2\nh_sum 3\nh_count 2\n# TYPE s summary\ns_sum 1\ns_count 1\n",
+		"fractional count":    "# TYPE h histogram\nh_bucket{le=\"1\"} 1\nh_bucket{le=\"+Inf\"} 2\nh_sum 3\nh_count 1.5\n# TYPE s summary\ns_sum 1\ns_count 1\n",
+		"count of 2^53":       "# TYPE h histogram\nh_bucket{le=\"1\"} 1\nh_bucket{le=\"+Inf\"} 2\nh_sum 3\nh_count 9007199254740992\n# TYPE s summary\ns_sum 1\ns_count 1\n",
+		"bucket of 2^53":      "# TYPE h histogram\nh_bucket{le=\"1\"} 9007199254740992\nh_bucket{le=\"+Inf\"} 2\nh_sum 3\nh_count 2\n# TYPE s summary\ns_sum 1\ns_count 1\n",
+		"large summary count": "# TYPE h histogram\nh_bucket{le=\"1\"} 1\nh_bucket{le=\"+Inf\"} 2\nh_sum 3\nh_count 2\n# TYPE s summary\ns_sum 1\ns_count 1e16\n",
+	} {
+		t.Run(name, func(t *testing.T) {
+			got, used, _ := templated(t, g, []byte(histogram), []byte(body), now)
 			require.False(t, used)
 			requireSameFamilies(t, parsedFamilies(t, g, []byte(body), now), got)
 		})
@@ -247,7 +287,7 @@ func FuzzTemplate(f *testing.F) {
 		if _, ok := parseTextFast(next); !ok {
 			return
 		}
-		got, _ := templated(t, g, body, next, now)
+		got, _, _ := templated(t, g, body, next, now)
 		requireSameFamilies(t, parsedFamilies(t, g, next, now), got)
 	})
 }

@@ -39,7 +39,17 @@ type textLine struct {
 	family *parsedFamily
 	// simple is the index of a simple sample in family.simple, else -1.
 	simple int
+	// grouped is the index of a summary or histogram sample's metric in
+	// family.metrics, else -1; role is the part of the metric it sets: the
+	// index of its quantile or bucket, roleSum or roleCount.
+	grouped, role int
 }
+
+// Roles of the _sum and _count lines of a summary or histogram.
+const (
+	roleSum   = -1
+	roleCount = -2
+)
 
 // parseTextLines is parseTextFast that, when lines is not nil, also
 // appends to it where every line of in went.
@@ -54,7 +64,7 @@ func parseTextLines(in []byte, lines *[]textLine) (map[string]*parsedFamily, boo
 		i := strings.IndexByte(src, '\n')
 		line := src[:i]
 		src = src[i+1:]
-		p.lineFamily, p.lineValue, p.lineSimple = nil, -1, -1
+		p.lineFamily, p.lineValue, p.lineSimple, p.lineGrouped = nil, -1, -1, -1
 		var ok bool
 		switch {
 		case len(line) == 0:
@@ -72,7 +82,7 @@ func parseTextLines(in []byte, lines *[]textLine) (map[string]*parsedFamily, boo
 			if value >= 0 {
 				value += offset
 			}
-			*lines = append(*lines, textLine{end: offset + i, value: value, simple: p.lineSimple})
+			*lines = append(*lines, textLine{end: offset + i, value: value, simple: p.lineSimple, grouped: p.lineGrouped, role: p.lineRole})
 			lineFamilies = append(lineFamilies, p.lineFamily)
 		}
 		offset += i + 1
@@ -117,16 +127,16 @@ type fastParser struct {
 	last                   *fastFamily
 	lastName               string
 	lastIsCount, lastIsSum bool
-	// lineFamily, lineValue and lineSimple tell where the current line
-	// went: see textLine.
-	lineFamily            *fastFamily
-	lineValue, lineSimple int
-	// grouped maps family name and label set to the summary or histogram
-	// metric that its lines build.
-	grouped map[string]*dto.Metric
-	// lastGrouped is the metric the previous grouped line went to, of
-	// lastGroupedFamily with lastGroupedLabels.
-	lastGrouped       *dto.Metric
+	// lineFamily, lineValue, lineSimple, lineGrouped and lineRole tell
+	// where the current line went: see textLine.
+	lineFamily                                   *fastFamily
+	lineValue, lineSimple, lineGrouped, lineRole int
+	// grouped maps family name and label set to the index of the summary
+	// or histogram metric that its lines build in its family's metrics.
+	grouped map[string]int
+	// lastGrouped is the index of the metric the previous grouped line went
+	// to, of lastGroupedFamily with lastGroupedLabels.
+	lastGrouped       int
 	lastGroupedFamily *fastFamily
 	lastGroupedLabels []label
 	labels            []label
@@ -338,10 +348,13 @@ func (p *fastParser) sample(line string) bool {
 				return false
 			}
 			m.Summary.SampleCount = proto.Uint64(c)
+			p.lineRole = roleCount
 		case isSum:
 			m.Summary.SampleSum = proto.Float64(v)
+			p.lineRole = roleSum
 		default:
 			m.Summary.Quantile = append(m.Summary.Quantile, &dto.Quantile{Quantile: proto.Float64(quantile), Value: proto.Float64(v)})
+			p.lineRole = len(m.Summary.Quantile) - 1
 		}
 	case dto.MetricType_HISTOGRAM:
 		if !isCount && !isSum && (math.IsNaN(le) || !strings.HasSuffix(name, "_bucket") || name == ff.name) {
@@ -360,8 +373,10 @@ func (p *fastParser) sample(line string) bool {
 			} else {
 				return false
 			}
+			p.lineRole = roleCount
 		case isSum:
 			m.Histogram.SampleSum = proto.Float64(v)
+			p.lineRole = roleSum
 		default:
 			b := &dto.Bucket{UpperBound: proto.Float64(le)}
 			if c, ok := exactUint(v); ok {
@@ -372,6 +387,7 @@ func (p *fastParser) sample(line string) bool {
 				return false
 			}
 			m.Histogram.Bucket = append(m.Histogram.Bucket, b)
+			p.lineRole = len(m.Histogram.Bucket) - 1
 		}
 	default:
 		return false
@@ -381,23 +397,23 @@ func (p *fastParser) sample(line string) bool {
 
 // groupedMetric returns the summary or histogram metric of ff with the
 // current line's labels, creating it on first use; later lines keep the
-// first line's labels.
+// first line's labels. It notes the metric's index as the line's.
 func (p *fastParser) groupedMetric(ff *fastFamily) *dto.Metric {
 	// The lines of one summary or histogram metric usually follow each
 	// other with the same labels in the same order.
-	if p.lastGrouped != nil && p.lastGroupedFamily == ff && slices.Equal(p.lastGroupedLabels, p.labels) {
-		return p.lastGrouped
+	if p.lastGroupedFamily != ff || !slices.Equal(p.lastGroupedLabels, p.labels) {
+		p.lastGrouped, p.lastGroupedFamily = p.groupedMetricByKey(ff), ff
+		p.lastGroupedLabels = append(p.lastGroupedLabels[:0], p.labels...)
 	}
-	m := p.groupedMetricByKey(ff)
-	p.lastGrouped, p.lastGroupedFamily = m, ff
-	p.lastGroupedLabels = append(p.lastGroupedLabels[:0], p.labels...)
-	return m
+	p.lineGrouped = p.lastGrouped
+	return ff.metrics[p.lastGrouped]
 }
 
-// groupedMetricByKey is groupedMetric without the shortcut.
-func (p *fastParser) groupedMetricByKey(ff *fastFamily) *dto.Metric {
+// groupedMetricByKey is groupedMetric without the shortcut: it returns the
+// index of the metric in ff.metrics.
+func (p *fastParser) groupedMetricByKey(ff *fastFamily) int {
 	if p.grouped == nil {
-		p.grouped = map[string]*dto.Metric{}
+		p.grouped = map[string]int{}
 	}
 	sorted := append([]label(nil), p.labels...)
 	sort.Slice(sorted, func(i, j int) bool { return sorted[i].name < sorted[j].name })
@@ -409,16 +425,16 @@ func (p *fastParser) groupedMetricByKey(ff *fastFamily) *dto.Metric {
 		key.WriteString(separator)
 		key.WriteString(l.value)
 	}
-	if m := p.grouped[key.String()]; m != nil {
-		return m
+	if i, ok := p.grouped[key.String()]; ok {
+		return i
 	}
 	m := &dto.Metric{}
 	for _, l := range p.labels {
 		m.Label = append(m.Label, &dto.LabelPair{Name: proto.String(l.name), Value: proto.String(l.value)})
 	}
-	p.grouped[key.String()] = m
+	p.grouped[key.String()] = len(ff.metrics)
 	ff.metrics = append(ff.metrics, m)
-	return m
+	return len(ff.metrics) - 1
 }
 
 // exactUint converts v to uint64 when it is a whole number in range, the
