@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -249,6 +250,19 @@ type pushResult struct {
 	MeanBatch    float64 `json:"mean_batch,omitempty"`
 	MeanWriteMs  float64 `json:"mean_write_ms,omitempty"`
 	MeanCommitMs float64 `json:"mean_commit_ms,omitempty"`
+	// RoundRates are the pushes/s of each round the phase was run in.
+	RoundRates []float64 `json:"round_pushes_per_second,omitempty"`
+
+	// What the summary figures are computed from, kept to merge rounds.
+	latencies                      []time.Duration // sorted
+	serverCPU, clientCPU, otherCPU time.Duration
+	serverKnown                    bool
+	store                          storeDeltas
+}
+
+// storeDeltas are the changes of pushrelay's store summaries over a phase.
+type storeDeltas struct {
+	batchSum, batches, writeSum, writes, commitSum, commits float64
 }
 
 // Own metrics of pushrelay's store that describe its group commit.
@@ -297,19 +311,78 @@ func (l *loader) ownSummaries(t *target, names ...string) map[string]float64 {
 
 // addStoreStats fills the group-commit figures of res from two readings of
 // ownSummaries.
-func addStoreStats(res *pushResult, before, after map[string]float64) {
+func storeStats(before, after map[string]float64) storeDeltas {
 	delta := func(n string) (sum, count float64) {
 		return after[n+"_sum"] - before[n+"_sum"], after[n+"_count"] - before[n+"_count"]
 	}
-	if sum, n := delta(metricBatchSize); n > 0 {
-		res.Batches, res.MeanBatch = n, sum/n
+	var d storeDeltas
+	d.batchSum, d.batches = delta(metricBatchSize)
+	d.writeSum, d.writes = delta(metricWrite)
+	d.commitSum, d.commits = delta(metricCommit)
+	return d
+}
+
+// summarize computes the summary figures of res from its raw data.
+func (res *pushResult) summarize() {
+	res.Requests = len(res.latencies)
+	res.Rate = float64(res.OK) / res.Seconds
+	res.P50ms = ms(percentile(res.latencies, 0.50))
+	res.P90ms = ms(percentile(res.latencies, 0.90))
+	res.P99ms = ms(percentile(res.latencies, 0.99))
+	res.MaxMs = 0
+	if len(res.latencies) > 0 {
+		res.MaxMs = ms(res.latencies[len(res.latencies)-1])
 	}
-	if sum, n := delta(metricWrite); n > 0 {
-		res.MeanWriteMs = 1000 * sum / n
+	if res.serverKnown {
+		res.ServerCPUPct = 100 * res.serverCPU.Seconds() / res.Seconds
+		if res.OK > 0 {
+			res.ServerCPUus = float64(res.serverCPU.Microseconds()) / float64(res.OK)
+		}
 	}
-	if sum, n := delta(metricCommit); n > 0 {
-		res.MeanCommitMs = 1000 * sum / n
+	res.ClientCPUPct = 100 * res.clientCPU.Seconds() / res.Seconds
+	res.OtherCPUPct = max(0, 100*res.otherCPU.Seconds()/res.Seconds)
+	d := res.store
+	if d.batches > 0 {
+		res.Batches, res.MeanBatch = d.batches, d.batchSum/d.batches
 	}
+	if d.writes > 0 {
+		res.MeanWriteMs = 1000 * d.writeSum / d.writes
+	}
+	if d.commits > 0 {
+		res.MeanCommitMs = 1000 * d.commitSum / d.commits
+	}
+}
+
+// mergeRounds joins the rounds of one push phase into one result whose
+// figures are those of all their pushes together.
+func mergeRounds(rounds []pushResult) pushResult {
+	res := pushResult{Target: rounds[0].Target, Groups: rounds[0].Groups, Clients: rounds[0].Clients, Errors: &errorTally{}, serverKnown: true}
+	for _, r := range rounds {
+		res.Seconds += r.Seconds
+		res.OK += r.OK
+		res.latencies = append(res.latencies, r.latencies...)
+		res.serverCPU += r.serverCPU
+		res.clientCPU += r.clientCPU
+		res.otherCPU += r.otherCPU
+		res.serverKnown = res.serverKnown && r.serverKnown
+		res.store.batchSum += r.store.batchSum
+		res.store.batches += r.store.batches
+		res.store.writeSum += r.store.writeSum
+		res.store.writes += r.store.writes
+		res.store.commitSum += r.store.commitSum
+		res.store.commits += r.store.commits
+		if res.Profile == "" {
+			res.Profile = r.Profile
+		}
+		res.RoundRates = append(res.RoundRates, r.Rate)
+		for key, n := range r.Errors.Count {
+			res.Errors.add(key, r.Errors.First[key])
+			res.Errors.Count[key] += n - 1
+		}
+	}
+	slices.Sort(res.latencies)
+	res.summarize()
+	return res
 }
 
 // pushPhase PUTs bodies to uniformly random groups among [0, groups) from
@@ -377,36 +450,24 @@ func (l *loader) pushPhase(t *target, groups int, dur time.Duration, seed uint64
 	cpu1, self1, all1 := cpuTime(t.pid), selfCPU(), machineCPU()
 	profWG.Wait()
 	if stats0 != nil {
-		addStoreStats(&res, stats0, l.ownSummaries(t, metricBatchSize, metricWrite, metricCommit))
+		res.store = storeStats(stats0, l.ownSummaries(t, metricBatchSize, metricWrite, metricCommit))
 	}
-
-	var all []time.Duration
 	for _, m := range lat {
-		all = append(all, m...)
+		res.latencies = append(res.latencies, m...)
 	}
-	sort.Slice(all, func(i, j int) bool { return all[i] < all[j] })
+	slices.Sort(res.latencies)
 	res.Seconds = elapsed.Seconds()
-	res.Requests = len(all)
 	res.OK = int(ok.Load())
-	res.Rate = float64(res.OK) / res.Seconds
-	res.P50ms = ms(percentile(all, 0.50))
-	res.P90ms = ms(percentile(all, 0.90))
-	res.P99ms = ms(percentile(all, 0.99))
-	if len(all) > 0 {
-		res.MaxMs = ms(all[len(all)-1])
+	res.serverKnown = t.pid > 0
+	if res.serverKnown {
+		res.serverCPU = cpu1 - cpu0
 	}
-	if t.pid > 0 {
-		res.ServerCPUPct = 100 * (cpu1 - cpu0).Seconds() / res.Seconds
-		if res.OK > 0 {
-			res.ServerCPUus = float64((cpu1 - cpu0).Microseconds()) / float64(res.OK)
-		}
-	}
-	res.ClientCPUPct = 100 * (self1 - self0).Seconds() / res.Seconds
-	other := (all1 - all0) - (self1 - self0)
+	res.clientCPU = self1 - self0
+	res.otherCPU = (all1 - all0) - (self1 - self0)
 	if t.pid > 0 && t.pid != os.Getpid() {
-		other -= cpu1 - cpu0
+		res.otherCPU -= cpu1 - cpu0
 	}
-	res.OtherCPUPct = max(0, 100*other.Seconds()/res.Seconds)
+	res.summarize()
 	return res
 }
 

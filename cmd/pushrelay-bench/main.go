@@ -18,19 +18,29 @@
 // An in-process HTTP server that discards every body ("null") shows what
 // the load tool and loopback can do on the machine.
 //
-// For every target, in order of increasing group count:
+// For every target:
 //
 //  1. fill: PUT a ~40-sample text body (counters, gauges, a 10-bucket
 //     histogram) once to each new group job=<--job>,instance=gNNNNNN;
 //  2. push (at each --push-groups level): --clients keep-alive clients PUT
-//     the body to uniformly random groups for --duration; pushes/s,
-//     p50/p90/p99/max latency, errors by status, server and client CPU;
+//     the body to uniformly random groups, in --push-rounds rounds of
+//     --duration; pushes/s, p50/p90/p99/max latency, errors by status,
+//     server and client CPU, over all rounds and per round;
 //  3. scrape (at each --scrape-groups level): GET /metrics with
 //     Prometheus' Accept header and Accept-Encoding: gzip, as text with
 //     gzip (to tell the format's cost from gzip's) and as plain text;
 //     seconds per scrape, wire and decompressed bytes, samples
 //     (non-comment lines), µs per sample and the server's peak RSS (VmHWM,
 //     reset before each scrape through /proc/<pid>/clear_refs).
+//
+// A server the tool starts gets one process per push level, each filled to
+// its level first; the push rounds of all of them then alternate (round 1
+// of every process, then round 2, ...), so that the ratios compare pushes
+// made in the same minutes: the speed of a shared machine drifts by tens of
+// percent over minutes. The report gives the ratios over all rounds and per
+// round. Scrapes follow the rounds, each level on the process filled to it
+// or on the largest one below it, filled further. A server given by URL is
+// one process, so its levels run one after the other.
 //
 // With --profile-dir, CPU profiles of pushrelay are taken through its
 // /debug/pprof/profile endpoint during every push phase and during repeated
@@ -76,6 +86,7 @@ type config struct {
 
 	clients         int
 	duration        time.Duration
+	pushRounds      int
 	checkedDuration time.Duration
 	pushGroups      []int
 	checkedGroups   []int
@@ -137,7 +148,8 @@ func run(args []string) int {
 	app.Flag("skip-checked", "Do not measure the Pushgateway with its consistency check.").BoolVar(&c.skipChecked)
 	app.Flag("skip-null", "Do not measure the in-process do-nothing HTTP server.").BoolVar(&c.skipNull)
 	app.Flag("clients", "Concurrent keep-alive clients.").Default("32").IntVar(&c.clients)
-	app.Flag("duration", "Length of each timed push phase.").Default("10s").DurationVar(&c.duration)
+	app.Flag("duration", "Length of each timed push round.").Default("10s").DurationVar(&c.duration)
+	app.Flag("push-rounds", "Rounds of --duration in every push phase; the rounds of all started servers and levels alternate.").Default("3").IntVar(&c.pushRounds)
 	app.Flag("checked-duration", "Length of each push phase against the checked Pushgateway (about 12 pushes/s at 1k groups).").Default("10s").DurationVar(&c.checkedDuration)
 	app.Flag("push-groups", "Comma-separated group counts to run push phases at.").Default("1000,10000").StringVar(&pushGroups)
 	app.Flag("checked-groups", "Comma-separated group counts for the checked Pushgateway's push phases (each costs O(groups) per push).").Default("1000").StringVar(&checkedGroups)
@@ -172,8 +184,8 @@ func run(args []string) int {
 		fmt.Fprintf(os.Stderr, "pushrelay-bench: %v\n", err)
 		return 2
 	}
-	if c.clients < 1 || c.scrapeCount < 1 || c.bigScrapeCount < 1 {
-		fmt.Fprintln(os.Stderr, "pushrelay-bench: --clients, --scrape-count and --big-scrape-count must be at least 1")
+	if c.clients < 1 || c.scrapeCount < 1 || c.bigScrapeCount < 1 || c.pushRounds < 1 {
+		fmt.Fprintln(os.Stderr, "pushrelay-bench: --clients, --scrape-count, --big-scrape-count and --push-rounds must be at least 1")
 		return 2
 	}
 	if !c.skipPushrelay && c.pushrelayBin == "" && c.pushrelayURL == "" {
@@ -222,15 +234,26 @@ func run(args []string) int {
 			res.note("null server: %v", err)
 		}
 	}
+	var started []kind
 	if !c.skipPushrelay {
-		if err := runPushrelay(&c, l, res); err != nil {
+		if c.pushrelayURL == "" {
+			started = append(started, pushrelayKind)
+		} else if err := runURL(&c, l, res, "pushrelay", c.pushrelayURL, c.pushrelayPID, 0, true); err != nil {
 			res.note("pushrelay: %v", err)
 			failed = true
 		}
 	}
 	if !c.skipUnchecked {
-		if err := runUnchecked(&c, l, res); err != nil {
+		if c.pgURL == "" {
+			started = append(started, uncheckedKind(&c))
+		} else if err := runURL(&c, l, res, "pushgateway-unchecked", c.pgURL, 0, c.pgScrapeMax, false); err != nil {
 			res.note("pushgateway-unchecked: %v", err)
+			failed = true
+		}
+	}
+	if len(started) > 0 {
+		if err := runStarted(&c, l, res, started); err != nil {
+			res.note("%v", err)
 			failed = true
 		}
 	}
@@ -309,53 +332,169 @@ func runNull(c *config, l *loader, res *results) error {
 	return nil
 }
 
-func runPushrelay(c *config, l *loader, res *results) error {
-	fmt.Fprintln(os.Stderr, "== pushrelay")
-	t := &target{name: "pushrelay", url: strings.TrimRight(c.pushrelayURL, "/"), pid: c.pushrelayPID}
-	if t.url == "" {
-		dir := filepath.Join(c.workDir, "pushrelay")
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return err
-		}
-		// The trace receivers are off: they play no part here, and their
-		// fixed default ports may be taken.
-		args := append([]string{"--persistence.file=" + filepath.Join(dir, "pushrelay.db"), "--log.level=warn",
-			"--traces.otlp-grpc.listen-address=", "--traces.otlp-http.listen-address=", "--traces.zipkin.listen-address="}, c.pushrelayArgs...)
-		p, err := startProc("pushrelay", c.pushrelayBin, dir, args, 30*time.Second)
-		if err != nil {
-			return err
-		}
-		res.Commands = append(res.Commands, strings.Join(p.cmd.Args, " "))
-		defer func() {
-			if err := p.stop(time.Minute); err != nil {
-				res.note("%v", err)
-			}
-		}()
-		t.url, t.pid, t.proc = p.url, p.pid(), p
-	}
-	return runLevels(c, l, res, t, 0, true)
+// kind is a server the tool starts itself, one process per push level.
+type kind struct {
+	name        string
+	isPushrelay bool
+	// scrapeMax (0: none) skips scrapes and fills above it.
+	scrapeMax int
+	start     func(c *config, res *results, dir string) (*target, func(), error)
 }
 
-func runUnchecked(c *config, l *loader, res *results) error {
-	fmt.Fprintln(os.Stderr, "== pushgateway-unchecked")
-	t := &target{name: "pushgateway-unchecked", url: strings.TrimRight(c.pgURL, "/")}
-	if t.url == "" {
-		dir := filepath.Join(c.workDir, "pushgateway-unchecked")
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return err
+// pushrelayKind starts pushrelay with its bbolt file and the trace
+// receivers off: they play no part here, and their fixed default ports may
+// be taken.
+var pushrelayKind = kind{name: "pushrelay", isPushrelay: true, start: func(c *config, res *results, dir string) (*target, func(), error) {
+	args := append([]string{"--persistence.file=" + filepath.Join(dir, "pushrelay.db"), "--log.level=warn",
+		"--traces.otlp-grpc.listen-address=", "--traces.otlp-http.listen-address=", "--traces.zipkin.listen-address="}, c.pushrelayArgs...)
+	p, err := startProc("pushrelay", c.pushrelayBin, dir, args, 30*time.Second)
+	if err != nil {
+		return nil, nil, err
+	}
+	res.Commands = append(res.Commands, strings.Join(p.cmd.Args, " "))
+	stop := func() {
+		if err := p.stop(time.Minute); err != nil {
+			res.note("%v", err)
 		}
+	}
+	return &target{name: "pushrelay", url: p.url, pid: p.pid(), proc: p}, stop, nil
+}}
+
+// uncheckedKind starts the Pushgateway with --push.disable-consistency-check.
+// It writes its whole file on shutdown; nothing needs it here, so it is
+// killed.
+func uncheckedKind(c *config) kind {
+	return kind{name: "pushgateway-unchecked", scrapeMax: c.pgScrapeMax, start: func(c *config, res *results, dir string) (*target, func(), error) {
 		args := append([]string{"--persistence.file=" + filepath.Join(dir, "pushgateway.db"), "--push.disable-consistency-check", "--log.level=warn"}, c.pgArgs...)
 		p, err := startProc("pushgateway-unchecked", c.pushgatewayBin, dir, args, 30*time.Second)
 		if err != nil {
-			return err
+			return nil, nil, err
 		}
 		res.Commands = append(res.Commands, strings.Join(p.cmd.Args, " "))
-		// The Pushgateway writes its whole file on shutdown; nothing
-		// needs it here, so do not wait long.
-		defer p.kill()
-		t.url, t.pid, t.proc = p.url, p.pid(), p
+		return &target{name: "pushgateway-unchecked", url: p.url, pid: p.pid(), proc: p}, p.kill, nil
+	}}
+}
+
+// instance is one started server of a kind.
+type instance struct {
+	kind   kind
+	t      *target
+	filled int
+	rounds []pushResult
+}
+
+// runStarted measures the kinds the tool starts. Every kind gets one
+// process per push level, filled to it; then the push rounds of all of them
+// alternate, so that every ratio compares phases run in the same minutes of
+// a machine whose speed drifts. Scrapes follow, each level on the process
+// filled to it or on the largest one filled further.
+func runStarted(c *config, l *loader, res *results, kinds []kind) error {
+	var insts []*instance
+	var stops []func()
+	defer func() {
+		for _, stop := range slices.Backward(stops) {
+			stop()
+		}
+	}()
+	start := func(k kind) (*instance, error) {
+		dir := filepath.Join(c.workDir, fmt.Sprintf("%s-%d", k.name, len(stops)))
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return nil, err
+		}
+		t, stop, err := k.start(c, res, dir)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", k.name, err)
+		}
+		stops = append(stops, stop)
+		return &instance{kind: k, t: t}, nil
 	}
-	return runLevels(c, l, res, t, c.pgScrapeMax, false)
+	fill := func(in *instance, level int) error {
+		fr := l.fill(in.t, in.filled, level, c.fillTimeout)
+		res.Fills = append(res.Fills, fr)
+		fmt.Fprintf(os.Stderr, "  fill %s %d→%d: %d ok in %.1fs (%.0f/s), errors %s\n", in.kind.name, fr.From, fr.To, fr.Done, fr.Seconds, fr.Rate, fr.Errors)
+		in.filled = level
+		if fr.TimedOut {
+			return fmt.Errorf("%s: fill to %d groups timed out after %s", in.kind.name, level, c.fillTimeout)
+		}
+		return nil
+	}
+	pushLevels := slices.Compact(slices.Sorted(slices.Values(c.pushGroups)))
+	scrapeLevels := slices.Compact(slices.Sorted(slices.Values(c.scrapeGroups)))
+	for _, k := range kinds {
+		fmt.Fprintf(os.Stderr, "== %s\n", k.name)
+		for _, level := range pushLevels {
+			in, err := start(k)
+			if err != nil {
+				return err
+			}
+			if err := fill(in, level); err != nil {
+				return err
+			}
+			insts = append(insts, in)
+		}
+	}
+	for r := range c.pushRounds {
+		fmt.Fprintf(os.Stderr, "== push round %d of %d\n", r+1, c.pushRounds)
+		for _, in := range insts {
+			if err := in.t.proc.alive(); err != nil {
+				return err
+			}
+			var profURL, profPath string
+			if in.kind.isPushrelay && r == 0 && c.profileDir != "" && c.duration >= 7*time.Second {
+				profURL = in.t.url + "/debug/pprof/profile?seconds=5"
+				profPath = filepath.Join(c.profileDir, fmt.Sprintf("%s-push-%d.pprof", in.kind.name, in.filled))
+			}
+			pr := l.pushPhase(in.t, in.filled, c.duration, c.seed+uint64(r), profURL, profPath)
+			in.rounds = append(in.rounds, pr)
+			logPush(pr)
+		}
+	}
+	for _, in := range insts {
+		pr := mergeRounds(in.rounds)
+		res.Pushes = append(res.Pushes, pr)
+		if pr.Profile != "" {
+			res.Profiles = append(res.Profiles, pr.Profile)
+		}
+	}
+	for _, k := range kinds {
+		for _, level := range scrapeLevels {
+			if k.scrapeMax > 0 && level > k.scrapeMax {
+				res.note("%s: skipping %d groups (over --pushgateway-scrape-max-groups)", k.name, level)
+				continue
+			}
+			// The process filled to level, else the fullest one below it.
+			var in *instance
+			for _, cand := range insts {
+				if cand.kind.name == k.name && cand.filled <= level && (in == nil || cand.filled > in.filled) {
+					in = cand
+				}
+			}
+			if in == nil {
+				var err error
+				if in, err = start(k); err != nil {
+					return err
+				}
+				insts = append(insts, in)
+			}
+			if in.filled < level {
+				if err := fill(in, level); err != nil {
+					return err
+				}
+			}
+			if err := scrapeLevel(c, l, res, in.t, level, k.isPushrelay); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// runURL measures a server given by URL: one process, so its levels run one
+// after the other.
+func runURL(c *config, l *loader, res *results, name, url string, pid, scrapeMax int, isPushrelay bool) error {
+	fmt.Fprintf(os.Stderr, "== %s at %s\n", name, url)
+	t := &target{name: name, url: strings.TrimRight(url, "/"), pid: pid}
+	return runLevels(c, l, res, t, scrapeMax, isPushrelay)
 }
 
 // runLevels fills, pushes and scrapes t at every level in increasing order.
@@ -367,7 +506,7 @@ func runLevels(c *config, l *loader, res *results, t *target, scrapeMax int, isP
 	levels = slices.Compact(levels)
 	filled := 0
 	defer func() {
-		if t.proc == nil && c.cleanup && filled > 0 {
+		if c.cleanup && filled > 0 {
 			n, errs := l.deleteGroups(t, filled, 5*time.Minute)
 			fmt.Fprintf(os.Stderr, "  cleanup: deleted %d of %d groups, errors %s\n", n, filled, errs)
 		}
@@ -379,9 +518,6 @@ func runLevels(c *config, l *loader, res *results, t *target, scrapeMax int, isP
 			res.note("%s: skipping %d groups (over --pushgateway-scrape-max-groups)", t.name, level)
 			continue
 		}
-		if err := t.proc.alive(); err != nil {
-			return err
-		}
 		if level > filled {
 			fr := l.fill(t, filled, level, c.fillTimeout)
 			res.Fills = append(res.Fills, fr)
@@ -392,44 +528,58 @@ func runLevels(c *config, l *loader, res *results, t *target, scrapeMax int, isP
 			}
 		}
 		if doPush {
-			var profURL, profPath string
-			if isPushrelay && c.profileDir != "" && c.duration >= 7*time.Second {
-				profURL = t.url + "/debug/pprof/profile?seconds=5"
-				profPath = filepath.Join(c.profileDir, fmt.Sprintf("%s-push-%d.pprof", t.name, level))
+			var rounds []pushResult
+			for r := range c.pushRounds {
+				var profURL, profPath string
+				if isPushrelay && r == 0 && c.profileDir != "" && c.duration >= 7*time.Second {
+					profURL = t.url + "/debug/pprof/profile?seconds=5"
+					profPath = filepath.Join(c.profileDir, fmt.Sprintf("%s-push-%d.pprof", t.name, level))
+				}
+				pr := l.pushPhase(t, level, c.duration, c.seed+uint64(r), profURL, profPath)
+				rounds = append(rounds, pr)
+				logPush(pr)
 			}
-			pr := l.pushPhase(t, level, c.duration, c.seed, profURL, profPath)
+			pr := mergeRounds(rounds)
 			res.Pushes = append(res.Pushes, pr)
 			if pr.Profile != "" {
 				res.Profiles = append(res.Profiles, pr.Profile)
 			}
-			logPush(pr)
-		}
-		if err := t.proc.alive(); err != nil {
-			return err
 		}
 		if doScrape {
-			n := c.scrapeCount
-			if !isPushrelay && level >= c.bigScrapeGroups {
-				n = c.bigScrapeCount
+			if err := scrapeLevel(c, l, res, t, level, isPushrelay); err != nil {
+				return err
 			}
-			for _, m := range scrapeModes {
-				sr := l.scrape(t, level, m, n)
-				res.Scrapes = append(res.Scrapes, sr)
-				logScrape(sr)
-				if sr.Err != "" {
-					return fmt.Errorf("scrape at %d groups: %s", level, sr.Err)
-				}
-			}
-			if isPushrelay && c.profileDir != "" && level == c.scrapeGroups[len(c.scrapeGroups)-1] {
-				path := filepath.Join(c.profileDir, fmt.Sprintf("%s-scrape-%d.pprof", t.name, level))
-				n, err := l.profileScrapes(t, scrapeModes[0], t.url+"/debug/pprof/profile?seconds=5", path, 200)
-				if err != nil {
-					res.note("%s: scrape profile: %v", t.name, err)
-				} else {
-					res.Profiles = append(res.Profiles, path)
-					fmt.Fprintf(os.Stderr, "  scrape profile: %d scrapes during 5s → %s\n", n, path)
-				}
-			}
+		}
+	}
+	return nil
+}
+
+// scrapeLevel scrapes t, filled to level groups, in every mode, and profiles
+// pushrelay's scrapes at the largest scrape level.
+func scrapeLevel(c *config, l *loader, res *results, t *target, level int, isPushrelay bool) error {
+	if err := t.proc.alive(); err != nil {
+		return err
+	}
+	n := c.scrapeCount
+	if !isPushrelay && level >= c.bigScrapeGroups {
+		n = c.bigScrapeCount
+	}
+	for _, m := range scrapeModes {
+		sr := l.scrape(t, level, m, n)
+		res.Scrapes = append(res.Scrapes, sr)
+		logScrape(sr)
+		if sr.Err != "" {
+			return fmt.Errorf("scrape at %d groups: %s", level, sr.Err)
+		}
+	}
+	if isPushrelay && c.profileDir != "" && level == slices.Max(c.scrapeGroups) {
+		path := filepath.Join(c.profileDir, fmt.Sprintf("%s-scrape-%d.pprof", t.name, level))
+		n, err := l.profileScrapes(t, scrapeModes[0], t.url+"/debug/pprof/profile?seconds=5", path, 200)
+		if err != nil {
+			res.note("%s: scrape profile: %v", t.name, err)
+		} else {
+			res.Profiles = append(res.Profiles, path)
+			fmt.Fprintf(os.Stderr, "  scrape profile: %d scrapes during 5s → %s\n", n, path)
 		}
 	}
 	return nil

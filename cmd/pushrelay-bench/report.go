@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 )
@@ -36,12 +37,12 @@ func printReport(w io.Writer, r *results) {
 	if len(r.Pushes) > 0 {
 		fmt.Fprintln(w, "\n## Push phases (PUT to random groups)")
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintln(tw, "target\tgroups\tseconds\tok\tpushes/s\tp50 ms\tp90 ms\tp99 ms\tmax ms\tsrv CPU%\tsrv µs/push\tclient CPU%\tother CPU%\terrors\t")
+		fmt.Fprintln(tw, "target\tgroups\tseconds\tok\tpushes/s\tp50 ms\tp90 ms\tp99 ms\tmax ms\tsrv CPU%\tsrv µs/push\tclient CPU%\tother CPU%\terrors\tpushes/s per round\t")
 		noisy := false
 		for _, p := range r.Pushes {
-			fmt.Fprintf(tw, "%s\t%d\t%.1f\t%d\t%.0f\t%.2f\t%.2f\t%.2f\t%.1f\t%s\t%s\t%.0f\t%.0f\t%s\t\n",
+			fmt.Fprintf(tw, "%s\t%d\t%.1f\t%d\t%.0f\t%.2f\t%.2f\t%.2f\t%.1f\t%s\t%s\t%.0f\t%.0f\t%s\t%s\t\n",
 				p.Target, p.Groups, p.Seconds, p.OK, p.Rate, p.P50ms, p.P90ms, p.P99ms, p.MaxMs,
-				orDash(p.ServerCPUPct, "%.0f"), orDash(p.ServerCPUus, "%.0f"), p.ClientCPUPct, p.OtherCPUPct, p.Errors)
+				orDash(p.ServerCPUPct, "%.0f"), orDash(p.ServerCPUus, "%.0f"), p.ClientCPUPct, p.OtherCPUPct, p.Errors, joinRates(p.RoundRates, 0))
 			noisy = noisy || p.OtherCPUPct > 20
 		}
 		tw.Flush()
@@ -113,13 +114,29 @@ func printReport(w io.Writer, r *results) {
 }
 
 func printRatios(w io.Writer, r *results) {
-	rate := func(target string, groups int) (float64, bool) {
+	phase := func(target string, groups int) (pushResult, bool) {
 		for _, p := range r.Pushes {
 			if p.Target == target && p.Groups == groups && p.OK > 0 {
-				return p.Rate, true
+				return p, true
 			}
 		}
-		return 0, false
+		return pushResult{}, false
+	}
+	rate := func(target string, groups int) (float64, bool) {
+		p, ok := phase(target, groups)
+		return p.Rate, ok
+	}
+	// perRound gives the ratios of a to b round by round, when both ran
+	// the same number of rounds.
+	perRound := func(a, b pushResult) string {
+		if len(a.RoundRates) < 2 || len(a.RoundRates) != len(b.RoundRates) {
+			return ""
+		}
+		ratios := make([]float64, len(a.RoundRates))
+		for i := range ratios {
+			ratios[i] = a.RoundRates[i] / b.RoundRates[i]
+		}
+		return "; per round " + joinRates(ratios, 2) + "×"
 	}
 	fmt.Fprintln(w, "\n## Ratios and targets")
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
@@ -130,15 +147,17 @@ func printRatios(w io.Writer, r *results) {
 		}
 		return "NO"
 	}
-	pr1, ok1 := rate("pushrelay", 1000)
-	pu1, oku := rate("pushgateway-unchecked", 1000)
+	p1, ok1 := phase("pushrelay", 1000)
+	pr1 := p1.Rate
+	pu, oku := phase("pushgateway-unchecked", 1000)
+	pu1 := pu.Rate
 	if ok1 && oku {
 		v := pr1 / pu1
-		fmt.Fprintf(tw, "pushrelay / pushgateway-unchecked pushes/s @1k groups\t%.2f× (%.0f / %.0f)\t≥ %.1f×\t%s\t\n", v, pr1, pu1, targetVsUnchecked, verdict(v >= targetVsUnchecked))
+		fmt.Fprintf(tw, "pushrelay / pushgateway-unchecked pushes/s @1k groups\t%.2f× (%.0f / %.0f%s)\t≥ %.1f×\t%s\t\n", v, pr1, pu1, perRound(p1, pu), targetVsUnchecked, verdict(v >= targetVsUnchecked))
 	}
-	if pr10, ok := rate("pushrelay", 10000); ok && ok1 {
-		v := pr10 / pr1
-		fmt.Fprintf(tw, "pushrelay pushes/s @10k / @1k groups\t%.2f× (%.0f / %.0f)\t≥ %.1f×\t%s\t\n", v, pr10, pr1, targetScaling, verdict(v >= targetScaling))
+	if p10, ok := phase("pushrelay", 10000); ok && ok1 {
+		v := p10.Rate / pr1
+		fmt.Fprintf(tw, "pushrelay pushes/s @10k / @1k groups\t%.2f× (%.0f / %.0f%s)\t≥ %.1f×\t%s\t\n", v, p10.Rate, pr1, perRound(p10, p1), targetScaling, verdict(v >= targetScaling))
 	}
 	if pc1, ok := rate("pushgateway-checked", 1000); ok && ok1 {
 		fmt.Fprintf(tw, "pushrelay / pushgateway-checked pushes/s @1k groups\t%.0f× (%.0f / %.1f)\t\t\t\n", pr1/pc1, pr1, pc1)
@@ -166,6 +185,16 @@ func printRatios(w io.Writer, r *results) {
 		}
 	}
 	tw.Flush()
+}
+
+// joinRates formats values with decimals digits after the point,
+// separated by commas.
+func joinRates(vs []float64, decimals int) string {
+	parts := make([]string, len(vs))
+	for i, v := range vs {
+		parts[i] = strconv.FormatFloat(v, 'f', decimals, 64)
+	}
+	return strings.Join(parts, ", ")
 }
 
 func orDash(v float64, format string) string {

@@ -1,0 +1,70 @@
+package main
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+func TestMergeRounds(t *testing.T) {
+	ms := func(vs ...int) []time.Duration {
+		out := make([]time.Duration, len(vs))
+		for i, v := range vs {
+			out[i] = time.Duration(v) * time.Millisecond
+		}
+		return out
+	}
+	round := func(seconds float64, ok int, lat []time.Duration, cpu time.Duration, errs map[string]int) pushResult {
+		r := pushResult{Target: "pushrelay", Groups: 1000, Clients: 32, Seconds: seconds, OK: ok, Errors: &errorTally{},
+			latencies: lat, serverCPU: cpu, clientCPU: cpu / 4, serverKnown: true,
+			store: storeDeltas{batchSum: float64(ok), batches: float64(ok) / 10, commitSum: 0.001 * float64(ok) / 10, commits: float64(ok) / 10}}
+		for key, n := range errs {
+			for range n {
+				r.Errors.add(key, "first "+key)
+			}
+		}
+		r.summarize()
+		return r
+	}
+	rounds := []pushResult{
+		round(10, 1000, ms(1, 2, 3, 4), 2*time.Second, map[string]int{"HTTP 503": 2}),
+		round(10, 3000, ms(8, 5, 6, 7), 6*time.Second, map[string]int{"HTTP 503": 1, "timeout": 1}),
+	}
+	got := mergeRounds(rounds)
+	require.Equal(t, 20.0, got.Seconds)
+	require.Equal(t, 4000, got.OK)
+	require.Equal(t, 8, got.Requests)
+	require.InDelta(t, 200.0, got.Rate, 1e-9)
+	require.Equal(t, []float64{100, 300}, got.RoundRates)
+	require.Equal(t, 4.0, got.P50ms, "the median of both rounds' latencies together")
+	require.Equal(t, 8.0, got.P99ms)
+	require.Equal(t, 8.0, got.MaxMs)
+	require.InDelta(t, 2000.0, got.ServerCPUus, 1e-9, "8 s of CPU for 4000 pushes")
+	require.InDelta(t, 40.0, got.ServerCPUPct, 1e-9)
+	require.InDelta(t, 10.0, got.ClientCPUPct, 1e-9)
+	require.Equal(t, 400.0, got.Batches)
+	require.InDelta(t, 10.0, got.MeanBatch, 1e-9)
+	require.InDelta(t, 1.0, got.MeanCommitMs, 1e-9)
+	require.Equal(t, map[string]int{"HTTP 503": 3, "timeout": 1}, got.Errors.Count)
+	require.Equal(t, "first HTTP 503", got.Errors.First["HTTP 503"])
+
+	unknown := rounds[1]
+	unknown.serverKnown = false
+	unknown.summarize()
+	require.Zero(t, mergeRounds([]pushResult{rounds[0], unknown}).ServerCPUus, "no server CPU unless every round knows it")
+}
+
+func TestJoinRates(t *testing.T) {
+	for _, tc := range []struct {
+		in       []float64
+		decimals int
+		want     string
+	}{
+		{nil, 0, ""},
+		{[]float64{6454.4, 5536.6}, 0, "6454, 5537"},
+		{[]float64{1.694, 1, 0.857}, 2, "1.69, 1.00, 0.86"},
+	} {
+		require.Equal(t, tc.want, joinRates(tc.in, tc.decimals))
+	}
+}
