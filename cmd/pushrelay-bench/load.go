@@ -41,6 +41,8 @@ type target struct {
 	// not reported).
 	pid  int
 	proc *proc
+	// isPushrelay marks a pushrelay, whose store metrics are read.
+	isPushrelay bool
 }
 
 // loader sends the load. Its client keeps connections alive and never
@@ -411,7 +413,7 @@ func (l *loader) pushPhase(t *target, groups int, dur time.Duration, seed uint64
 	}
 
 	var stats0 map[string]float64
-	if t.name == "pushrelay" {
+	if t.isPushrelay {
 		stats0 = l.ownSummaries(t, metricBatchSize, metricWrite, metricCommit)
 	}
 	cpu0, self0, all0 := cpuTime(t.pid), selfCPU(), machineCPU()

@@ -74,6 +74,7 @@ type config struct {
 	pushrelayURL   string
 	pushrelayPID   int
 	pushrelayArgs  []string
+	compareBin     string
 	pushgatewayBin string
 	pgURL          string
 	pgCheckedURL   string
@@ -138,6 +139,7 @@ func run(args []string) int {
 	app.Flag("pushrelay-bin", "Path to a built pushrelay binary to start. Ignored with --pushrelay-url.").StringVar(&c.pushrelayBin)
 	app.Flag("pushrelay-url", "URL of a running pushrelay instead of starting one.").StringVar(&c.pushrelayURL)
 	app.Flag("pushrelay-pid", "Process id of the running pushrelay at --pushrelay-url, for CPU and RSS.").IntVar(&c.pushrelayPID)
+	app.Flag("compare-bin", "Path to a second pushrelay build, measured as pushrelay-b in the same push rounds, to compare two builds.").StringVar(&c.compareBin)
 	app.Flag("pushrelay-arg", "Extra argument for the started pushrelay (repeatable).").StringsVar(&c.pushrelayArgs)
 	app.Flag("pushgateway-bin", "Path to the Pushgateway binary to start.").Default("/usr/bin/prometheus-pushgateway").StringVar(&c.pushgatewayBin)
 	app.Flag("pushgateway-url", "URL of a running Pushgateway started with --push.disable-consistency-check, instead of starting one.").StringVar(&c.pgURL)
@@ -237,7 +239,7 @@ func run(args []string) int {
 	var started []kind
 	if !c.skipPushrelay {
 		if c.pushrelayURL == "" {
-			started = append(started, pushrelayKind)
+			started = append(started, pushrelayKind("pushrelay", c.pushrelayBin))
 		} else if err := runURL(&c, l, res, "pushrelay", c.pushrelayURL, c.pushrelayPID, 0, true); err != nil {
 			res.note("pushrelay: %v", err)
 			failed = true
@@ -250,6 +252,9 @@ func run(args []string) int {
 			res.note("pushgateway-unchecked: %v", err)
 			failed = true
 		}
+	}
+	if c.compareBin != "" {
+		started = append(started, pushrelayKind("pushrelay-b", c.compareBin))
 	}
 	if len(started) > 0 {
 		if err := runStarted(&c, l, res, started); err != nil {
@@ -341,24 +346,26 @@ type kind struct {
 	start     func(c *config, res *results, dir string) (*target, func(), error)
 }
 
-// pushrelayKind starts pushrelay with its bbolt file and the trace
-// receivers off: they play no part here, and their fixed default ports may
-// be taken.
-var pushrelayKind = kind{name: "pushrelay", isPushrelay: true, start: func(c *config, res *results, dir string) (*target, func(), error) {
-	args := append([]string{"--persistence.file=" + filepath.Join(dir, "pushrelay.db"), "--log.level=warn",
-		"--traces.otlp-grpc.listen-address=", "--traces.otlp-http.listen-address=", "--traces.zipkin.listen-address="}, c.pushrelayArgs...)
-	p, err := startProc("pushrelay", c.pushrelayBin, dir, args, 30*time.Second)
-	if err != nil {
-		return nil, nil, err
-	}
-	res.Commands = append(res.Commands, strings.Join(p.cmd.Args, " "))
-	stop := func() {
-		if err := p.stop(time.Minute); err != nil {
-			res.note("%v", err)
+// pushrelayKind starts the pushrelay binary bin as target name, with its
+// bbolt file and the trace receivers off: they play no part here, and their
+// fixed default ports may be taken.
+func pushrelayKind(name, bin string) kind {
+	return kind{name: name, isPushrelay: true, start: func(c *config, res *results, dir string) (*target, func(), error) {
+		args := append([]string{"--persistence.file=" + filepath.Join(dir, "pushrelay.db"), "--log.level=warn",
+			"--traces.otlp-grpc.listen-address=", "--traces.otlp-http.listen-address=", "--traces.zipkin.listen-address="}, c.pushrelayArgs...)
+		p, err := startProc(name, bin, dir, args, 30*time.Second)
+		if err != nil {
+			return nil, nil, err
 		}
-	}
-	return &target{name: "pushrelay", url: p.url, pid: p.pid(), proc: p}, stop, nil
-}}
+		res.Commands = append(res.Commands, strings.Join(p.cmd.Args, " "))
+		stop := func() {
+			if err := p.stop(time.Minute); err != nil {
+				res.note("%v", err)
+			}
+		}
+		return &target{name: name, url: p.url, pid: p.pid(), proc: p, isPushrelay: true}, stop, nil
+	}}
+}
 
 // uncheckedKind starts the Pushgateway with --push.disable-consistency-check.
 // It writes its whole file on shutdown; nothing needs it here, so it is
@@ -493,7 +500,7 @@ func runStarted(c *config, l *loader, res *results, kinds []kind) error {
 // after the other.
 func runURL(c *config, l *loader, res *results, name, url string, pid, scrapeMax int, isPushrelay bool) error {
 	fmt.Fprintf(os.Stderr, "== %s at %s\n", name, url)
-	t := &target{name: name, url: strings.TrimRight(url, "/"), pid: pid}
+	t := &target{name: name, url: strings.TrimRight(url, "/"), pid: pid, isPushrelay: isPushrelay}
 	return runLevels(c, l, res, t, scrapeMax, isPushrelay)
 }
 

@@ -159,6 +159,13 @@ func printRatios(w io.Writer, r *results) {
 		v := p10.Rate / pr1
 		fmt.Fprintf(tw, "pushrelay pushes/s @10k / @1k groups\t%.2f× (%.0f / %.0f%s)\t≥ %.1f×\t%s\t\n", v, p10.Rate, pr1, perRound(p10, p1), targetScaling, verdict(v >= targetScaling))
 	}
+	for _, groups := range []int{1000, 10000} {
+		a, okA := phase("pushrelay", groups)
+		b, okB := phase("pushrelay-b", groups)
+		if okA && okB {
+			fmt.Fprintf(tw, "pushrelay-b / pushrelay pushes/s @%d groups\t%.2f× (%.0f / %.0f%s)\t\t\t\n", groups, b.Rate/a.Rate, b.Rate, a.Rate, perRound(b, a))
+		}
+	}
 	if pc1, ok := rate("pushgateway-checked", 1000); ok && ok1 {
 		fmt.Fprintf(tw, "pushrelay / pushgateway-checked pushes/s @1k groups\t%.0f× (%.0f / %.1f)\t\t\t\n", pr1/pc1, pr1, pc1)
 	}
