@@ -86,7 +86,8 @@ type Persister interface {
 var _ Persister = (*persistence.DB)(nil)
 
 // Expiry decides the TTL of groups and is told every group's expiry
-// deadline; see package staleness.
+// deadline; see package staleness. Its methods are called from the store's
+// writer and committer goroutines at the same time.
 type Expiry interface {
 	// ResolveTTL returns the TTL of a group with these grouping labels
 	// (0 = never), its action ("zero" or "delete") and its source.
@@ -477,7 +478,11 @@ func (s *Store) loop() {
 	committed := make(chan *batch)
 	go func() {
 		for b := range toCommit {
-			b.err = s.commit(b.changes)
+			// A committed batch is answered at once, not after the
+			// loop's turn: the loop may be applying the next writes.
+			if b.err = s.commit(b.changes); b.err == nil {
+				s.completed(b)
+			}
 			committed <- b
 		}
 	}()
@@ -618,19 +623,24 @@ func (s *Store) apply(b *batch, reqs []*writeRequest) *batch {
 	return b
 }
 
-// finish answers the requests of a committed batch. When the commit failed,
-// it undoes the batch and next (applied after it, not yet committed) and
-// fails both; it returns what is left of next.
+// completed records a committed batch and answers its requests.
+func (s *Store) completed(b *batch) {
+	if len(b.changes) > 0 && s.db != nil {
+		s.persistErr.Store(nil)
+	}
+	s.scheduleChanges(b.changes)
+	for action, n := range b.expired {
+		s.metrics.expirations.WithLabelValues(action).Add(float64(n))
+	}
+	s.answer(b)
+}
+
+// finish is the loop's part of a batch back from the committer, which has
+// completed it when its commit succeeded. When the commit failed, finish
+// undoes the batch and next (applied after it, not yet committed) and fails
+// the requests of both; it returns what is left of next.
 func (s *Store) finish(b, next *batch) *batch {
 	if b.err == nil {
-		if len(b.changes) > 0 && s.db != nil {
-			s.persistErr.Store(nil)
-		}
-		s.scheduleChanges(b.changes)
-		for action, n := range b.expired {
-			s.metrics.expirations.WithLabelValues(action).Add(float64(n))
-		}
-		s.answer(b)
 		return next
 	}
 	err := b.err
