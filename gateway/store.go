@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"runtime"
 	"sort"
 	"strings"
 	"sync"
@@ -480,8 +481,12 @@ func (s *Store) loop() {
 		for b := range toCommit {
 			// A committed batch is answered at once, not after the
 			// loop's turn: the loop may be applying the next writes.
+			// The answered handlers wait in this goroutine's run queue;
+			// yielding lets them write their responses before the next
+			// commit's work, instead of after it and the loop's.
 			if b.err = s.commit(b.changes); b.err == nil {
 				s.completed(b)
+				runtime.Gosched()
 			}
 			committed <- b
 		}

@@ -378,25 +378,42 @@ func (t *bodyTemplate) encode(body []byte, now time.Time) (families []*family, p
 	return families, parsed, true
 }
 
+// stackValues is the family size up to which withValues formats values
+// into memory on the stack, and maxFloatLen the longest value appendFloat
+// writes, as in -1.2345678901234567e-308.
+const (
+	stackValues = 64
+	maxFloatLen = 24
+)
+
 // withValues returns a copy of the simple family f, written at now, whose
 // series carry values, in the order of f's series; prefixes are the lengths
 // of their text lines before the value.
 func (f *family) withValues(values []float64, prefixes []int32, now time.Time) *family {
 	n := &family{name: f.name, help: f.help, hasHelp: f.hasHelp, typ: f.typ, time: now, series: make([]*series, len(f.series))}
 	structs := make([]series, len(f.series))
-	// The formatted values, and the bytes of all encodings.
-	nums := make([][32]byte, len(f.series))
-	numLens := make([]int, len(f.series))
+	// The formatted values, one after the other, and where each ends; on
+	// the stack for families of usual size.
+	var numStack [stackValues * maxFloatLen]byte
+	var endStack [stackValues]int
+	nums, ends := numStack[:0], endStack[:0]
+	if len(f.series) > stackValues {
+		nums, ends = make([]byte, 0, len(f.series)*maxFloatLen), make([]int, 0, len(f.series))
+	}
 	size := 0
 	for i, old := range f.series {
-		numLens[i] = len(appendFloat(nums[i][:0], values[i]))
-		size += int(prefixes[i]) + numLens[i] + 1 + len(old.metric)
+		before := len(nums)
+		nums = appendFloat(nums, values[i])
+		ends = append(ends, len(nums))
+		size += int(prefixes[i]) + len(nums) - before + 1 + len(old.metric)
 	}
 	enc := make([]byte, 0, size)
+	numStart := 0
 	for i, old := range f.series {
 		start := len(enc)
 		enc = append(enc, old.text[:prefixes[i]]...)
-		enc = append(enc, nums[i][:numLens[i]]...)
+		enc = append(enc, nums[numStart:ends[i]]...)
+		numStart = ends[i]
 		enc = append(enc, '\n')
 		textEnd := len(enc)
 		enc = append(enc, old.metric[:len(old.metric)-protowire.SizeFixed64()]...)
