@@ -108,7 +108,7 @@ func (s *Store) checkFamily(req *writeRequest, old *group, own map[string]dto.Me
 		}
 		if cur, ok := e.lookup(se.id); ok && cur.groupKey != req.key {
 			m := &dto.Metric{}
-			_ = unmarshalMetric(se.metric, m)
+			_ = unmarshalMetric(se.metric(), m)
 			errs = append(errs, fmt.Errorf("collected metric %q { %s} was collected before with the same name and label values", name, m))
 		}
 	}

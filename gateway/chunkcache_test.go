@@ -27,11 +27,15 @@ func TestIndexChunks(t *testing.T) {
 	scenarios := map[string]struct {
 		keys  int
 		drops float64 // share of operations that drop a series
+		// groups is how many groups push the identities: one moving
+		// to another group changes its key.
+		groups int
 	}{
-		"growing":           {keys: 3000, drops: 0.1},
-		"balanced":          {keys: 1500, drops: 0.5},
-		"shrinking":         {keys: 1500, drops: 0.8},
-		"few keys, churned": {keys: 40, drops: 0.5},
+		"growing":           {keys: 3000, drops: 0.1, groups: 1},
+		"balanced":          {keys: 1500, drops: 0.5, groups: 1},
+		"shrinking":         {keys: 1500, drops: 0.8, groups: 1},
+		"few keys, churned": {keys: 40, drops: 0.5, groups: 1},
+		"moving groups":     {keys: 1500, drops: 0.3, groups: 3},
 	}
 	for name, sc := range scenarios {
 		t.Run(name, func(t *testing.T) {
@@ -48,7 +52,7 @@ func TestIndexChunks(t *testing.T) {
 					for _, sl := range c.slots {
 						require.Same(t, c, sl.c)
 						require.Same(t, want[sl.se.id], sl.se)
-						keys = append(keys, sl.key)
+						keys = append(keys, sl.se.key)
 						n++
 					}
 				}
@@ -59,8 +63,12 @@ func TestIndexChunks(t *testing.T) {
 			}
 			for range 6 * sc.keys {
 				id := uint64(rng.IntN(sc.keys))
-				se := &series{id: id, key: fmt.Sprintf("k%08d", id*7919%100003), groupKey: "g"}
+				gk := fmt.Sprintf("g%d", rng.IntN(sc.groups))
+				se := &series{id: id, key: fmt.Sprintf("%s-k%08d", gk, id*7919%100003), groupKey: gk}
 				if rng.Float64() < sc.drops {
+					if w := want[id]; w != nil {
+						se.groupKey = w.groupKey
+					}
 					e.drop(se)
 					delete(want, id)
 				} else {
@@ -72,8 +80,8 @@ func TestIndexChunks(t *testing.T) {
 				}
 			}
 			check()
-			for id := range want {
-				e.drop(&series{id: id, groupKey: "g"})
+			for id, w := range want {
+				e.drop(&series{id: id, groupKey: w.groupKey})
 			}
 			require.Empty(t, e.chunks)
 			require.Zero(t, e.len())

@@ -62,7 +62,7 @@ func (s *Store) mergedFamily(name string, own *dto.MetricFamily) *dto.MetricFami
 	}
 	e.ascend(func(se *series) bool {
 		m := &dto.Metric{}
-		if err := unmarshalMetric(se.metric, m); err == nil {
+		if err := unmarshalMetric(se.metric(), m); err == nil {
 			mf.Metric = append(mf.Metric, m)
 		}
 		return true
@@ -325,7 +325,7 @@ func (r *renderer) renderChunk(buf *bytes.Buffer, name string, typ dto.MetricTyp
 	var touched byte
 	for _, se := range ses {
 		// A series spans two cache lines, its line often two more.
-		text := se.text
+		text := se.text()
 		touched ^= text[0] ^ text[len(text)-1]
 		if se.simple {
 			touched++
@@ -335,11 +335,11 @@ func (r *renderer) renderChunk(buf *bytes.Buffer, name string, typ dto.MetricTyp
 	for _, se := range ses {
 		switch {
 		case !openMetrics:
-			buf.Write(se.text)
+			buf.Write(se.text())
 		case se.simple:
-			appendOpenMetricsLine(buf, se.text)
+			appendOpenMetricsLine(buf, se.text())
 		case se.classic:
-			appendOpenMetricsClassic(buf, name, se.text)
+			appendOpenMetricsClassic(buf, name, se.text())
 		default:
 			b, err := se.lines(name, typ, true)
 			if err != nil {
@@ -509,13 +509,13 @@ func isDigits(b []byte) bool {
 // first use, in OpenMetrics.
 func (se *series) lines(name string, typ dto.MetricType, openMetrics bool) ([]byte, error) {
 	if !openMetrics {
-		return se.text, nil
+		return se.text(), nil
 	}
 	if p := se.openMetrics.Load(); p != nil {
 		return *p, nil
 	}
 	m := &dto.Metric{}
-	if err := unmarshalMetric(se.metric, m); err != nil {
+	if err := unmarshalMetric(se.metric(), m); err != nil {
 		return nil, err
 	}
 	b, err := encodeSeries(name, typ, m, true)

@@ -50,14 +50,27 @@ type series struct {
 	// floatCounts marks a histogram with fractional counts, which
 	// OpenMetrics 1.0 cannot carry.
 	floatCounts bool
+	// textLen is the length of the text lines at the start of enc.
+	textLen int32
 	// id identifies the series by metric name and label set.
 	id uint64
-	// metric is the protobuf encoding of the dto.Metric.
-	metric []byte
-	// text is the series in the text format 0.0.4, without HELP and TYPE.
-	text []byte
+	// enc holds the series in the text format 0.0.4, without HELP and
+	// TYPE, followed by the protobuf encoding of its dto.Metric.
+	enc []byte
 	// openMetrics caches the OpenMetrics lines, built on first use.
 	openMetrics atomic.Pointer[[]byte]
+}
+
+// text returns the series in the text format 0.0.4, without HELP and TYPE.
+func (se *series) text() []byte { return se.enc[:se.textLen:se.textLen] }
+
+// metric returns the protobuf encoding of the series' dto.Metric.
+func (se *series) metric() []byte { return se.enc[se.textLen:] }
+
+// setEncoding sets the encodings of se: enc holds its text lines, textLen
+// bytes, then its protobuf encoding.
+func (se *series) setEncoding(enc []byte, textLen int) {
+	se.enc, se.textLen = enc, int32(textLen)
 }
 
 // family is one pushed metric family of a group. It is immutable once built.
@@ -83,7 +96,7 @@ func (f *family) Dto() *dto.MetricFamily {
 	mf.Metric = make([]*dto.Metric, len(f.series))
 	for i, s := range f.series {
 		m := &dto.Metric{}
-		if err := proto.Unmarshal(s.metric, m); err != nil {
+		if err := proto.Unmarshal(s.metric(), m); err != nil {
 			// Series are built from marshalled metrics; failing here
 			// means memory corruption.
 			panic(fmt.Sprintf("BUG: cannot decode stored metric of %s: %v", f.name, err))
@@ -228,7 +241,7 @@ func (f *family) add(se *series, seen *idSet, m *dto.Metric) {
 	}
 	if m == nil {
 		m = &dto.Metric{}
-		if err := unmarshalMetric(se.metric, m); err != nil {
+		if err := unmarshalMetric(se.metric(), m); err != nil {
 			panic(fmt.Sprintf("BUG: cannot decode metric of %s just encoded: %v", f.name, err))
 		}
 	}
@@ -311,8 +324,7 @@ func (f *family) addSimple(simple []simpleMetric, gl []label, groupKey string, s
 		se.id = pd.id
 		se.key = key
 		se.simple = true
-		se.text = enc[start:textEnd:textEnd]
-		se.metric = enc[textEnd:len(enc):len(enc)]
+		se.setEncoding(enc[start:len(enc):len(enc)], textEnd-start)
 		f.add(se, seen, nil)
 	}
 	// Drop the references to pushed labels before pooling.
@@ -362,18 +374,24 @@ func newSeries(f *family, m *dto.Metric, groupKey string) (*series, error) {
 	s := &series{groupKey: groupKey}
 	s.id = seriesID(f.name, labels)
 	s.key = sortKey(labels, groupKey, s.id)
-	var err error
-	if s.metric, err = proto.Marshal(m); err != nil {
+	size := proto.Size(m)
+	enc, ok := appendGroupedText(make([]byte, 0, groupedTextSize(f.name, m)+size), f.name, f.typ, m)
+	if !ok {
+		text, err := encodeSeries(f.name, f.typ, m, false)
+		if err != nil {
+			return nil, err
+		}
+		enc = append(make([]byte, 0, len(text)+size), text...)
+	}
+	textLen := len(enc)
+	enc, err := proto.MarshalOptions{UseCachedSize: true}.MarshalAppend(enc, m)
+	if err != nil {
 		return nil, fmt.Errorf("cannot encode metric of %q: %w", f.name, err)
 	}
-	if text, ok := appendGroupedText(make([]byte, 0, groupedTextSize(f.name, m)), f.name, f.typ, m); ok {
-		s.text = text
-	} else if s.text, err = encodeSeries(f.name, f.typ, m, false); err != nil {
-		return nil, err
-	}
+	s.setEncoding(enc, textLen)
 	s.classic = isClassic(m)
 	s.floatCounts = hasFloatCounts(m)
-	return s, err
+	return s, nil
 }
 
 // indexed reports whether se is the current version of its identity in the

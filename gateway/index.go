@@ -32,11 +32,10 @@ type nameEntry struct {
 }
 
 // slot is the place of one series identity in the exposition order. It
-// holds the current version of the series.
+// holds the current version of the series, whose key gives the order.
 type slot struct {
-	key string
-	se  *series
-	c   *chunk
+	se *series
+	c  *chunk
 }
 
 // chunk is a run of consecutive slots of one name whose renderings are
@@ -70,7 +69,7 @@ func (e *nameEntry) put(se *series) int {
 	if sl, ok := e.slots[se.id]; ok {
 		return e.replace(sl.se, se)
 	}
-	sl := &slot{key: se.key, se: se}
+	sl := &slot{se: se}
 	se.slot = sl
 	e.slots[se.id] = sl
 	e.insert(sl)
@@ -82,6 +81,14 @@ func (e *nameEntry) put(se *series) int {
 // float-count series. Must be called holding s.mu for writing.
 func (e *nameEntry) replace(prev, se *series) int {
 	sl := prev.slot
+	if se.key != prev.key {
+		// The same identity in another group: the slot moves to the
+		// place of the new key.
+		e.remove(sl)
+		sl.se, se.slot = se, sl
+		e.insert(sl)
+		return floatDelta(prev, se)
+	}
 	sl.se, se.slot = se, sl
 	sl.c.cache.reset()
 	return floatDelta(prev, se)
@@ -106,9 +113,9 @@ func (e *nameEntry) insert(sl *slot) {
 	if len(e.chunks) == 0 {
 		e.chunks = append(e.chunks, &chunk{})
 	}
-	ci := min(e.chunkIndex(sl.key), len(e.chunks)-1)
+	ci := min(e.chunkIndex(sl.se.key), len(e.chunks)-1)
 	c := e.chunks[ci]
-	c.slots = slices.Insert(c.slots, c.position(sl.key), sl)
+	c.slots = slices.Insert(c.slots, c.position(sl.se.key), sl)
 	sl.c = c
 	c.cache.reset()
 	if len(c.slots) <= maxChunk {
@@ -129,13 +136,13 @@ func (e *nameEntry) insert(sl *slot) {
 // when both fit in one.
 func (e *nameEntry) remove(sl *slot) {
 	c := sl.c
-	i := c.position(sl.key)
+	i := c.position(sl.se.key)
 	if len(c.slots) > maxChunk/8+1 {
 		c.slots = slices.Delete(c.slots, i, i+1)
 		c.cache.reset()
 		return
 	}
-	ci := e.chunkIndex(sl.key)
+	ci := e.chunkIndex(sl.se.key)
 	c.slots = slices.Delete(c.slots, i, i+1)
 	c.cache.reset()
 	if len(c.slots) == 0 {
@@ -159,14 +166,14 @@ func (e *nameEntry) remove(sl *slot) {
 func (e *nameEntry) chunkIndex(key string) int {
 	return sort.Search(len(e.chunks), func(i int) bool {
 		s := e.chunks[i].slots
-		return len(s) == 0 || s[len(s)-1].key >= key
+		return len(s) == 0 || s[len(s)-1].se.key >= key
 	})
 }
 
 // position returns the index of the first slot of c whose key is not below
 // key.
 func (c *chunk) position(key string) int {
-	return sort.Search(len(c.slots), func(i int) bool { return c.slots[i].key >= key })
+	return sort.Search(len(c.slots), func(i int) bool { return c.slots[i].se.key >= key })
 }
 
 // floatDelta is the change of the float-count series when old becomes new

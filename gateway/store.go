@@ -363,7 +363,7 @@ func (g *group) recordInto(pg *persistence.Group) {
 		pf := &families[len(families)-1]
 		metrics := pf.Metrics[:0]
 		for _, se := range f.series {
-			metrics = append(metrics, se.metric)
+			metrics = append(metrics, se.metric())
 		}
 		*pf = persistence.Family{Name: f.name, Help: f.help, HasHelp: f.hasHelp, Type: int32(f.typ), Time: f.time.UnixNano(), Metrics: metrics}
 	}

@@ -200,7 +200,7 @@ func newBodyTemplate(body []byte, lines []textLine, parsed map[string]*parsedFam
 			var num [32]byte
 			for i, se := range f.series {
 				plan.simple[se.id] = i
-				shape.prefixes[i] = int32(len(se.text) - len(appendFloat(num[:0], simpleMetricValue(se))) - 1)
+				shape.prefixes[i] = int32(len(se.text()) - len(appendFloat(num[:0], simpleMetricValue(se))) - 1)
 			}
 		} else {
 			var ok bool
@@ -405,23 +405,22 @@ func (f *family) withValues(values []float64, prefixes []int32, now time.Time) *
 		before := len(nums)
 		nums = appendFloat(nums, values[i])
 		ends = append(ends, len(nums))
-		size += int(prefixes[i]) + len(nums) - before + 1 + len(old.metric)
+		size += int(prefixes[i]) + len(nums) - before + 1 + len(old.metric())
 	}
 	enc := make([]byte, 0, size)
 	numStart := 0
 	for i, old := range f.series {
 		start := len(enc)
-		enc = append(enc, old.text[:prefixes[i]]...)
+		enc = append(enc, old.text()[:prefixes[i]]...)
 		enc = append(enc, nums[numStart:ends[i]]...)
 		numStart = ends[i]
 		enc = append(enc, '\n')
 		textEnd := len(enc)
-		enc = append(enc, old.metric[:len(old.metric)-protowire.SizeFixed64()]...)
+		enc = append(enc, old.metric()[:len(old.metric())-protowire.SizeFixed64()]...)
 		enc = protowire.AppendFixed64(enc, math.Float64bits(values[i]))
 		se := &structs[i]
 		se.key, se.groupKey, se.id, se.simple = old.key, old.groupKey, old.id, true
-		se.text = enc[start:textEnd:textEnd]
-		se.metric = enc[textEnd:len(enc):len(enc)]
+		se.setEncoding(enc[start:len(enc):len(enc)], textEnd-start)
 		n.series[i] = se
 	}
 	return n
@@ -430,5 +429,5 @@ func (f *family) withValues(values []float64, prefixes []int32, now time.Time) *
 // simpleMetricValue returns the value of a simple series: the fixed64 that
 // appendSimpleMetricProto writes last.
 func simpleMetricValue(se *series) float64 {
-	return math.Float64frombits(binary.LittleEndian.Uint64(se.metric[len(se.metric)-protowire.SizeFixed64():]))
+	return math.Float64frombits(binary.LittleEndian.Uint64(se.metric()[len(se.metric())-protowire.SizeFixed64():]))
 }

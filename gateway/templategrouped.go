@@ -87,8 +87,8 @@ func groupedShape(p *parsedFamily, f *family) (shape familyShape, gv groupedValu
 			return familyShape{}, groupedValues{}, false
 		}
 		parts := len(vals) - 2
-		labelsLen, found := fieldOffset(se.metric, field)
-		lines := bytes.Count(se.text, []byte{'\n'})
+		labelsLen, found := fieldOffset(se.metric(), field)
+		lines := bytes.Count(se.text(), []byte{'\n'})
 		if !found || lines != parts+2 && (lines != parts+3 || field != 7) {
 			return familyShape{}, groupedValues{}, false
 		}
@@ -97,7 +97,7 @@ func groupedShape(p *parsedFamily, f *family) (shape familyShape, gv groupedValu
 		start[i] = shape.values
 		shape.values += parts + 2
 		prefixesStart := len(shape.prefixes)
-		rest := se.text
+		rest := se.text()
 		var num [32]byte
 		for j := range lines {
 			end := bytes.IndexByte(rest, '\n')
@@ -110,7 +110,7 @@ func groupedShape(p *parsedFamily, f *family) (shape familyShape, gv groupedValu
 		}
 		// The shape must give back the encodings it was made from.
 		enc, textLen, ok := appendGroupedSeries(nil, se, field == 7, gs, shape.prefixes[prefixesStart:], shape.bounds[boundsStart:], vals)
-		if !ok || !bytes.Equal(enc[:textLen], se.text) || !bytes.Equal(enc[textLen:], se.metric) {
+		if !ok || !bytes.Equal(enc[:textLen], se.text()) || !bytes.Equal(enc[textLen:], se.metric()) {
 			return familyShape{}, groupedValues{}, false
 		}
 	}
@@ -165,7 +165,7 @@ func (f *family) withGroupedValues(values []float64, sh *familyShape, now time.T
 	structs := make([]series, len(f.series))
 	size := 0
 	for _, old := range f.series {
-		size += len(old.text) + len(old.metric) + 16
+		size += len(old.text()) + len(old.metric()) + 16
 	}
 	enc := make([]byte, 0, size+8*len(sh.prefixes))
 	vs, ps, bs := 0, 0, 0
@@ -185,8 +185,7 @@ func (f *family) withGroupedValues(values []float64, sh *familyShape, now time.T
 		}
 		se := &structs[i]
 		se.key, se.groupKey, se.id, se.classic = old.key, old.groupKey, old.id, true
-		se.text = enc[start : start+textLen : start+textLen]
-		se.metric = enc[start+textLen : len(enc) : len(enc)]
+		se.setEncoding(enc[start:len(enc):len(enc)], textLen)
 		n.series[i] = se
 		vs, ps, bs = vs+parts+2, ps+lines, bs+parts
 	}
@@ -218,7 +217,7 @@ func appendGroupedSeries(enc []byte, old *series, isHistogram bool, gs groupedSe
 		}
 	}
 	start := len(enc)
-	rest := old.text
+	rest := old.text()
 	for j, prefix := range prefixes {
 		enc = append(enc, rest[:prefix]...)
 		enc = appendFloat(enc, gs.lineValue(j, vals))
@@ -226,7 +225,7 @@ func appendGroupedSeries(enc []byte, old *series, isHistogram bool, gs groupedSe
 		rest = rest[int(prefix)+bytes.IndexByte(rest[prefix:], '\n')+1:]
 	}
 	textLen = len(enc) - start
-	enc = append(enc, old.metric[:gs.labelsLen]...)
+	enc = append(enc, old.metric()[:gs.labelsLen]...)
 	return appendGroupedProto(enc, isHistogram, bounds, vals), textLen, true
 }
 
