@@ -35,12 +35,13 @@
 //
 // A server the tool starts gets one process per push level, each filled to
 // its level first; the push rounds of all of them then alternate (round 1
-// of every process, then round 2, ...), so that the ratios compare pushes
-// made in the same minutes: the speed of a shared machine drifts by tens of
-// percent over minutes. The report gives the ratios over all rounds and per
-// round. Scrapes follow the rounds, each level on the process filled to it
-// or on the largest one below it, filled further. A server given by URL is
-// one process, so its levels run one after the other.
+// of every process, then round 2 in reverse order, ...), so that the ratios
+// compare pushes made in the same minutes: the speed of a shared machine
+// drifts by tens of percent over minutes. The report gives the ratios over
+// all rounds and per round. Scrapes follow the rounds, each level on the
+// process filled to it or on the largest one below it, filled further. A
+// server given by URL is one process, so its levels run one after the
+// other.
 //
 // With --profile-dir, CPU profiles of pushrelay are taken through its
 // /debug/pprof/profile endpoint during every push phase and during repeated
@@ -442,7 +443,14 @@ func runStarted(c *config, l *loader, res *results, kinds []kind) error {
 	}
 	for r := range c.pushRounds {
 		fmt.Fprintf(os.Stderr, "== push round %d of %d\n", r+1, c.pushRounds)
-		for _, in := range insts {
+		// Every other round runs in reverse order, so that a steady drift
+		// of the machine's speed favours no process over a pair of
+		// rounds.
+		order := slices.Clone(insts)
+		if r%2 == 1 {
+			slices.Reverse(order)
+		}
+		for _, in := range order {
 			if err := in.t.proc.alive(); err != nil {
 				return err
 			}
