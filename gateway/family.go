@@ -388,7 +388,7 @@ func newSeries(f *family, m *dto.Metric, groupKey string) (*series, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cannot encode metric of %q: %w", f.name, err)
 	}
-	s.setEncoding(enc, textLen)
+	s.setEncoding(enc[:len(enc):len(enc)], textLen)
 	s.classic = isClassic(m)
 	s.floatCounts = hasFloatCounts(m)
 	return s, nil

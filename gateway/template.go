@@ -175,6 +175,22 @@ func newBodyTemplate(body []byte, lines []textLine, parsed map[string]*parsedFam
 	t := &bodyTemplate{}
 	// plans say where the values of every encoded family go.
 	plans := make(map[*parsedFamily]*valuePlan, len(parsed))
+	// The parser checks every _count line of a summary or histogram, the
+	// template only the value it keeps: a family with a part set by two
+	// lines is parsed again on every push.
+	type part struct {
+		family       *parsedFamily
+		metric, role int
+	}
+	seen := make(map[part]bool)
+	repeated := make(map[*parsedFamily]bool)
+	for _, l := range lines {
+		if l.family != nil && l.grouped >= 0 {
+			pt := part{l.family, l.grouped, l.role}
+			repeated[l.family] = repeated[l.family] || seen[pt]
+			seen[pt] = true
+		}
+	}
 	var gl []label
 	var scratch []label
 	// Families in name order, so that equal bodies give equal lines.
@@ -204,7 +220,7 @@ func newBodyTemplate(body []byte, lines []textLine, parsed map[string]*parsedFam
 			}
 		} else {
 			var ok bool
-			if shape, plan.grouped, ok = groupedShape(p, f); !ok {
+			if shape, plan.grouped, ok = groupedShape(p, f); !ok || repeated[p] {
 				continue // parsed again on every push
 			}
 		}

@@ -144,6 +144,23 @@ func TestTemplateMatchesParsing(t *testing.T) {
 			"# TYPE s summary\ns{quantile=\"0.5\"} 1\ns{quantile=\"0.5\"} 2\ns_sum 2\ns_count 3\n",
 			nil, nil,
 		},
+		"summary with its sum twice": {
+			"# TYPE s summary\ns_sum 2\ns_sum 3\ns_count 3\n",
+			nil, []string{"s"},
+		},
+		"histogram with its count twice": {
+			"# TYPE g gauge\ng 1\n# TYPE h histogram\nh_bucket{le=\"+Inf\"} 2\nh_sum 3\nh_count 1\nh_count 2\n",
+			[]string{"5", "2", "3", "1.5", "2"}, []string{"h"},
+		},
+		"histogram count twice, interleaved with another series": {
+			"# TYPE h histogram\nh_count{a=\"1\"} 1\nh_bucket{a=\"2\",le=\"+Inf\"} 2\nh_sum{a=\"2\"} 3\nh_count{a=\"2\"} 2\nh_bucket{a=\"1\",le=\"+Inf\"} 2\nh_sum{a=\"1\"} 3\nh_count{a=\"1\"} 2\n",
+			[]string{"0.25"}, []string{"h"},
+		},
+		"histogram and summary with grouping labels and labels in any order": {
+			"# TYPE h histogram\nh_bucket{job=\"x\",b=\"2\",a=\"1\",le=\"1\"} 1\nh_bucket{a=\"1\",job=\"x\",b=\"2\",le=\"+Inf\"} 1\nh_sum{b=\"2\",a=\"1\",job=\"x\"} 3\nh_count{a=\"1\",b=\"2\",job=\"x\"} 2\n" +
+				"# TYPE s summary\ns{instance=\"other\",quantile=\"-0\"} 1\ns_sum{instance=\"other\"} 1\ns_count{instance=\"other\"} 1\n",
+			[]string{"4", "5", "-0", "6", "-0", "1e308", "9007199254740991"}, nil,
+		},
 	}
 	for name, sc := range scenarios {
 		t.Run(name, func(t *testing.T) {
@@ -224,6 +241,20 @@ func TestTemplateFallsBack(t *testing.T) {
 			require.Len(t, mfs, 1)
 		})
 	}
+	t.Run("negative count on a repeated count line", func(t *testing.T) {
+		s, err := NewStore(StoreOptions{})
+		require.NoError(t, err)
+		defer s.Close()
+		first := "# TYPE h histogram\nh_bucket{le=\"+Inf\"} 2\nh_sum 3\nh_count 1\nh_count 2\n"
+		tb, ok := s.prepareText(g.Key(), []byte(first))
+		require.True(t, ok)
+		require.NoError(t, s.submitText(g, tb, true, true, nil))
+		body := []byte(strings.Replace(first, "h_count 1\n", "h_count -1\n", 1))
+		_, ok = s.prepareText(g.Key(), body)
+		require.False(t, ok, "neither the template nor the fast parser takes it")
+		_, _, err = s.prepareTextOrParse(g, body)
+		require.ErrorContains(t, err, "negative count")
+	})
 	t.Run("template of another group", func(t *testing.T) {
 		other := Grouping{"job": "k"}
 		s, err := NewStore(StoreOptions{Now: func() time.Time { return now }})
@@ -257,6 +288,7 @@ func FuzzTemplate(f *testing.F) {
 		f.Add([]byte(s), uint64(1))
 	}
 	f.Add(benchBody(0), uint64(2))
+	f.Add([]byte("# TYPE h histogram\nh_bucket{le=\"1\"} 1\nh_bucket{le=\"+Inf\"} 2\nh_sum 3\nh_count 1\nh_count 2\n# TYPE s summary\ns_count 1\ns_sum 2\ns_count 3\n"), uint64(3))
 	f.Fuzz(func(t *testing.T, body []byte, seed uint64) {
 		if len(body) > 1<<14 {
 			return
