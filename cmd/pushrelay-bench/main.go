@@ -59,6 +59,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -259,8 +260,7 @@ func run(args []string) int {
 	}
 	if len(started) > 0 {
 		if err := runStarted(&c, l, res, started); err != nil {
-			res.note("%v", err)
-			failed = true
+			failed = true // runStarted noted every failure
 		}
 	}
 	if !c.skipChecked {
@@ -395,7 +395,9 @@ type instance struct {
 // process per push level, filled to it; then the push rounds of all of them
 // alternate, so that every ratio compares phases run in the same minutes of
 // a machine whose speed drifts. Scrapes follow, each level on the process
-// filled to it or on the largest one filled further.
+// filled to it or on the largest one filled further. A kind that fails to
+// start or fill, or a process that dies, is noted and left out; what the
+// others measured is kept. The error lists every failure.
 func runStarted(c *config, l *loader, res *results, kinds []kind) error {
 	var insts []*instance
 	var stops []func()
@@ -404,6 +406,11 @@ func runStarted(c *config, l *loader, res *results, kinds []kind) error {
 			stop()
 		}
 	}()
+	var failures []error
+	fail := func(err error) {
+		res.note("%v", err)
+		failures = append(failures, err)
+	}
 	start := func(k kind) (*instance, error) {
 		dir := filepath.Join(c.workDir, fmt.Sprintf("%s-%d", k.name, len(stops)))
 		if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -428,19 +435,32 @@ func runStarted(c *config, l *loader, res *results, kinds []kind) error {
 	}
 	pushLevels := slices.Compact(slices.Sorted(slices.Values(c.pushGroups)))
 	scrapeLevels := slices.Compact(slices.Sorted(slices.Values(c.scrapeGroups)))
+	var measured []kind
 	for _, k := range kinds {
 		fmt.Fprintf(os.Stderr, "== %s\n", k.name)
-		for _, level := range pushLevels {
-			in, err := start(k)
-			if err != nil {
-				return err
+		var mine []*instance
+		err := func() error {
+			for _, level := range pushLevels {
+				in, err := start(k)
+				if err != nil {
+					return err
+				}
+				mine = append(mine, in)
+				if err := fill(in, level); err != nil {
+					return err
+				}
 			}
-			if err := fill(in, level); err != nil {
-				return err
-			}
-			insts = append(insts, in)
+			return nil
+		}()
+		if err != nil {
+			fail(err)
+			continue
 		}
+		insts = append(insts, mine...)
+		measured = append(measured, k)
 	}
+	// dead marks the processes that stopped answering.
+	dead := map[*instance]bool{}
 	for r := range c.pushRounds {
 		fmt.Fprintf(os.Stderr, "== push round %d of %d\n", r+1, c.pushRounds)
 		// Every other round runs in reverse order, so that a steady drift
@@ -451,8 +471,13 @@ func runStarted(c *config, l *loader, res *results, kinds []kind) error {
 			slices.Reverse(order)
 		}
 		for _, in := range order {
+			if dead[in] {
+				continue
+			}
 			if err := in.t.proc.alive(); err != nil {
-				return err
+				dead[in] = true
+				fail(fmt.Errorf("%s @%d groups: %w", in.kind.name, in.filled, err))
+				continue
 			}
 			var profURL, profPath string
 			if in.kind.isPushrelay && r == 0 && c.profileDir != "" && c.duration >= 7*time.Second {
@@ -465,40 +490,53 @@ func runStarted(c *config, l *loader, res *results, kinds []kind) error {
 		}
 	}
 	for _, in := range insts {
+		if len(in.rounds) == 0 {
+			continue
+		}
 		pr := mergeRounds(in.rounds)
 		res.Pushes = append(res.Pushes, pr)
 		if pr.Profile != "" {
 			res.Profiles = append(res.Profiles, pr.Profile)
 		}
 	}
-	for _, k := range kinds {
-		for _, level := range scrapeLevels {
-			if k.scrapeMax > 0 && level > k.scrapeMax {
-				res.note("%s: skipping %d groups (over --pushgateway-scrape-max-groups)", k.name, level)
-				continue
+	for _, k := range measured {
+		if err := scrapeKind(c, l, res, k, scrapeLevels, &insts, dead, start, fill); err != nil {
+			fail(err)
+		}
+	}
+	return errors.Join(failures...)
+}
+
+// scrapeKind scrapes the processes of kind k at every level: the process
+// filled to the level, else the fullest live one below it, filled further,
+// else a new one.
+func scrapeKind(c *config, l *loader, res *results, k kind, levels []int, insts *[]*instance, dead map[*instance]bool,
+	start func(kind) (*instance, error), fill func(*instance, int) error) error {
+	for _, level := range levels {
+		if k.scrapeMax > 0 && level > k.scrapeMax {
+			res.note("%s: skipping %d groups (over --pushgateway-scrape-max-groups)", k.name, level)
+			continue
+		}
+		var in *instance
+		for _, cand := range *insts {
+			if cand.kind.name == k.name && !dead[cand] && cand.filled <= level && (in == nil || cand.filled > in.filled) {
+				in = cand
 			}
-			// The process filled to level, else the fullest one below it.
-			var in *instance
-			for _, cand := range insts {
-				if cand.kind.name == k.name && cand.filled <= level && (in == nil || cand.filled > in.filled) {
-					in = cand
-				}
-			}
-			if in == nil {
-				var err error
-				if in, err = start(k); err != nil {
-					return err
-				}
-				insts = append(insts, in)
-			}
-			if in.filled < level {
-				if err := fill(in, level); err != nil {
-					return err
-				}
-			}
-			if err := scrapeLevel(c, l, res, in.t, level, k.isPushrelay); err != nil {
+		}
+		if in == nil {
+			var err error
+			if in, err = start(k); err != nil {
 				return err
 			}
+			*insts = append(*insts, in)
+		}
+		if in.filled < level {
+			if err := fill(in, level); err != nil {
+				return err
+			}
+		}
+		if err := scrapeLevel(c, l, res, in.t, level, k.isPushrelay); err != nil {
+			return fmt.Errorf("%s: %w", k.name, err)
 		}
 	}
 	return nil

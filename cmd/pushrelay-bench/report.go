@@ -134,6 +134,9 @@ func printRatios(w io.Writer, r *results) {
 		}
 		ratios := make([]float64, len(a.RoundRates))
 		for i := range ratios {
+			if b.RoundRates[i] == 0 {
+				return ""
+			}
 			ratios[i] = a.RoundRates[i] / b.RoundRates[i]
 		}
 		return "; per round " + joinRates(ratios, 2) + "×"
