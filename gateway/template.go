@@ -402,12 +402,23 @@ const (
 	maxFloatLen = 24
 )
 
+// copyAt returns a copy of f written at now whose series are the structs,
+// one for each of f's, still empty: withValues and withGroupedValues give
+// them the identities of f's series and new encodings.
+func (f *family) copyAt(now time.Time) (*family, []series) {
+	n := &family{name: f.name, help: f.help, hasHelp: f.hasHelp, typ: f.typ, time: now, series: make([]*series, len(f.series))}
+	structs := make([]series, len(f.series))
+	for i := range structs {
+		n.series[i] = &structs[i]
+	}
+	return n, structs
+}
+
 // withValues returns a copy of the simple family f, written at now, whose
 // series carry values, in the order of f's series; prefixes are the lengths
 // of their text lines before the value.
 func (f *family) withValues(values []float64, prefixes []int32, now time.Time) *family {
-	n := &family{name: f.name, help: f.help, hasHelp: f.hasHelp, typ: f.typ, time: now, series: make([]*series, len(f.series))}
-	structs := make([]series, len(f.series))
+	n, structs := f.copyAt(now)
 	// The formatted values, one after the other, and where each ends; on
 	// the stack for families of usual size.
 	var numStack [stackValues * maxFloatLen]byte
@@ -437,7 +448,6 @@ func (f *family) withValues(values []float64, prefixes []int32, now time.Time) *
 		se := &structs[i]
 		se.key, se.groupKey, se.id, se.simple = old.key, old.groupKey, old.id, true
 		se.setEncoding(enc[start:len(enc):len(enc)], textEnd-start)
-		n.series[i] = se
 	}
 	return n
 }

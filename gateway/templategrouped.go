@@ -161,8 +161,7 @@ func (gs groupedSeries) lineValue(j int, vals []float64) float64 {
 // written at now, whose series carry values laid out as sh says, or nil
 // when a count is not a whole number that keeps the series classic.
 func (f *family) withGroupedValues(values []float64, sh *familyShape, now time.Time) *family {
-	n := &family{name: f.name, help: f.help, hasHelp: f.hasHelp, typ: f.typ, time: now, series: make([]*series, len(f.series))}
-	structs := make([]series, len(f.series))
+	n, structs := f.copyAt(now)
 	size := 0
 	for _, old := range f.series {
 		size += len(old.text()) + len(old.metric()) + 16
@@ -186,7 +185,6 @@ func (f *family) withGroupedValues(values []float64, sh *familyShape, now time.T
 		se := &structs[i]
 		se.key, se.groupKey, se.id, se.classic = old.key, old.groupKey, old.id, true
 		se.setEncoding(enc[start:len(enc):len(enc)], textLen)
-		n.series[i] = se
 		vs, ps, bs = vs+parts+2, ps+lines, bs+parts
 	}
 	return n
