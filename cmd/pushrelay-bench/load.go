@@ -313,6 +313,16 @@ func (l *loader) ownSummaries(t *target, names ...string) map[string]float64 {
 
 // addStoreStats fills the group-commit figures of res from two readings of
 // ownSummaries.
+// add adds the deltas of o to d.
+func (d *storeDeltas) add(o storeDeltas) {
+	d.batchSum += o.batchSum
+	d.batches += o.batches
+	d.writeSum += o.writeSum
+	d.writes += o.writes
+	d.commitSum += o.commitSum
+	d.commits += o.commits
+}
+
 func storeStats(before, after map[string]float64) storeDeltas {
 	delta := func(n string) (sum, count float64) {
 		return after[n+"_sum"] - before[n+"_sum"], after[n+"_count"] - before[n+"_count"]
@@ -367,12 +377,7 @@ func mergeRounds(rounds []pushResult) pushResult {
 		res.clientCPU += r.clientCPU
 		res.otherCPU += r.otherCPU
 		res.serverKnown = res.serverKnown && r.serverKnown
-		res.store.batchSum += r.store.batchSum
-		res.store.batches += r.store.batches
-		res.store.writeSum += r.store.writeSum
-		res.store.writes += r.store.writes
-		res.store.commitSum += r.store.commitSum
-		res.store.commits += r.store.commits
+		res.store.add(r.store)
 		if res.Profile == "" {
 			res.Profile = r.Profile
 		}

@@ -479,11 +479,7 @@ func runStarted(c *config, l *loader, res *results, kinds []kind) error {
 				fail(fmt.Errorf("%s @%d groups: %w", in.kind.name, in.filled, err))
 				continue
 			}
-			var profURL, profPath string
-			if in.kind.isPushrelay && r == 0 && c.profileDir != "" && c.duration >= 7*time.Second {
-				profURL = in.t.url + "/debug/pprof/profile?seconds=5"
-				profPath = filepath.Join(c.profileDir, fmt.Sprintf("%s-push-%d.pprof", in.kind.name, in.filled))
-			}
+			profURL, profPath := pushProfile(c, in.t, r, in.filled)
 			pr := l.pushPhase(in.t, in.filled, c.duration, c.seed+uint64(r), profURL, profPath)
 			in.rounds = append(in.rounds, pr)
 			logPush(pr)
@@ -583,11 +579,7 @@ func runLevels(c *config, l *loader, res *results, t *target, scrapeMax int, isP
 		if doPush {
 			var rounds []pushResult
 			for r := range c.pushRounds {
-				var profURL, profPath string
-				if isPushrelay && r == 0 && c.profileDir != "" && c.duration >= 7*time.Second {
-					profURL = t.url + "/debug/pprof/profile?seconds=5"
-					profPath = filepath.Join(c.profileDir, fmt.Sprintf("%s-push-%d.pprof", t.name, level))
-				}
+				profURL, profPath := pushProfile(c, t, r, level)
 				pr := l.pushPhase(t, level, c.duration, c.seed+uint64(r), profURL, profPath)
 				rounds = append(rounds, pr)
 				logPush(pr)
@@ -605,6 +597,17 @@ func runLevels(c *config, l *loader, res *results, t *target, scrapeMax int, isP
 		}
 	}
 	return nil
+}
+
+// pushProfile returns where to fetch a CPU profile of t during push round
+// round at level groups and the file to write it to, or empty strings when
+// none is taken: only of pushrelay, in the first round, with --profile-dir
+// and rounds long enough for a 5 s profile.
+func pushProfile(c *config, t *target, round, level int) (url, path string) {
+	if !t.isPushrelay || round > 0 || c.profileDir == "" || c.duration < 7*time.Second {
+		return "", ""
+	}
+	return t.url + "/debug/pprof/profile?seconds=5", filepath.Join(c.profileDir, fmt.Sprintf("%s-push-%d.pprof", t.name, level))
 }
 
 // scrapeLevel scrapes t, filled to level groups, in every mode, and profiles

@@ -41,12 +41,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"math/rand/v2"
 	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -775,12 +777,7 @@ func judgeSpans(r *spanResults) {
 
 // batchSizes returns the batch sizes of the run, ascending.
 func (r *spanResults) batchSizes() []int {
-	sizes := make([]int, 0, len(r.BatchBytes))
-	for s := range r.BatchBytes {
-		sizes = append(sizes, s)
-	}
-	sort.Ints(sizes)
-	return sizes
+	return slices.Sorted(maps.Keys(r.BatchBytes))
 }
 
 // phasesOf returns the phases named name of size-span batches, in order.
