@@ -6,10 +6,11 @@
 //
 // A Store maps grouping keys (the label sets of push URLs) to groups; a group
 // maps metric names to families and always holds push_time_seconds and
-// push_failure_time_seconds. Every write (push, delete, wipe) is a request on
-// one FIFO queue served by one goroutine, which checks it, applies it,
-// commits the changed groups of everything it drained from the queue in one
-// transaction, and only then answers the waiting handlers.
+// push_failure_time_seconds. Every write (push, delete, wipe, expiry) is
+// checked and applied by the goroutine that submits it, one write at a time,
+// and queued in a batch; one committer goroutine commits the changed groups
+// of each batch in one transaction, in order, while the next batch fills,
+// and only then answers the waiting handlers.
 //
 // # Consistency index
 //
@@ -21,7 +22,7 @@
 //
 // # Encoding pushes
 //
-// A push is parsed and encoded by its handler, before the writer gets it.
+// A push is parsed and encoded by its handler before it is applied.
 // The store keeps, per group, a template of the last text body it encoded:
 // a body that differs from it only in sample values is encoded by copying
 // the previous series' labels, sort keys and protobuf prefixes and writing
@@ -45,7 +46,7 @@
 // # Caveats
 //
 // Families and series are immutable once built (a series' slot pointer is
-// set by the writer) and shared between group versions; a write replaces groups, it never modifies one. A write is
+// set when it is applied) and shared between group versions; a write replaces groups, it never modifies one. A write is
 // visible to scrapes from the moment it is applied, shortly before its commit
 // returns; if the commit fails the write is undone and its request is
 // answered with a *PersistError.

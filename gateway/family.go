@@ -31,8 +31,8 @@ const (
 // series is one pushed metric (one dto.Metric) ready for exposition. It is
 // immutable once built, but for slot.
 type series struct {
-	// slot is the index slot of the series' identity, set by the writer
-	// when it indexes the series; the series is the current version of
+	// slot is the index slot of the series' identity, set when the
+	// series is applied and indexed; the series is the current version of
 	// its identity while slot.se is the series itself.
 	slot *slot
 	// key orders the series in exposition order (see sortKey).

@@ -100,3 +100,87 @@ func TestDiskFull(t *testing.T) {
 	}))
 	require.Equal(t, []string{"kept"}, jobs)
 }
+
+// gatedPersister holds every commit until the test answers it.
+type gatedPersister struct {
+	entered chan struct{}
+	answer  chan error
+}
+
+func (p *gatedPersister) Commit([]persistence.Op) error {
+	p.entered <- struct{}{}
+	return <-p.answer
+}
+
+func (p *gatedPersister) Load(func(*persistence.Group) error) error { return nil }
+func (p *gatedPersister) Probe() error                              { return nil }
+
+// TestFailedCommitUndoesQueuedWrites checks that when a commit fails, the
+// writes queued behind it, applied on top of its changes, are undone and
+// failed with it, and that the store goes on from the last committed state.
+func TestFailedCommitUndoesQueuedWrites(t *testing.T) {
+	p := &gatedPersister{entered: make(chan struct{}), answer: make(chan error)}
+	st, err := NewStore(StoreOptions{Persister: p})
+	require.NoError(t, err)
+	defer st.Close()
+	h := NewHandler(st, HandlerOptions{})
+	put := func(body string) <-chan int {
+		code := make(chan int, 1)
+		go func() {
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, httptest.NewRequest(http.MethodPut, "/metrics/job/j", strings.NewReader(body)))
+			code <- rec.Code
+		}()
+		return code
+	}
+	// within waits for a result of the test's goroutines, so that a
+	// commit nobody answers fails the test instead of hanging it.
+	within := func(c <-chan int, what string) int {
+		select {
+		case v := <-c:
+			return v
+		case <-p.entered:
+			t.Fatalf("%s: unexpected commit", what)
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s: no answer", what)
+		}
+		return 0
+	}
+	value := func() string {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+		for line := range strings.Lines(rec.Body.String()) {
+			if v, ok := strings.CutPrefix(line, `m{instance="",job="j"} `); ok {
+				return strings.TrimSpace(v)
+			}
+		}
+		return ""
+	}
+
+	first := put("m 1\n")
+	<-p.entered
+	p.answer <- nil
+	require.Equal(t, http.StatusOK, within(first, "first push"))
+
+	committing := put("m 2\n")
+	<-p.entered
+	queued := put("m 3\n")
+	require.Eventually(t, func() bool {
+		st.writeMu.Lock()
+		defer st.writeMu.Unlock()
+		return st.queuedWrites == 1
+	}, 10*time.Second, time.Millisecond, "the second push waits behind the commit")
+	require.Equal(t, "3", value(), "applied writes are visible while committed")
+
+	p.answer <- syscall.ENOSPC
+	require.Equal(t, http.StatusServiceUnavailable, within(committing, "failed push"))
+	require.Equal(t, http.StatusServiceUnavailable, within(queued, "push queued behind it"),
+		"the queued write was applied on top of the failed one")
+	require.Equal(t, "1", value(), "both writes are undone")
+
+	last := put("m 4\n")
+	<-p.entered
+	p.answer <- nil
+	require.Equal(t, http.StatusOK, within(last, "push after the failure"))
+	require.Equal(t, "4", value())
+}

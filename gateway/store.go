@@ -20,10 +20,10 @@ import (
 )
 
 const (
-	// queueCapacity bounds the writes waiting for the writer, as in the
-	// Pushgateway.
+	// queueCapacity bounds the applied writes waiting for their commit, as
+	// the Pushgateway bounds its write queue.
 	queueCapacity = 1000
-	// maxBatch bounds how many queued writes share one commit.
+	// maxBatch bounds how many writes share one commit.
 	maxBatch = 256
 	// ownRefresh is how long the names and types of the own metrics are
 	// cached for the consistency check.
@@ -37,7 +37,7 @@ var (
 	ErrStoreClosed = errors.New("store is shut down")
 )
 
-// RejectedError is the reason the writer rejected a push as invalid or
+// RejectedError is the reason the store rejected a push as invalid or
 // inconsistent; the push changed nothing but the failure time of its group.
 type RejectedError struct{ Err error }
 
@@ -87,8 +87,8 @@ type Persister interface {
 var _ Persister = (*persistence.DB)(nil)
 
 // Expiry decides the TTL of groups and is told every group's expiry
-// deadline; see package staleness. Its methods are called from the store's
-// writer and committer goroutines at the same time.
+// deadline; see package staleness. Its methods are called from writing
+// goroutines and the store's committer at the same time.
 type Expiry interface {
 	// ResolveTTL returns the TTL of a group with these grouping labels
 	// (0 = never), its action ("zero" or "delete") and its source.
@@ -126,7 +126,7 @@ const (
 	writeExpire
 )
 
-// writeRequest is one change for the writer goroutine.
+// writeRequest is one change to the groups.
 type writeRequest struct {
 	kind     writeKind
 	grouping Grouping
@@ -140,7 +140,7 @@ type writeRequest struct {
 	keys []string
 	time time.Time
 	// pushTimeFamily is push_time_seconds as a successful push sets it,
-	// built before the writer gets the request.
+	// built before the request is applied.
 	pushTimeFamily *family
 	// template, when set, becomes the group's body template once the push
 	// is applied.
@@ -164,8 +164,10 @@ type group struct {
 
 // Store holds every push group in memory, indexed for exposition and the
 // consistency check, and commits each change through a Persister before
-// acknowledging it. One goroutine applies all writes in arrival order;
-// readers take a read lock and only see committed or being-committed state.
+// acknowledging it. Each write is applied by the goroutine that submits it,
+// one at a time in the order they take writeMu, into the newest batch; one
+// committer goroutine commits the batches in that order. Readers take a
+// read lock and only see committed or being-committed state.
 type Store struct {
 	logger   *slog.Logger
 	db       Persister
@@ -175,11 +177,20 @@ type Store struct {
 	expiry   Expiry
 	limits   Limits
 
-	queue   chan *writeRequest
-	stop    chan struct{}
+	// writeMu serialises writes: applying one and adding it to a batch,
+	// and the committer taking a batch or undoing failed ones.
+	writeMu sync.Mutex
+	// room is signalled when queued writes were taken for commit, or at
+	// Close.
+	room *sync.Cond
+	// queued are the applied batches not yet taken by the committer,
+	// oldest first, holding queuedWrites writes.
+	queued       []*batch
+	queuedWrites int
+	closed       bool
+	// kick wakes the committer after a write was queued.
+	kick    chan struct{}
 	stopped chan struct{}
-	closeMu sync.RWMutex
-	closed  bool
 
 	mu     sync.RWMutex
 	groups map[string]*group
@@ -204,7 +215,7 @@ type Store struct {
 	// from one commit to the next; only the committer goroutine uses them.
 	records []persistence.Group
 
-	// ownCache is only used by the writer goroutine.
+	// ownCache is only used holding writeMu.
 	ownCache     map[string]dto.MetricType
 	ownCacheTime time.Time
 
@@ -235,8 +246,8 @@ type StoreOptions struct {
 	Now func() time.Time
 }
 
-// NewStore restores every group from opts.Persister and starts the writer.
-// Close must be called to stop it.
+// NewStore restores every group from opts.Persister and starts the
+// committer. Close must be called to stop it.
 func NewStore(opts StoreOptions) (*Store, error) {
 	s := &Store{
 		logger:   opts.Logger,
@@ -246,8 +257,7 @@ func NewStore(opts StoreOptions) (*Store, error) {
 		reserved: opts.Reserved,
 		expiry:   opts.Expiry,
 		limits:   opts.Limits,
-		queue:    make(chan *writeRequest, queueCapacity),
-		stop:     make(chan struct{}),
+		kick:     make(chan struct{}, 1),
 		stopped:  make(chan struct{}),
 		groups:   map[string]*group{},
 		names:    map[string]*nameEntry{},
@@ -267,8 +277,9 @@ func NewStore(opts StoreOptions) (*Store, error) {
 			return nil, err
 		}
 	}
+	s.room = sync.NewCond(&s.writeMu)
 	s.metrics.groups.Set(float64(len(s.groups)))
-	go s.loop()
+	go s.commitLoop()
 	return s, nil
 }
 
@@ -428,34 +439,58 @@ func (g *group) clone() *group {
 	return &c
 }
 
-// submit queues a write. It blocks while the queue is full.
-func (s *Store) submit(req *writeRequest) error {
-	s.closeMu.RLock()
-	defer s.closeMu.RUnlock()
+// enqueue applies req to the memory state and queues it for commit. It
+// blocks while queueCapacity writes wait for their commit.
+func (s *Store) enqueue(req *writeRequest) error {
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	for !s.closed && s.queuedWrites >= queueCapacity {
+		s.room.Wait()
+	}
 	if s.closed {
 		return ErrStoreClosed
 	}
-	s.queue <- req
+	var b *batch
+	if n := len(s.queued); n > 0 && len(s.queued[n-1].reqs) < maxBatch {
+		b = s.queued[n-1]
+	} else {
+		b = &batch{start: s.now(), expired: map[string]int{}}
+		s.queued = append(s.queued, b)
+	}
+	s.apply(b, req)
+	s.queuedWrites++
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
 	return nil
 }
 
-// Close applies every queued write and stops the writer.
+// Close commits every queued write and stops the committer; writes
+// submitted after it fail with ErrStoreClosed.
 func (s *Store) Close() {
-	s.closeMu.Lock()
+	s.writeMu.Lock()
 	if !s.closed {
 		s.closed = true
-		close(s.stop)
+		s.room.Broadcast()
+		select {
+		case s.kick <- struct{}{}:
+		default:
+		}
 	}
-	s.closeMu.Unlock()
+	s.writeMu.Unlock()
 	<-s.stopped
 }
 
-// Healthy reports whether the store can take writes: the lock can be taken
-// and the write queue is not full.
+// Healthy reports whether the store can take writes: the locks can be
+// taken and the write queue is not full.
 func (s *Store) Healthy() error {
+	s.writeMu.Lock()
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if len(s.queue) == cap(s.queue) {
+	full := s.queuedWrites >= queueCapacity
+	s.mu.Unlock()
+	s.writeMu.Unlock()
+	if full {
 		return errors.New("write queue is full")
 	}
 	if err := s.persistErr.Load(); err != nil {
@@ -467,82 +502,56 @@ func (s *Store) Healthy() error {
 // probeInterval is how often a failing persistence is probed for recovery.
 const probeInterval = 5 * time.Second
 
-// loop applies writes in arrival order. Commits run on their own goroutine,
-// so that while one batch is being synced the next one is already applied
-// in memory and grows; each request is answered once its batch is
-// committed.
-func (s *Store) loop() {
+// commitLoop commits the queued batches in order, each while the writes
+// after it are applied and queued, and answers the writes of each
+// committed batch. It returns once the store is closed and every queued
+// batch is committed.
+func (s *Store) commitLoop() {
 	defer close(s.stopped)
 	probe := time.NewTicker(probeInterval)
 	defer probe.Stop()
-	toCommit := make(chan *batch)
-	committed := make(chan *batch)
-	go func() {
-		for b := range toCommit {
-			// A committed batch is answered at once, not after the
-			// loop's turn: the loop may be applying the next writes.
-			// The answered handlers wait in this goroutine's run queue;
-			// yielding lets them write their responses before the next
-			// commit's work, instead of after it and the loop's.
-			if b.err = s.commit(b.changes); b.err == nil {
-				s.completed(b)
-				runtime.Gosched()
-			}
-			committed <- b
-		}
-	}()
-	defer close(toCommit)
-
-	var next *batch // applied, not yet handed to the committer
-	inflight := false
-	stopping := false
 	for {
-		if !inflight && next != nil {
-			toCommit <- next
-			next, inflight = nil, true
-		}
-		if stopping && !inflight && next == nil && len(s.queue) == 0 {
-			return
-		}
-		queue := s.queue
-		if next != nil && len(next.reqs) >= maxBatch {
-			queue = nil // Let the committer catch up.
-		}
-		stop := s.stop
-		if stopping {
-			stop = nil
-		}
-		select {
-		case req := <-queue:
-			next = s.apply(next, s.collect(req))
-		case b := <-committed:
-			inflight = false
-			next = s.finish(b, next)
-		case <-probe.C:
-			if s.persistErr.Load() != nil && s.db != nil {
-				if err := s.db.Probe(); err == nil {
-					s.persistErr.Store(nil)
-					s.logger.Info("persistence file is writable again")
-				}
+		s.writeMu.Lock()
+		if len(s.queued) == 0 {
+			closed := s.closed
+			s.writeMu.Unlock()
+			if closed {
+				return
 			}
-		case <-stop:
-			stopping = true
+			select {
+			case <-s.kick:
+			case <-probe.C:
+				s.probe()
+			}
+			continue
 		}
+		b := s.queued[0]
+		s.queued[0] = nil
+		s.queued = s.queued[1:]
+		s.queuedWrites -= len(b.reqs)
+		s.room.Broadcast()
+		s.writeMu.Unlock()
+		if b.err = s.commit(b.changes); b.err != nil {
+			s.undo(b)
+			continue
+		}
+		s.completed(b)
+		// The answered handlers wait in this goroutine's run queue;
+		// yielding lets them write their responses before the next
+		// commit's work, instead of after it.
+		runtime.Gosched()
 	}
 }
 
-// collect adds whatever else is queued to first, up to maxBatch writes.
-func (s *Store) collect(first *writeRequest) []*writeRequest {
-	reqs := []*writeRequest{first}
-	for len(reqs) < maxBatch {
-		select {
-		case req := <-s.queue:
-			reqs = append(reqs, req)
-		default:
-			return reqs
+// probe clears the persistence error once the storage can be written
+// again.
+func (s *Store) probe() {
+	if s.persistErr.Load() != nil && s.db != nil {
+		if err := s.db.Probe(); err == nil {
+			s.persistErr.Store(nil)
+			s.logger.Info("persistence file is writable again")
 		}
 	}
-	return reqs
 }
 
 // change records one group replacement of a batch, for persisting and undo.
@@ -562,12 +571,9 @@ type batch struct {
 	err error
 }
 
-// apply applies reqs in order to the memory state and adds them to b,
-// which it creates when nil.
-func (s *Store) apply(b *batch, reqs []*writeRequest) *batch {
-	if b == nil {
-		b = &batch{start: s.now(), expired: map[string]int{}}
-	}
+// apply applies req to the memory state and adds it to b. Must be called
+// holding writeMu.
+func (s *Store) apply(b *batch, req *writeRequest) {
 	own := s.ownFamilies()
 	replace := func(key string, old, g *group) {
 		s.install(key, old, g)
@@ -576,56 +582,53 @@ func (s *Store) apply(b *batch, reqs []*writeRequest) *batch {
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, req := range reqs {
-		var result error
-		switch req.kind {
-		case writeDelete:
-			if old := s.groups[req.key]; old != nil {
-				replace(req.key, old, nil)
-			}
-		case writeWipe:
-			for _, key := range s.sortedGroupKeys() {
-				replace(key, s.groups[key], nil)
-			}
-		case writeExpire:
-			now := s.now()
-			for _, key := range req.keys {
-				g := s.groups[key]
-				if g == nil || g.ttl.d <= 0 || g.expired || g.pushTime.Add(g.ttl.d).After(now) {
-					continue
-				}
-				if g.ttl.action == actionDelete {
-					replace(key, g, nil)
-				} else {
-					replace(key, g, zeroedGroup(g, now))
-				}
-				b.expired[g.ttl.action]++
-			}
-		case writePut, writePost:
-			old := s.groups[req.key]
-			if err := s.checkLimits(req, old); err != nil {
-				result = err
-				break
-			}
-			err := req.reject
-			if err == nil {
-				err = s.check(req, old, own)
-			}
-			if err != nil {
-				result = &RejectedError{Err: err}
-				replace(req.key, old, failedGroup(old, req))
-				break
-			}
-			replace(req.key, old, appliedGroup(old, req, s.resolveTTL(req)))
-			if req.template != nil {
-				s.templates.Store(req.key, req.template)
-			}
+	var result error
+	switch req.kind {
+	case writeDelete:
+		if old := s.groups[req.key]; old != nil {
+			replace(req.key, old, nil)
 		}
-		b.reqs = append(b.reqs, req)
-		b.results = append(b.results, result)
+	case writeWipe:
+		for _, key := range s.sortedGroupKeys() {
+			replace(key, s.groups[key], nil)
+		}
+	case writeExpire:
+		now := s.now()
+		for _, key := range req.keys {
+			g := s.groups[key]
+			if g == nil || g.ttl.d <= 0 || g.expired || g.pushTime.Add(g.ttl.d).After(now) {
+				continue
+			}
+			if g.ttl.action == actionDelete {
+				replace(key, g, nil)
+			} else {
+				replace(key, g, zeroedGroup(g, now))
+			}
+			b.expired[g.ttl.action]++
+		}
+	case writePut, writePost:
+		old := s.groups[req.key]
+		if err := s.checkLimits(req, old); err != nil {
+			result = err
+			break
+		}
+		err := req.reject
+		if err == nil {
+			err = s.check(req, old, own)
+		}
+		if err != nil {
+			result = &RejectedError{Err: err}
+			replace(req.key, old, failedGroup(old, req))
+			break
+		}
+		replace(req.key, old, appliedGroup(old, req, s.resolveTTL(req)))
+		if req.template != nil {
+			s.templates.Store(req.key, req.template)
+		}
 	}
+	b.reqs = append(b.reqs, req)
+	b.results = append(b.results, result)
 	s.metrics.groups.Set(float64(len(s.groups)))
-	return b
 }
 
 // completed records a committed batch and answers its requests.
@@ -640,20 +643,15 @@ func (s *Store) completed(b *batch) {
 	s.answer(b)
 }
 
-// finish is the loop's part of a batch back from the committer, which has
-// completed it when its commit succeeded. When the commit failed, finish
-// undoes the batch and next (applied after it, not yet committed) and fails
-// the requests of both; it returns what is left of next.
-func (s *Store) finish(b, next *batch) *batch {
-	if b.err == nil {
-		return next
-	}
+// undo handles a batch whose commit failed: it undoes the batch and every
+// batch queued after it, applied on top of it, and fails their writes.
+func (s *Store) undo(b *batch) {
 	err := b.err
 	s.persistErr.Store(&err)
-	undone := []*batch{b}
-	if next != nil {
-		undone = append(undone, next)
-	}
+	s.writeMu.Lock()
+	undone := append([]*batch{b}, s.queued...)
+	s.queued, s.queuedWrites = nil, 0
+	s.room.Broadcast()
 	s.mu.Lock()
 	for i := len(undone) - 1; i >= 0; i-- {
 		changes := undone[i].changes
@@ -664,6 +662,7 @@ func (s *Store) finish(b, next *batch) *batch {
 	}
 	s.metrics.groups.Set(float64(len(s.groups)))
 	s.mu.Unlock()
+	s.writeMu.Unlock()
 	for _, u := range undone {
 		s.logger.Error("cannot persist writes; they were not applied", "writes", len(u.reqs), "err", err)
 		for i := range u.results {
@@ -671,7 +670,6 @@ func (s *Store) finish(b, next *batch) *batch {
 		}
 		s.answer(u)
 	}
-	return nil
 }
 
 // answer sends every request of b its result.
@@ -999,7 +997,7 @@ func (s *Store) sortedGroupKeys() []string {
 }
 
 // ownFamilies returns the names and types of the own metrics,
-// gathered at most once per ownRefresh. Only the writer calls it.
+// gathered at most once per ownRefresh. Must be called holding writeMu.
 func (s *Store) ownFamilies() map[string]dto.MetricType {
 	now := time.Now()
 	if s.ownCache != nil && now.Sub(s.ownCacheTime) < ownRefresh {

@@ -142,7 +142,7 @@ func (s *Store) prepareText(key string, body []byte) (tb *textBody, ok bool) {
 	return tb, true
 }
 
-// submitText pushes a prepared text body like push. The writer keeps the
+// submitText pushes a prepared text body like push. The store keeps the
 // body's template for the group when it applies the push, so that a group
 // never gets a template after it was deleted or its push refused.
 func (s *Store) submitText(grouping Grouping, tb *textBody, replace, wait bool, ttl *time.Duration) error {

@@ -141,7 +141,7 @@ func (s *Store) write(req *writeRequest, wait bool) error {
 	if wait {
 		req.done = make(chan error, 1)
 	}
-	if err := s.submit(req); err != nil {
+	if err := s.enqueue(req); err != nil {
 		return err
 	}
 	if !wait {
