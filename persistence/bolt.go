@@ -54,8 +54,11 @@ type Options struct {
 	// CompactInterval is how often the log is folded into the groups
 	// bucket; DefaultCompactInterval when zero.
 	CompactInterval time.Duration
-	// CompactBytes is the log size at which it is folded at once;
-	// DefaultCompactBytes when zero.
+	// CompactBytes is the smallest log size at which it is folded at
+	// once; DefaultCompactBytes when zero. The log may grow to twice the
+	// size of the groups' records before it is folded, so that folding,
+	// which rewrites every group the log holds, costs the same per commit
+	// however many groups there are.
 	CompactBytes int64
 	// Logger receives errors of the background compaction.
 	Logger *slog.Logger
@@ -70,6 +73,8 @@ type DB struct {
 
 	// logBytes is the size of the log entries not yet compacted.
 	logBytes atomic.Int64
+	// groupsBytes is the size of the records in the groups bucket.
+	groupsBytes atomic.Int64
 	// commitMu serialises commits; it guards the buffers they reuse.
 	commitMu        sync.Mutex
 	entryBuf, s2Buf []byte
@@ -156,6 +161,14 @@ func (d *DB) init() error {
 		}
 		if v != SchemaVersion && v != schemaVersionV1 {
 			return fmt.Errorf("schema version %d is not supported (want %d)", v, SchemaVersion)
+		}
+		if groups := tx.Bucket(bucketGroups); groups != nil {
+			var size int64
+			c := groups.Cursor()
+			for k, v := c.First(); k != nil; k, v = c.Next() {
+				size += int64(len(v))
+			}
+			d.groupsBytes.Store(size)
 		}
 		if log := tx.Bucket(bucketLog); log != nil {
 			size, err := checkLog(log)
@@ -301,7 +314,7 @@ func (d *DB) Commit(ops []Op) error {
 	if err != nil {
 		return fmt.Errorf("cannot commit to persistence file %q: %w", d.path, err)
 	}
-	if d.logBytes.Add(int64(len(entry))) >= d.opts.CompactBytes {
+	if d.logBytes.Add(int64(len(entry))) >= d.compactThreshold() {
 		select {
 		case d.kick <- struct{}{}:
 		default:
@@ -340,13 +353,17 @@ func (d *DB) Compact() error {
 	for {
 		chunk := keys[:min(len(keys), compactChunk)]
 		keys = keys[len(chunk):]
+		// grown is how much the chunk changes the size of the records.
+		var grown int64
 		err := d.db.Update(func(tx *bolt.Tx) error {
 			groups := tx.Bucket(bucketGroups)
 			for _, k := range chunk {
+				grown -= int64(len(groups.Get([]byte(k))))
 				var err error
 				if rec := latest[k]; rec == nil {
 					err = groups.Delete([]byte(k))
 				} else {
+					grown += int64(len(rec))
 					err = groups.Put([]byte(k), rec)
 				}
 				if err != nil {
@@ -372,6 +389,7 @@ func (d *DB) Compact() error {
 		if err != nil {
 			return fmt.Errorf("cannot compact persistence file %q: %w", d.path, err)
 		}
+		d.groupsBytes.Add(grown)
 		if len(keys) == 0 {
 			d.logBytes.Add(-size)
 			return nil
@@ -379,8 +397,14 @@ func (d *DB) Compact() error {
 	}
 }
 
+// compactThreshold is the log size at which it is folded at once: twice
+// the size of the groups' records, and at least CompactBytes.
+func (d *DB) compactThreshold() int64 {
+	return max(d.opts.CompactBytes, 2*d.groupsBytes.Load())
+}
+
 // compactLoop compacts at every interval and whenever the log outgrows
-// CompactBytes, until Close.
+// compactThreshold, until Close.
 func (d *DB) compactLoop() {
 	defer close(d.stopped)
 	ticker := time.NewTicker(d.opts.CompactInterval)

@@ -18,8 +18,9 @@
 // few pages instead of one or more pages per group; callers batch
 // concurrent writes into one Commit (group commit) to share the cost of the
 // sync. Compaction, in the background every CompactInterval and whenever
-// the log outgrows CompactBytes, writes the latest state of every logged
-// group into "groups" and then removes the entries it folded. Load and Open
+// the log outgrows CompactBytes and twice the size of the records in
+// "groups", writes the latest state of every logged group into "groups" and
+// then removes the entries it folded. Load and Open
 // read the log on top of "groups", so a crash at any point loses nothing
 // that Commit acknowledged; Open folds a log left by a crash.
 //

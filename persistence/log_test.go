@@ -188,3 +188,48 @@ func countKeys(t *testing.T, path string) (logKeys, groupKeys int) {
 	}))
 	return logKeys, groupKeys
 }
+
+// TestCompactThresholdFollowsGroups checks that the log may grow to twice
+// the size of the stored records before it is folded at once, with the size
+// followed through puts, replacements and deletes, and counted again when
+// the file is opened.
+func TestCompactThresholdFollowsGroups(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "p.db")
+	opts := &persistence.Options{CompactBytes: 100, CompactInterval: time.Hour}
+	size := func(gs ...*persistence.Group) int64 {
+		var n int64
+		for _, g := range gs {
+			n += int64(len(persistence.EncodeGroup(nil, g)))
+		}
+		return n
+	}
+	big := func(job string, series int) *persistence.Group {
+		g := group(job, 1)
+		for i := range series {
+			g.Families[0].Metrics = append(g.Families[0].Metrics, []byte(fmt.Sprintf("series %04d of %s", i, job)))
+		}
+		return g
+	}
+	db, err := persistence.Open(path, opts)
+	require.NoError(t, err)
+	require.Equal(t, int64(100), db.CompactThreshold(), "an empty file: CompactBytes")
+
+	a, b := big("a", 100), big("b", 300)
+	require.NoError(t, db.Commit([]persistence.Op{{Key: "job\xffa", Group: a}, {Key: "job\xffb", Group: b}}))
+	require.NoError(t, db.Compact())
+	require.Equal(t, 2*size(a, b), db.CompactThreshold())
+
+	smallerB := big("b", 10)
+	require.NoError(t, db.Commit([]persistence.Op{{Key: "job\xffa"}, {Key: "job\xffb", Group: smallerB}}))
+	require.NoError(t, db.Compact())
+	require.Equal(t, 2*size(smallerB), db.CompactThreshold(), "a replaced and a deleted record")
+	require.NoError(t, db.Close())
+
+	db, err = persistence.Open(path, opts)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = db.Close() })
+	require.Equal(t, 2*size(smallerB), db.CompactThreshold(), "counted at open")
+	require.NoError(t, db.Commit([]persistence.Op{{Key: "job\xffb"}}))
+	require.NoError(t, db.Compact())
+	require.Equal(t, int64(100), db.CompactThreshold(), "no records left")
+}
