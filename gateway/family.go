@@ -815,14 +815,28 @@ func checkCounts(name string, m *dto.Metric) error {
 	return nil
 }
 
+// withTimestamp returns the version of f, a family timestampFamily built,
+// that holds t and was written at written: the same bytes timestampFamily
+// gives, without building the labels again.
+func (f *family) withTimestamp(t, written time.Time) *family {
+	var num [maxFloatLen]byte
+	se := f.series[0]
+	prefix := int32(len(se.text()) - len(appendFloat(num[:0], simpleMetricValue(se))) - 1)
+	return f.withValues([]float64{timestampValue(t)}, []int32{prefix}, written)
+}
+
+// timestampValue is the sample value of a timestamp family holding t.
+func timestampValue(t time.Time) float64 {
+	if t.IsZero() {
+		return 0
+	}
+	return float64(t.UnixNano()) / 1e9
+}
+
 // timestampFamily builds push_time_seconds or push_failure_time_seconds for a
 // group; a zero t is exposed as 0.
 func timestampFamily(name, help string, g Grouping, groupKey string, t, written time.Time) *family {
-	var v float64
-	if !t.IsZero() {
-		v = float64(t.UnixNano()) / 1e9
-	}
-	return gaugeFamily(name, help, g, groupKey, v, written)
+	return gaugeFamily(name, help, g, groupKey, timestampValue(t), written)
 }
 
 // gaugeFamily builds a family of the gateway's own with one gauge of the

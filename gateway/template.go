@@ -32,6 +32,9 @@ type bodyTemplate struct {
 	// shapes say, for every family of families, how its values are
 	// written; the templates that follow share them.
 	shapes []familyShape
+	// pushTime is the push_time_seconds family of the push, which the
+	// next push's is written from.
+	pushTime *family
 }
 
 // familyShape says how the values of one family of a template are written
@@ -146,7 +149,11 @@ func (s *Store) prepareText(key string, body []byte) (tb *textBody, ok bool) {
 // body's template for the group when it applies the push, so that a group
 // never gets a template after it was deleted or its push refused.
 func (s *Store) submitText(grouping Grouping, tb *textBody, replace, wait bool, ttl *time.Duration) error {
-	req := s.newPushRequest(grouping, tb.key, replace, ttl, tb.now)
+	var prevPushTime *family
+	if tb.template != nil {
+		prevPushTime = tb.template.pushTime
+	}
+	req := s.newPushRequest(grouping, tb.key, replace, ttl, tb.now, prevPushTime)
 	for _, f := range tb.families {
 		req.families[f.name] = f
 	}
@@ -156,7 +163,7 @@ func (s *Store) submitText(grouping Grouping, tb *textBody, replace, wait bool, 
 	switch {
 	case req.reject != nil:
 	case tb.template != nil:
-		req.template = &bodyTemplate{lines: tb.template.lines, families: tb.families, shapes: tb.template.shapes}
+		req.template = &bodyTemplate{lines: tb.template.lines, families: tb.families, shapes: tb.template.shapes, pushTime: req.pushTimeFamily}
 	default:
 		req.template = newBodyTemplate(tb.body, tb.lines, tb.parsed, req, grouping)
 	}
@@ -172,7 +179,7 @@ func newBodyTemplate(body []byte, lines []textLine, parsed map[string]*parsedFam
 		return nil
 	}
 	tls := make([]templateLine, len(lines))
-	t := &bodyTemplate{}
+	t := &bodyTemplate{pushTime: req.pushTimeFamily}
 	// plans say where the values of every encoded family go.
 	plans := make(map[*parsedFamily]*valuePlan, len(parsed))
 	// The parser checks every _count line of a summary or histogram, the

@@ -23,7 +23,7 @@ func parsedFamilies(t *testing.T, g Grouping, body []byte, now time.Time) map[st
 	parsed, ok := parseTextFast(body)
 	require.True(t, ok, "the fast parser takes %q", body)
 	s := &Store{}
-	req := s.newPushRequest(g, g.Key(), true, nil, now)
+	req := s.newPushRequest(g, g.Key(), true, nil, now, nil)
 	require.NoError(t, s.addParsed(req, parsed))
 	return req.families
 }
@@ -68,7 +68,7 @@ func templated(t *testing.T, g Grouping, first, body []byte, now time.Time) (fam
 	}
 	tb, ok = s.prepareText(g.Key(), body)
 	require.True(t, ok)
-	req := s.newPushRequest(g, g.Key(), true, nil, now)
+	req := s.newPushRequest(g, g.Key(), true, nil, now, nil)
 	for _, f := range tb.families {
 		req.families[f.name] = f
 	}
@@ -396,4 +396,56 @@ func TestTemplateOnlyForAppliedPushes(t *testing.T) {
 
 	require.NoError(t, s.Delete(benchGrouping(0)))
 	require.False(t, hasTemplate(0), "a deleted group has no template")
+}
+
+// TestPushTimeFromTemplate checks that push_time_seconds written from the
+// previous push's family, as a templated push does, has the bytes
+// timestampFamily builds, for groupings and times whose values format to
+// different lengths.
+func TestPushTimeFromTemplate(t *testing.T) {
+	groupings := map[string]Grouping{
+		"job only":      {"job": "j"},
+		"instance":      {"job": "batch", "instance": "host:9100"},
+		"empty value":   {"job": "j", "x": ""},
+		"quoted values": {"job": "a\"b\\c\nd", "unicode": "vàlue ✓"},
+	}
+	times := []time.Time{
+		time.Unix(1_700_000_000, 0),
+		time.Unix(1_700_000_001, 123_456_789),
+		time.Unix(1, 1),
+		time.Unix(9_999_999_999, 999_999_999),
+		time.Unix(0, 0).Add(time.Millisecond),
+	}
+	for name, g := range groupings {
+		t.Run(name, func(t *testing.T) {
+			key := g.Key()
+			prev := timestampFamily(pushTimeName, pushTimeHelp, g, key, times[0], times[0])
+			for _, now := range times[1:] {
+				got := prev.withTimestamp(now, now)
+				want := timestampFamily(pushTimeName, pushTimeHelp, g, key, now, now)
+				requireSameFamilies(t, map[string]*family{pushTimeName: want}, map[string]*family{pushTimeName: got})
+				prev = got
+			}
+		})
+	}
+
+	// Through the store: the second push of a body takes the template
+	// path and writes its push time from the first push's.
+	g := Grouping{"job": "j", "instance": "i"}
+	now := times[0]
+	s, err := NewStore(StoreOptions{Now: func() time.Time { return now }})
+	require.NoError(t, err)
+	defer s.Close()
+	for i, at := range times[1:3] {
+		now = at
+		tb, ok := s.prepareText(g.Key(), []byte(fmt.Sprintf("m %d\n", i)))
+		require.True(t, ok)
+		require.Equal(t, i > 0, tb.template != nil, "push %d uses the template", i)
+		require.NoError(t, s.submitText(g, tb, true, true, nil))
+		s.mu.RLock()
+		got := s.groups[g.Key()].families[pushTimeName]
+		s.mu.RUnlock()
+		requireSameFamilies(t, map[string]*family{pushTimeName: timestampFamily(pushTimeName, pushTimeHelp, g, g.Key(), at, at)},
+			map[string]*family{pushTimeName: got})
+	}
 }

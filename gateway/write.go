@@ -27,7 +27,7 @@ func (s *Store) Push(grouping Grouping, mfs map[string]*dto.MetricFamily, replac
 // push is Push of parsed families with an optional TTL given by the push
 // itself.
 func (s *Store) push(grouping Grouping, mfs map[string]*parsedFamily, replace, wait bool, ttl *time.Duration) error {
-	req := s.newPushRequest(grouping, grouping.Key(), replace, ttl, s.now())
+	req := s.newPushRequest(grouping, grouping.Key(), replace, ttl, s.now(), nil)
 	if err := s.addParsed(req, mfs); err != nil {
 		return err
 	}
@@ -35,10 +35,16 @@ func (s *Store) push(grouping Grouping, mfs map[string]*parsedFamily, replace, w
 }
 
 // newPushRequest returns the write request of a push to the group with
-// grouping and key received at now, with no families yet.
-func (s *Store) newPushRequest(grouping Grouping, key string, replace bool, ttl *time.Duration, now time.Time) *writeRequest {
+// grouping and key received at now, with no families yet. prevPushTime,
+// when set, is the push_time_seconds family of an earlier push to the
+// group, which the new one is written from.
+func (s *Store) newPushRequest(grouping Grouping, key string, replace bool, ttl *time.Duration, now time.Time, prevPushTime *family) *writeRequest {
 	req := &writeRequest{kind: writePost, grouping: grouping, key: key, time: now, ttl: ttl}
-	req.pushTimeFamily = timestampFamily(pushTimeName, pushTimeHelp, grouping, req.key, now, now)
+	if prevPushTime != nil {
+		req.pushTimeFamily = prevPushTime.withTimestamp(now, now)
+	} else {
+		req.pushTimeFamily = timestampFamily(pushTimeName, pushTimeHelp, grouping, req.key, now, now)
+	}
 	if replace {
 		req.kind = writePut
 	}
