@@ -46,8 +46,10 @@
 // # Caveats
 //
 // Families and series are immutable once built (a series' slot pointer is
-// set when it is applied) and shared between group versions; a write replaces groups, it never modifies one. A write is
-// visible to scrapes from the moment it is applied, shortly before its commit
-// returns; if the commit fails the write is undone and its request is
-// answered with a *PersistError.
+// set when it is applied) and shared between group versions; a write
+// replaces groups, it never modifies one. A write is visible to scrapes from
+// the moment it is applied, before its commit returns (after the commits of
+// the batches queued before it); if a commit fails, its batch and every batch
+// queued after it are undone and their requests are answered with a
+// *PersistError.
 package gateway

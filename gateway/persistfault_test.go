@@ -1,17 +1,23 @@
 package gateway
 
 import (
+	"fmt"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"testing/synctest"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
 	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/pushrelay/pushrelay/persistence"
 )
@@ -101,28 +107,55 @@ func TestDiskFull(t *testing.T) {
 	require.Equal(t, []string{"kept"}, jobs)
 }
 
-// gatedPersister holds every commit until the test answers it.
+// gatedPersister holds every commit until the test answers it, and
+// records the keys of the commits answered with success.
 type gatedPersister struct {
 	entered chan struct{}
 	answer  chan error
+	mu      sync.Mutex
+	keys    []string
 }
 
-func (p *gatedPersister) Commit([]persistence.Op) error {
+func (p *gatedPersister) Commit(ops []persistence.Op) error {
 	p.entered <- struct{}{}
-	return <-p.answer
+	err := <-p.answer
+	if err == nil {
+		p.mu.Lock()
+		for _, op := range ops {
+			p.keys = append(p.keys, op.Key)
+		}
+		p.mu.Unlock()
+	}
+	return err
 }
 
 func (p *gatedPersister) Load(func(*persistence.Group) error) error { return nil }
 func (p *gatedPersister) Probe() error                              { return nil }
 
+// newGatedStore returns a store whose commits wait for the test's answers.
+// Once the test ends, every commit left is answered, so that a failing
+// test does not hang in Close.
+func newGatedStore(t *testing.T) (*Store, *gatedPersister) {
+	t.Helper()
+	p := &gatedPersister{entered: make(chan struct{}), answer: make(chan error)}
+	st, err := NewStore(StoreOptions{Persister: p})
+	require.NoError(t, err)
+	t.Cleanup(st.Close)
+	t.Cleanup(func() {
+		go func() {
+			for range p.entered {
+				p.answer <- nil
+			}
+		}()
+	})
+	return st, p
+}
+
 // TestFailedCommitUndoesQueuedWrites checks that when a commit fails, the
 // writes queued behind it, applied on top of its changes, are undone and
 // failed with it, and that the store goes on from the last committed state.
 func TestFailedCommitUndoesQueuedWrites(t *testing.T) {
-	p := &gatedPersister{entered: make(chan struct{}), answer: make(chan error)}
-	st, err := NewStore(StoreOptions{Persister: p})
-	require.NoError(t, err)
-	defer st.Close()
+	st, p := newGatedStore(t)
 	h := NewHandler(st, HandlerOptions{})
 	put := func(body string) <-chan int {
 		code := make(chan int, 1)
@@ -183,4 +216,141 @@ func TestFailedCommitUndoesQueuedWrites(t *testing.T) {
 	p.answer <- nil
 	require.Equal(t, http.StatusOK, within(last, "push after the failure"))
 	require.Equal(t, "4", value())
+}
+
+// storeState describes everything a write changes in memory: the groups
+// with their families and times, and the index entries with their series
+// and holders.
+func storeState(st *Store) string {
+	var sb strings.Builder
+	for _, g := range st.Groups() {
+		fmt.Fprintln(&sb, g.Grouping, g.PushTime.UnixNano(), g.FailureTime.UnixNano())
+		for _, f := range g.Families {
+			fmt.Fprintln(&sb, " ", f.Time.UnixNano(), f.Family)
+		}
+	}
+	st.mu.RLock()
+	defer st.mu.RUnlock()
+	for _, name := range slices.Sorted(maps.Keys(st.names)) {
+		e := st.names[name]
+		fmt.Fprintln(&sb, name, e.typ, e.len(), e.holders)
+	}
+	fmt.Fprintln(&sb, "float series", st.floatSeries)
+	return sb.String()
+}
+
+// TestFailedCommitRestoresState fails the commit of a batch while several
+// batches of mixed writes, some changing the same group several times, are
+// queued behind it: every waited write fails, and the memory state is the
+// one before the failed batch.
+func TestFailedCommitRestoresState(t *testing.T) {
+	st, p := newGatedStore(t)
+	gauge := func(name string, v float64) map[string]*dto.MetricFamily {
+		return map[string]*dto.MetricFamily{name: {Name: proto.String(name), Type: dto.MetricType_GAUGE.Enum(),
+			Metric: []*dto.Metric{{Gauge: &dto.Gauge{Value: proto.Float64(v)}}}}}
+	}
+	committed := func(write func() error) {
+		done := make(chan error, 1)
+		go func() { done <- write() }()
+		<-p.entered
+		p.answer <- nil
+		require.NoError(t, <-done)
+	}
+	for i := range 5 {
+		committed(func() error { return st.Push(Grouping{"job": fmt.Sprint("j", i)}, gauge("m", float64(i)), true, true) })
+	}
+	committed(func() error { return st.Push(Grouping{"job": "j1"}, gauge("n0", 7), false, true) })
+	before := storeState(st)
+
+	failing := make(chan error, 1)
+	go func() { failing <- st.Push(Grouping{"job": "j0"}, gauge("m", 100), true, true) }()
+	<-p.entered
+	const queued = 2*maxBatch + 100
+	waited := make(chan error, queued)
+	var wg sync.WaitGroup
+	for i := range queued {
+		job := Grouping{"job": fmt.Sprint("j", i%7)}
+		wg.Go(func() {
+			switch i % 5 {
+			case 0:
+				waited <- st.Push(job, gauge("m", float64(i)), i%2 == 0, true)
+			case 1:
+				waited <- st.Push(job, gauge(fmt.Sprint("n", i%3), float64(i)), false, true)
+			case 2:
+				waited <- st.Delete(job)
+			case 3:
+				if i%40 == 3 {
+					waited <- st.Wipe()
+				} else {
+					waited <- st.Push(job, gauge("m", 1), true, true)
+				}
+			case 4:
+				require.NoError(t, st.Push(job, gauge("m", float64(i)), true, false), "a queued write is only queued")
+			}
+		})
+	}
+	require.Eventually(t, func() bool {
+		st.writeMu.Lock()
+		defer st.writeMu.Unlock()
+		return st.queuedWrites == queued && len(st.queued) == 3
+	}, 10*time.Second, time.Millisecond, "every write is applied, in three batches")
+	require.NotEqual(t, before, storeState(st))
+
+	p.answer <- syscall.ENOSPC
+	wg.Wait()
+	close(waited)
+	var persistErr *PersistError
+	require.ErrorAs(t, <-failing, &persistErr)
+	n := 0
+	for err := range waited {
+		require.ErrorAs(t, err, &persistErr)
+		n++
+	}
+	require.Equal(t, queued-queued/5, n)
+	require.Equal(t, before, storeState(st), "the failed batch and all behind it are undone")
+}
+
+// TestCloseCommitsQueuedWrites checks that Close commits every queued
+// write before it returns, and that writes waiting for room in the full
+// queue, and writes after Close, fail with ErrStoreClosed.
+func TestCloseCommitsQueuedWrites(t *testing.T) {
+	st, p := newGatedStore(t)
+	job := func(i int) Grouping { return Grouping{"job": fmt.Sprint("j", i)} }
+	first := make(chan error, 1)
+	go func() { first <- st.Push(job(0), nil, true, true) }()
+	<-p.entered
+	for i := 1; i <= queueCapacity; i++ {
+		require.NoError(t, st.Push(job(i), nil, true, false))
+	}
+	require.Equal(t, "write queue is full", st.Healthy().Error())
+	waiting := make(chan error, 1)
+	go func() { waiting <- st.Push(job(queueCapacity+1), nil, true, true) }()
+
+	closed := make(chan struct{})
+	go func() {
+		st.Close()
+		close(closed)
+	}()
+	require.ErrorIs(t, <-waiting, ErrStoreClosed)
+	commits := 0
+	for done := false; !done; {
+		select {
+		case <-p.entered:
+			p.answer <- nil
+			commits++
+		case p.answer <- nil:
+			// The commit in flight when the test started.
+			commits++
+		case <-closed:
+			done = true
+		}
+	}
+	require.NoError(t, <-first)
+	require.Equal(t, 1+(queueCapacity+maxBatch-1)/maxBatch, commits, "the write in flight, then the queued batches")
+	p.mu.Lock()
+	require.Len(t, p.keys, 1+queueCapacity, "every queued write is committed")
+	p.mu.Unlock()
+	require.ErrorIs(t, st.Push(job(0), nil, true, true), ErrStoreClosed)
+	require.ErrorIs(t, st.Delete(job(0)), ErrStoreClosed)
+	require.ErrorIs(t, st.Wipe(), ErrStoreClosed)
 }

@@ -167,7 +167,7 @@ type group struct {
 // acknowledging it. Each write is applied by the goroutine that submits it,
 // one at a time in the order they take writeMu, into the newest batch; one
 // committer goroutine commits the batches in that order. Readers take a
-// read lock and only see committed or being-committed state.
+// read lock and see every applied write, committed or queued for commit.
 type Store struct {
 	logger   *slog.Logger
 	db       Persister
@@ -467,7 +467,8 @@ func (s *Store) enqueue(req *writeRequest) error {
 }
 
 // Close commits every queued write and stops the committer; writes
-// submitted after it fail with ErrStoreClosed.
+// submitted after it, and writes still waiting for room in a full queue,
+// fail with ErrStoreClosed.
 func (s *Store) Close() {
 	s.writeMu.Lock()
 	if !s.closed {
@@ -482,13 +483,11 @@ func (s *Store) Close() {
 	<-s.stopped
 }
 
-// Healthy reports whether the store can take writes: the locks can be
+// Healthy reports whether the store can take writes: the write lock can be
 // taken and the write queue is not full.
 func (s *Store) Healthy() error {
 	s.writeMu.Lock()
-	s.mu.Lock()
 	full := s.queuedWrites >= queueCapacity
-	s.mu.Unlock()
 	s.writeMu.Unlock()
 	if full {
 		return errors.New("write queue is full")
