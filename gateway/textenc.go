@@ -88,6 +88,10 @@ func appendFloat(b []byte, v float64) []byte {
 		return append(b, "+Inf"...)
 	case math.IsInf(v, -1):
 		return append(b, "-Inf"...)
+	case v > -1e6 && v < 1e6 && v == math.Trunc(v):
+		// Whole numbers of up to six digits, which the shortest 'g'
+		// format writes without exponent.
+		return strconv.AppendInt(b, int64(v), 10)
 	default:
 		return strconv.AppendFloat(b, v, 'g', -1, 64)
 	}

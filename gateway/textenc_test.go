@@ -3,6 +3,7 @@ package gateway
 import (
 	"bytes"
 	"math"
+	"strconv"
 	"testing"
 
 	dto "github.com/prometheus/client_model/go"
@@ -145,5 +146,22 @@ func TestAppendGroupedTextMatchesExpfmt(t *testing.T) {
 			require.NoError(t, err)
 			require.Equal(t, string(want), string(got))
 		})
+	}
+}
+
+// TestAppendFloatWholeNumbers checks appendFloat's shortcut for whole
+// numbers against the shortest 'g' format, on every whole number it takes
+// and on its neighbours.
+func TestAppendFloatWholeNumbers(t *testing.T) {
+	check := func(v float64) {
+		if got, want := string(appendFloat(nil, v)), strconv.FormatFloat(v, 'g', -1, 64); got != want {
+			t.Fatalf("appendFloat(%v) = %q, want %q", v, got, want)
+		}
+	}
+	for n := -999_999; n <= 999_999; n++ {
+		check(float64(n))
+	}
+	for _, v := range []float64{1e6, -1e6, 999_999.5, -999_999.5, 0.5, -0.5, 1e6 + 1, 123_456.000_001} {
+		check(v)
 	}
 }

@@ -448,10 +448,51 @@ func exactUint(v float64) (uint64, bool) {
 
 // parseSampleFloat parses a value as expfmt does.
 func parseSampleFloat(s string) (float64, error) {
+	if v, ok := parseWholeNumber(s); ok {
+		return v, nil
+	}
 	if containsByte(s, 'p', 'P', '_') {
 		return 0, strconv.ErrSyntax
 	}
 	return strconv.ParseFloat(s, 64)
+}
+
+// maxWholeDigits is the most digits parseWholeNumber takes: every number
+// of 15 digits is a float64 exactly.
+const maxWholeDigits = 15
+
+// parseWholeNumber parses the most common sample values, whole numbers of
+// up to maxWholeDigits digits with an optional sign and an optional
+// fraction of zeros ("42", "-7", "1.0"), to what strconv.ParseFloat returns
+// for them, and reports false for anything else.
+func parseWholeNumber(s string) (float64, bool) {
+	i, neg := 0, false
+	if len(s) > 0 && (s[0] == '-' || s[0] == '+') {
+		neg, i = s[0] == '-', 1
+	}
+	start := i
+	var n int64
+	for ; i < len(s) && s[i] >= '0' && s[i] <= '9'; i++ {
+		n = n*10 + int64(s[i]-'0')
+	}
+	if i == start || i-start > maxWholeDigits {
+		return 0, false
+	}
+	if i < len(s) {
+		if s[i] != '.' {
+			return 0, false
+		}
+		for i++; i < len(s); i++ {
+			if s[i] != '0' {
+				return 0, false
+			}
+		}
+	}
+	v := float64(n)
+	if neg {
+		v = -v
+	}
+	return v, true
 }
 
 // isNameByte reports whether b may appear at this position of a legacy

@@ -2,6 +2,9 @@ package gateway
 
 import (
 	"bytes"
+	"math"
+	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/prometheus/common/expfmt"
@@ -103,5 +106,33 @@ func FuzzParseTextFast(f *testing.F) {
 			return
 		}
 		requireSameAsExpfmt(t, in)
+	})
+}
+
+// parseSampleFloatSeeds are values parseWholeNumber takes or must leave to
+// strconv.ParseFloat.
+var parseSampleFloatSeeds = []string{
+	"0", "-0", "+0", "42", "-7", "+7", "1.0", "-1.000", "1.", "007", "1e3", "1E3", "0x1p3", "1_0", "", "-", "+",
+	".5", "5.01", "5.0a", "NaN", "+Inf", "-Inf", "999999999999999", "9999999999999999", "-999999999999999.0",
+	"0000000000000001", "12 ", " 12",
+}
+
+// FuzzParseSampleFloat checks that parseSampleFloat gives the value and
+// the error-ness of the expfmt rule, strconv.ParseFloat without hex floats
+// and underscores, whatever path it takes.
+func FuzzParseSampleFloat(f *testing.F) {
+	for _, s := range parseSampleFloatSeeds {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		want, wantErr := strconv.ParseFloat(s, 64)
+		if strings.ContainsAny(s, "pP_") {
+			wantErr = strconv.ErrSyntax
+		}
+		got, err := parseSampleFloat(s)
+		require.Equal(t, wantErr != nil, err != nil, "error for %q: %v", s, err)
+		if err == nil && !(math.IsNaN(want) && math.IsNaN(got)) {
+			require.Equal(t, math.Float64bits(want), math.Float64bits(got), "value of %q", s)
+		}
 	})
 }
