@@ -5,6 +5,8 @@ import (
 	"maps"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -353,4 +355,40 @@ func TestCloseCommitsQueuedWrites(t *testing.T) {
 	require.ErrorIs(t, st.Push(job(0), nil, true, true), ErrStoreClosed)
 	require.ErrorIs(t, st.Delete(job(0)), ErrStoreClosed)
 	require.ErrorIs(t, st.Wipe(), ErrStoreClosed)
+}
+
+// panickingExpiry is an Expiry whose ResolveTTL panics, as a bug while
+// applying a write would.
+type panickingExpiry struct{}
+
+func (panickingExpiry) ResolveTTL(map[string]string) (time.Duration, string, string) {
+	panic("resolving the TTL")
+}
+func (panickingExpiry) DefaultAction() string      { return actionZero }
+func (panickingExpiry) Schedule(string, time.Time) {}
+func (panickingExpiry) Cancel(string)              {}
+
+// TestPanicInApplyCrashes checks that a panic while a push is applied,
+// which may leave the memory state half changed, ends the process even
+// though net/http recovers the panics of its handlers.
+func TestPanicInApplyCrashes(t *testing.T) {
+	if os.Getenv("PUSHRELAY_TEST_APPLY_PANIC") == "1" {
+		st, err := NewStore(StoreOptions{Expiry: panickingExpiry{}})
+		require.NoError(t, err)
+		srv := httptest.NewServer(NewHandler(st, HandlerOptions{}))
+		req, err := http.NewRequest(http.MethodPut, srv.URL+"/metrics/job/j", strings.NewReader("m 1\n"))
+		require.NoError(t, err)
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			_ = resp.Body.Close()
+		}
+		fmt.Println("still running after the panic")
+		os.Exit(0)
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestPanicInApplyCrashes$")
+	cmd.Env = append(os.Environ(), "PUSHRELAY_TEST_APPLY_PANIC=1")
+	out, err := cmd.CombinedOutput()
+	var exited *exec.ExitError
+	require.ErrorAs(t, err, &exited, "the process goes on after the panic:\n%s", out)
+	require.Contains(t, string(out), "applying a write: resolving the TTL")
+	require.NotContains(t, string(out), "still running")
 }

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"runtime"
+	"runtime/debug"
 	"sort"
 	"strings"
 	"sync"
@@ -457,7 +458,7 @@ func (s *Store) enqueue(req *writeRequest) error {
 		b = &batch{start: s.now(), expired: map[string]int{}}
 		s.queued = append(s.queued, b)
 	}
-	s.apply(b, req)
+	s.applyOrCrash(b, req)
 	s.queuedWrites++
 	select {
 	case s.kick <- struct{}{}:
@@ -568,6 +569,20 @@ type batch struct {
 	expired map[string]int
 	// err is the outcome of the commit.
 	err error
+}
+
+// applyOrCrash is apply, but a panic in it, a bug that may leave the memory
+// state half changed, crashes the process instead of being recovered by the
+// HTTP server: a restart restores the committed state from the persistence
+// file.
+func (s *Store) applyOrCrash(b *batch, req *writeRequest) {
+	defer func() {
+		if r := recover(); r != nil {
+			go panic(fmt.Sprintf("applying a write: %v\n\n%s", r, debug.Stack()))
+			select {}
+		}
+	}()
+	s.apply(b, req)
 }
 
 // apply applies req to the memory state and adds it to b. Must be called
