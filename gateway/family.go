@@ -819,10 +819,7 @@ func checkCounts(name string, m *dto.Metric) error {
 // that holds t and was written at written: the same bytes timestampFamily
 // gives, without building the labels again.
 func (f *family) withTimestamp(t, written time.Time) *family {
-	var num [maxFloatLen]byte
-	se := f.series[0]
-	prefix := int32(len(se.text()) - len(appendFloat(num[:0], simpleMetricValue(se))) - 1)
-	return f.withValues([]float64{timestampValue(t)}, []int32{prefix}, written)
+	return f.withValues([]float64{timestampValue(t)}, []int32{valuePrefix(f.series[0])}, written)
 }
 
 // timestampValue is the sample value of a timestamp family holding t.

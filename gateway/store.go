@@ -460,11 +460,16 @@ func (s *Store) enqueue(req *writeRequest) error {
 	}
 	s.applyOrCrash(b, req)
 	s.queuedWrites++
+	s.wakeCommitter()
+	return nil
+}
+
+// wakeCommitter makes the committer look at the queue again.
+func (s *Store) wakeCommitter() {
 	select {
 	case s.kick <- struct{}{}:
 	default:
 	}
-	return nil
 }
 
 // Close commits every queued write and stops the committer; writes
@@ -475,10 +480,7 @@ func (s *Store) Close() {
 	if !s.closed {
 		s.closed = true
 		s.room.Broadcast()
-		select {
-		case s.kick <- struct{}{}:
-		default:
-		}
+		s.wakeCommitter()
 	}
 	s.writeMu.Unlock()
 	<-s.stopped

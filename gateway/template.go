@@ -220,10 +220,9 @@ func newBodyTemplate(body []byte, lines []textLine, parsed map[string]*parsedFam
 			plan.simple = make(map[uint64]int, len(f.series))
 			shape.values = len(f.series)
 			shape.prefixes = make([]int32, len(f.series))
-			var num [32]byte
 			for i, se := range f.series {
 				plan.simple[se.id] = i
-				shape.prefixes[i] = int32(len(se.text()) - len(appendFloat(num[:0], simpleMetricValue(se))) - 1)
+				shape.prefixes[i] = valuePrefix(se)
 			}
 		} else {
 			var ok bool
@@ -457,6 +456,13 @@ func (f *family) withValues(values []float64, prefixes []int32, now time.Time) *
 		se.setEncoding(enc[start:len(enc):len(enc)], textEnd-start)
 	}
 	return n
+}
+
+// valuePrefix returns the length of a simple series' text line before its
+// value.
+func valuePrefix(se *series) int32 {
+	var num [maxFloatLen]byte
+	return int32(len(se.text()) - len(appendFloat(num[:0], simpleMetricValue(se))) - 1)
 }
 
 // simpleMetricValue returns the value of a simple series: the fixed64 that
