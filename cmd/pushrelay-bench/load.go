@@ -311,8 +311,6 @@ func (l *loader) ownSummaries(t *target, names ...string) map[string]float64 {
 	return out
 }
 
-// addStoreStats fills the group-commit figures of res from two readings of
-// ownSummaries.
 // add adds the deltas of o to d.
 func (d *storeDeltas) add(o storeDeltas) {
 	d.batchSum += o.batchSum
@@ -323,6 +321,8 @@ func (d *storeDeltas) add(o storeDeltas) {
 	d.commits += o.commits
 }
 
+// storeStats returns the group-commit deltas between two readings of
+// ownSummaries.
 func storeStats(before, after map[string]float64) storeDeltas {
 	delta := func(n string) (sum, count float64) {
 		return after[n+"_sum"] - before[n+"_sum"], after[n+"_count"] - before[n+"_count"]

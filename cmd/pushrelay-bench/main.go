@@ -340,8 +340,7 @@ func runNull(c *config, l *loader, res *results) error {
 
 // kind is a server the tool starts itself, one process per push level.
 type kind struct {
-	name        string
-	isPushrelay bool
+	name string
 	// scrapeMax (0: none) skips scrapes and fills above it.
 	scrapeMax int
 	start     func(c *config, res *results, dir string) (*target, func(), error)
@@ -351,7 +350,7 @@ type kind struct {
 // bbolt file and the trace receivers off: they play no part here, and their
 // fixed default ports may be taken.
 func pushrelayKind(name, bin string) kind {
-	return kind{name: name, isPushrelay: true, start: func(c *config, res *results, dir string) (*target, func(), error) {
+	return kind{name: name, start: func(c *config, res *results, dir string) (*target, func(), error) {
 		args := append([]string{"--persistence.file=" + filepath.Join(dir, "pushrelay.db"), "--log.level=warn",
 			"--traces.otlp-grpc.listen-address=", "--traces.otlp-http.listen-address=", "--traces.zipkin.listen-address="}, c.pushrelayArgs...)
 		p, err := startProc(name, bin, dir, args, 30*time.Second)
@@ -531,7 +530,7 @@ func scrapeKind(c *config, l *loader, res *results, k kind, levels []int, insts 
 				return err
 			}
 		}
-		if err := scrapeLevel(c, l, res, in.t, level, k.isPushrelay); err != nil {
+		if err := scrapeLevel(c, l, res, in.t, level); err != nil {
 			return fmt.Errorf("%s: %w", k.name, err)
 		}
 	}
@@ -543,13 +542,13 @@ func scrapeKind(c *config, l *loader, res *results, k kind, levels []int, insts 
 func runURL(c *config, l *loader, res *results, name, url string, pid, scrapeMax int, isPushrelay bool) error {
 	fmt.Fprintf(os.Stderr, "== %s at %s\n", name, url)
 	t := &target{name: name, url: strings.TrimRight(url, "/"), pid: pid, isPushrelay: isPushrelay}
-	return runLevels(c, l, res, t, scrapeMax, isPushrelay)
+	return runLevels(c, l, res, t, scrapeMax)
 }
 
 // runLevels fills, pushes and scrapes t at every level in increasing order.
 // scrapeMax (0: none) skips scrapes and fills above it. Only pushrelay is
 // profiled and always scraped --scrape-count times.
-func runLevels(c *config, l *loader, res *results, t *target, scrapeMax int, isPushrelay bool) error {
+func runLevels(c *config, l *loader, res *results, t *target, scrapeMax int) error {
 	levels := slices.Concat(c.pushGroups, c.scrapeGroups)
 	slices.Sort(levels)
 	levels = slices.Compact(levels)
@@ -591,7 +590,7 @@ func runLevels(c *config, l *loader, res *results, t *target, scrapeMax int, isP
 			}
 		}
 		if doScrape {
-			if err := scrapeLevel(c, l, res, t, level, isPushrelay); err != nil {
+			if err := scrapeLevel(c, l, res, t, level); err != nil {
 				return err
 			}
 		}
@@ -612,12 +611,12 @@ func pushProfile(c *config, t *target, round, level int) (url, path string) {
 
 // scrapeLevel scrapes t, filled to level groups, in every mode, and profiles
 // pushrelay's scrapes at the largest scrape level.
-func scrapeLevel(c *config, l *loader, res *results, t *target, level int, isPushrelay bool) error {
+func scrapeLevel(c *config, l *loader, res *results, t *target, level int) error {
 	if err := t.proc.alive(); err != nil {
 		return err
 	}
 	n := c.scrapeCount
-	if !isPushrelay && level >= c.bigScrapeGroups {
+	if !t.isPushrelay && level >= c.bigScrapeGroups {
 		n = c.bigScrapeCount
 	}
 	for _, m := range scrapeModes {
@@ -628,7 +627,7 @@ func scrapeLevel(c *config, l *loader, res *results, t *target, level int, isPus
 			return fmt.Errorf("scrape at %d groups: %s", level, sr.Err)
 		}
 	}
-	if isPushrelay && c.profileDir != "" && level == slices.Max(c.scrapeGroups) {
+	if t.isPushrelay && c.profileDir != "" && level == slices.Max(c.scrapeGroups) {
 		path := filepath.Join(c.profileDir, fmt.Sprintf("%s-scrape-%d.pprof", t.name, level))
 		n, err := l.profileScrapes(t, scrapeModes[0], t.url+"/debug/pprof/profile?seconds=5", path, 200)
 		if err != nil {
