@@ -93,7 +93,22 @@ func benchPush(s *Store, body []byte, i int, wait bool) error {
 // queue).
 func benchFill(tb testing.TB, s *Store, n int) {
 	tb.Helper()
+	benchRefill(tb, s, n, -1)
+}
+
+// benchRefill is benchFill with values that differ between groups and
+// rounds, as the values of real pushes do, unless round is negative: then
+// every group gets the same body. Varied values compress worse and make
+// OpenMetrics convert more bucket counts.
+func benchRefill(tb testing.TB, s *Store, n, round int) {
+	tb.Helper()
 	body := benchBody(0)
+	bodyOf := func(i int) []byte {
+		if round < 0 {
+			return body
+		}
+		return benchBody(1 + round*n + i)
+	}
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	var failed atomic.Value
@@ -104,7 +119,7 @@ func benchFill(tb testing.TB, s *Store, n int) {
 				if i >= n-1 {
 					return
 				}
-				if err := benchPush(s, body, i, false); err != nil {
+				if err := benchPush(s, bodyOf(i), i, false); err != nil {
 					failed.Store(err)
 					return
 				}
@@ -115,7 +130,7 @@ func benchFill(tb testing.TB, s *Store, n int) {
 	if err, _ := failed.Load().(error); err != nil {
 		tb.Fatal(err)
 	}
-	if err := benchPush(s, body, n-1, true); err != nil {
+	if err := benchPush(s, bodyOf(n-1), n-1, true); err != nil {
 		tb.Fatal(err)
 	}
 }
@@ -227,9 +242,9 @@ func BenchmarkScrape(b *testing.B) {
 	modes := []struct {
 		name, accept string
 		gzip         bool
-		// repush re-pushes every group (timer stopped) before each
-		// scrape, as happens between two scrapes in production, so that
-		// nothing cached per series survives.
+		// repush re-pushes every group with new values (timer stopped)
+		// before each scrape, as happens between two scrapes in
+		// production, so that nothing cached per series survives.
 		repush bool
 		// uncached drops every cached rendering (timer stopped) before
 		// each scrape: the cost of rendering and compressing everything
@@ -278,7 +293,7 @@ func BenchmarkScrape(b *testing.B) {
 				for i := 0; i < b.N; i++ {
 					if mode.repush {
 						b.StopTimer()
-						benchFill(b, s, groups)
+						benchRefill(b, s, groups, i)
 						b.StartTimer()
 					}
 					if mode.uncached {

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/klauspost/compress/flate"
 	"github.com/prometheus/client_golang/prometheus"
@@ -243,8 +244,10 @@ func (r *renderer) family(bw *bodyWriter, name string, e *nameEntry, form int) e
 const parallelChunks = 4
 
 // fillInParallel builds the compressed renderings in form that chunks
-// miss, every other one on a second goroutine with a renderer of its own,
-// when there are enough of them and more than one CPU. Plain forms cost
+// miss on two goroutines, the scrape's and a second one with a renderer of
+// its own, each taking the next missing chunk when done with one (chunks
+// differ in size, so a fixed split leaves one goroutine waiting), when
+// there are enough of them and more than one CPU. Plain forms cost
 // little more than a copy and are left to the scrape's goroutine. Must be
 // called holding s.mu for reading; the lock is held until both goroutines
 // are done.
@@ -261,19 +264,24 @@ func (r *renderer) fillInParallel(chunks []*chunk, form int, build func(*rendere
 	if len(missing) < parallelChunks {
 		return nil
 	}
+	var next atomic.Int32
+	work := func(r *renderer) error {
+		for i := int(next.Add(1)) - 1; i < len(missing); i = int(next.Add(1)) - 1 {
+			if _, err := build(r, missing[i]); err != nil {
+				next.Store(int32(len(missing)))
+				return err
+			}
+		}
+		return nil
+	}
 	var wg sync.WaitGroup
 	var helperErr error
 	wg.Go(func() {
 		helper := getRenderer()
 		defer putRenderer(helper)
-		for i := 1; i < len(missing) && helperErr == nil; i += 2 {
-			_, helperErr = build(helper, missing[i])
-		}
+		helperErr = work(helper)
 	})
-	var err error
-	for i := 0; i < len(missing) && err == nil; i += 2 {
-		_, err = build(r, missing[i])
-	}
+	err := work(r)
 	wg.Wait()
 	return errors.Join(err, helperErr)
 }
