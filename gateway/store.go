@@ -161,6 +161,11 @@ type group struct {
 	ttl         groupTTL
 	// expired is set once the zero action ran; the next push clears it.
 	expired bool
+	// recordFamilies, when not nil, are the sorted names of the pushed
+	// families of the body template the group was last put with; while
+	// they still name exactly the group's pushed families, commits write
+	// the families in their order instead of sorting the names again.
+	recordFamilies []string
 }
 
 // Store holds every push group in memory, indexed for exposition and the
@@ -361,8 +366,12 @@ func (g *group) recordInto(pg *persistence.Group) {
 	for _, n := range g.grouping.sortedNames() {
 		labels = append(labels, persistence.Label{Name: n, Value: g.grouping[n]})
 	}
+	names := g.recordFamilies
+	if !g.pushesExactly(names) {
+		names = g.familyNames()
+	}
 	families := pg.Families[:0]
-	for _, name := range g.familyNames() {
+	for _, name := range names {
 		if isGatewayFamily(name) {
 			continue
 		}
@@ -402,6 +411,29 @@ func releaseRecord(pg *persistence.Group) {
 		pg.Families[i] = persistence.Family{Metrics: pg.Families[i].Metrics[:0]}
 	}
 	*pg = persistence.Group{Labels: pg.Labels[:0], Families: pg.Families[:0]}
+}
+
+// pushesExactly reports whether names, none of them a gateway family's,
+// are the names of all of g's pushed families; false for nil.
+func (g *group) pushesExactly(names []string) bool {
+	if names == nil {
+		return false
+	}
+	pushed := len(g.families)
+	for _, name := range [...]string{pushTimeName, pushFailureTimeName, pushStaleName} {
+		if g.families[name] != nil {
+			pushed--
+		}
+	}
+	if pushed != len(names) {
+		return false
+	}
+	for _, name := range names {
+		if g.families[name] == nil || isGatewayFamily(name) {
+			return false
+		}
+	}
+	return true
 }
 
 // familyNames returns the names of g's families, sorted.
@@ -837,6 +869,10 @@ func appliedGroup(old *group, req *writeRequest, ttl groupTTL) *group {
 	}
 	g.pushTime = req.time
 	g.ttl, g.expired = ttl, false
+	g.recordFamilies = nil
+	if req.kind == writePut && req.template != nil {
+		g.recordFamilies = req.template.lines.families
+	}
 	g.families[pushTimeName] = req.pushTimeFamily
 	if old == nil {
 		g.families[pushFailureTimeName] = timestampFamily(pushFailureTimeName, pushFailureTimeHelp, g.grouping, g.key, time.Time{}, req.time)

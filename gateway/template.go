@@ -70,6 +70,9 @@ type groupedSeries struct {
 // templateLines are the lines of a template's body.
 type templateLines struct {
 	lines []templateLine
+	// families are the names of the body's families, sorted: the order in
+	// which a group pushed with the body is persisted.
+	families []string
 }
 
 // templateLine is one line of a template's body.
@@ -264,7 +267,7 @@ func newBodyTemplate(body []byte, lines []textLine, parsed map[string]*parsedFam
 		}
 		start = l.end + 1
 	}
-	t.lines = sharedLines.share(tls)
+	t.lines = sharedLines.share(tls, names)
 	return t
 }
 
@@ -291,8 +294,9 @@ type lineLists struct {
 	m map[uint64]weak.Pointer[templateLines]
 }
 
-// share returns a list equal to lines, the one kept when there is one.
-func (ll *lineLists) share(lines []templateLine) *templateLines {
+// share returns a list equal to lines with the family names families, the
+// one kept when there is one.
+func (ll *lineLists) share(lines []templateLine, families []string) *templateLines {
 	var d xxhash.Digest
 	var b [22]byte
 	for _, l := range lines {
@@ -307,9 +311,9 @@ func (ll *lineLists) share(lines []templateLine) *templateLines {
 	ll.Lock()
 	defer ll.Unlock()
 	kept, found := ll.m[h]
-	tl := &templateLines{lines: lines}
+	tl := &templateLines{lines: lines, families: families}
 	if k := kept.Value(); k != nil {
-		if slices.Equal(k.lines, lines) {
+		if slices.Equal(k.lines, lines) && slices.Equal(k.families, families) {
 			return k
 		}
 		return tl // a hash collision: the first list keeps the entry

@@ -9,11 +9,14 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 	"weak"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/pushrelay/pushrelay/persistence"
 )
 
 // parsedFamilies builds body into families the way a push without a
@@ -350,9 +353,9 @@ func TestTemplateLinesShared(t *testing.T) {
 func TestTemplateLinesForgotten(t *testing.T) {
 	ll := &lineLists{m: map[uint64]weak.Pointer[templateLines]{}}
 	lines := []templateLine{{hash: 1, length: 3}, {hash: 2, length: 5, sample: true}}
-	kept := ll.share(lines)
-	require.Same(t, kept, ll.share(slices.Clone(lines)), "an equal list is shared")
-	other := ll.share([]templateLine{{hash: 3, length: 1}})
+	kept := ll.share(lines, []string{"a"})
+	require.Same(t, kept, ll.share(slices.Clone(lines), []string{"a"}), "an equal list is shared")
+	other := ll.share([]templateLine{{hash: 3, length: 1}}, nil)
 	require.NotSame(t, kept, other)
 	ll.Lock()
 	require.Len(t, ll.m, 2)
@@ -447,5 +450,137 @@ func TestPushTimeFromTemplate(t *testing.T) {
 		s.mu.RUnlock()
 		requireSameFamilies(t, map[string]*family{pushTimeName: timestampFamily(pushTimeName, pushTimeHelp, g, g.Key(), at, at)},
 			map[string]*family{pushTimeName: got})
+	}
+}
+
+// familyNamesPersister records the family names of the last committed
+// record of every group.
+type familyNamesPersister struct {
+	mu    sync.Mutex
+	names map[string][]string
+}
+
+func (p *familyNamesPersister) Commit(ops []persistence.Op) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, op := range ops {
+		if op.Group == nil {
+			delete(p.names, op.Key)
+			continue
+		}
+		var names []string
+		for _, f := range op.Group.Families {
+			names = append(names, f.Name)
+		}
+		p.names[op.Key] = names
+	}
+	return nil
+}
+
+func (p *familyNamesPersister) Load(func(*persistence.Group) error) error { return nil }
+func (p *familyNamesPersister) Probe() error                              { return nil }
+
+// TestRecordFamiliesFollowTemplate checks that a group put through a body
+// template is persisted with exactly its pushed families in name order,
+// whether the commit takes the template's sorted names or sorts them
+// again because a later write changed the families.
+func TestRecordFamiliesFollowTemplate(t *testing.T) {
+	const (
+		bodyA = "# TYPE c_total counter\nc_total 1\n# TYPE b gauge\nb 2\n# TYPE a gauge\na{x=\"1\"} 3\n"
+		bodyB = "# TYPE z gauge\nz 1\n"
+		extra = "# TYPE d gauge\nd 4\n"
+	)
+	minute := time.Minute
+	type write struct {
+		body string
+		post bool
+		ttl  *time.Duration
+	}
+	scenarios := map[string]struct {
+		writes []write
+		want   []string
+		// fromTemplate is whether the group's last version carries the
+		// template's names.
+		fromTemplate bool
+	}{
+		"templated put": {
+			writes:       []write{{body: bodyA}, {body: strings.ReplaceAll(bodyA, " 2\n", " 5\n")}},
+			want:         []string{"a", "b", "c_total"},
+			fromTemplate: true,
+		},
+		"templated put with a TTL, which adds push_stale": {
+			writes:       []write{{body: bodyA, ttl: &minute}, {body: strings.ReplaceAll(bodyA, " 2\n", " 5\n"), ttl: &minute}},
+			want:         []string{"a", "b", "c_total"},
+			fromTemplate: true,
+		},
+		"post of another family after a templated put": {
+			writes: []write{{body: bodyA}, {body: bodyA}, {body: extra, post: true}},
+			want:   []string{"a", "b", "c_total", "d"},
+		},
+		"post through the template keeps the families of earlier pushes": {
+			writes: []write{{body: bodyB}, {body: bodyA, post: true}, {body: bodyA, post: true}},
+			want:   []string{"a", "b", "c_total", "z"},
+		},
+		"put of another body": {
+			writes:       []write{{body: bodyA}, {body: bodyA}, {body: bodyB}, {body: bodyB}},
+			want:         []string{"z"},
+			fromTemplate: true,
+		},
+	}
+	for name, sc := range scenarios {
+		t.Run(name, func(t *testing.T) {
+			p := &familyNamesPersister{names: map[string][]string{}}
+			s, err := NewStore(StoreOptions{Persister: p})
+			require.NoError(t, err)
+			defer s.Close()
+			g := Grouping{"job": "j", "instance": "i"}
+			for _, w := range sc.writes {
+				tb, mfs, err := s.prepareTextOrParse(g, []byte(w.body))
+				require.NoError(t, err)
+				if tb == nil {
+					require.NoError(t, s.push(g, mfs, !w.post, true, w.ttl))
+				} else {
+					require.NoError(t, s.submitText(g, tb, !w.post, true, w.ttl))
+				}
+			}
+			p.mu.Lock()
+			require.Equal(t, sc.want, p.names[g.Key()])
+			p.mu.Unlock()
+			s.mu.RLock()
+			defer s.mu.RUnlock()
+			require.Equal(t, sc.fromTemplate, s.groups[g.Key()].recordFamilies != nil)
+		})
+	}
+}
+
+func TestPushesExactly(t *testing.T) {
+	f := &family{}
+	families := func(names ...string) map[string]*family {
+		m := map[string]*family{pushTimeName: f, pushFailureTimeName: f}
+		for _, n := range names {
+			m[n] = f
+		}
+		return m
+	}
+	cases := map[string]struct {
+		families map[string]*family
+		names    []string
+		want     bool
+	}{
+		"same families":                 {families("a", "b"), []string{"a", "b"}, true},
+		"with push_stale":               {families("a", "b", pushStaleName), []string{"a", "b"}, true},
+		"no pushed families":            {families(), []string{}, true},
+		"nil names":                     {families(), nil, false},
+		"a family more in the group":    {families("a", "b", "c"), []string{"a", "b"}, false},
+		"a family less in the group":    {families("a"), []string{"a", "b"}, false},
+		"another family of same count":  {families("a", "c"), []string{"a", "b"}, false},
+		"a gateway family among names":  {families("a", pushStaleName), []string{"a", pushStaleName}, false},
+		"push_time_seconds among names": {families("a"), []string{pushTimeName}, false},
+	}
+	for name, c := range cases {
+		t.Run(name, func(t *testing.T) {
+			g := &group{families: c.families}
+			require.Equal(t, c.want, g.pushesExactly(c.names))
+		})
 	}
 }
