@@ -339,7 +339,9 @@ func TestScrapeStopsOnWriteError(t *testing.T) {
 }
 
 // TestConcurrentScrapesAndPushes scrapes in every cached form while
-// groups are pushed and deleted; run with -race.
+// groups are pushed and deleted, and checks that every body holds each
+// family once and each series once, whatever the compressed forms' helper
+// found cached or built; run with -race.
 func TestConcurrentScrapesAndPushes(t *testing.T) {
 	cs := newCacheStore(t)
 	h := cs.ExpositionHandler(prometheus.NewRegistry())
@@ -353,7 +355,7 @@ func TestConcurrentScrapesAndPushes(t *testing.T) {
 					return
 				default:
 				}
-				scrape(t, h, m.accept, m.gzip)
+				requireEachOnce(t, scrape(t, h, m.accept, m.gzip))
 			}
 		})
 	}
@@ -365,6 +367,55 @@ func TestConcurrentScrapesAndPushes(t *testing.T) {
 	}
 	close(done)
 	wg.Wait()
+}
+
+// requireEachOnce checks that an exposition has one TYPE line per family
+// and no series twice.
+func requireEachOnce(t *testing.T, body string) {
+	t.Helper()
+	seen := map[string]bool{}
+	for line := range strings.Lines(body) {
+		key := line
+		switch {
+		case strings.HasPrefix(line, "# TYPE "):
+		case strings.HasPrefix(line, "#"):
+			continue
+		default:
+			key = line[:strings.LastIndexByte(line, ' ')]
+		}
+		require.False(t, seen[key], "twice in one scrape: %s", key)
+		seen[key] = true
+	}
+}
+
+// TestFillAheadSkipsOwnNames checks that the helper of a compressed scrape
+// builds the renderings of pushed names but leaves those of a name the
+// gateway also exposes itself, which scrapes render afresh, uncached.
+func TestFillAheadSkipsOwnNames(t *testing.T) {
+	cs := newCacheStore(t)
+	reg := prometheus.NewRegistry()
+	own := prometheus.NewGauge(prometheus.GaugeOpts{Name: "g", Help: "Exposed by both."})
+	reg.MustRegister(own)
+	for i := range cacheGroups {
+		cs.push(t, i, cacheBody(i, "A counter."), true, nil)
+	}
+	h := cs.ExpositionHandler(reg)
+	for _, m := range cacheModes[2:] {
+		out := scrape(t, h, m.accept, m.gzip)
+		require.True(t, strings.Contains(out, "\ng{instance=\"i0001\",job=\"j\"} 1.5\n"), "%s: a pushed series of the shared name is missing", m.name)
+		requireEachOnce(t, out)
+		form := formTextDeflate
+		if strings.HasPrefix(m.name, "openmetrics") {
+			form = formOpenMetricsDeflate
+		}
+		cs.Store.mu.RLock()
+		for name, e := range cs.names {
+			for _, c := range e.chunks {
+				require.Equal(t, name != "g", c.cache[form].Load() != nil, "%s %s", m.name, name)
+			}
+		}
+		cs.Store.mu.RUnlock()
+	}
 }
 
 // gzipBody assembles data through a gzip bodyWriter: cut decides where

@@ -2,12 +2,12 @@ package gateway
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"hash/crc32"
 	"io"
 	"net/http"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -118,6 +118,10 @@ func (s *Store) render(bw *bodyWriter, own []*dto.MetricFamily, format expfmt.Fo
 	s.mu.RLock()
 	names := s.sortedNameList() // replaced, never modified, when names change
 	s.mu.RUnlock()
+	if form >= formTextDeflate && runtime.GOMAXPROCS(0) > 1 {
+		r.ahead = &fillAhead{s: s, form: form, names: names, own: own}
+		defer r.ahead.finish()
+	}
 	i, j := 0, 0
 	for i < len(own) || j < len(names) {
 		var mf *dto.MetricFamily
@@ -183,6 +187,9 @@ type renderer struct {
 	series [maxChunk]*series
 	// touched keeps the loads of renderChunk's second pass.
 	touched byte
+	// ahead, when not nil, is the scrape's helper building compressed
+	// renderings alongside.
+	ahead *fillAhead
 }
 
 var rendererPool = sync.Pool{New: func() any { return new(renderer) }}
@@ -194,6 +201,7 @@ func getRenderer() *renderer {
 }
 
 func putRenderer(r *renderer) {
+	r.ahead = nil
 	r.fw.Reset(nil)
 	flatePool.Put(r.fw)
 	r.fw = nil
@@ -226,8 +234,14 @@ func (r *renderer) family(bw *bodyWriter, name string, e *nameEntry, form int) e
 			return r.renderChunk(buf, name, e.typ, c, openMetrics)
 		})
 	}
-	if err := r.fillInParallel(e.chunks, form, chunk); err != nil {
-		return err
+	if r.ahead != nil {
+		claims := r.ahead.claims(name, e)
+		if len(claims.missing) > 0 {
+			r.ahead.begin(name)
+		}
+		if err := claims.build(r, chunk); err != nil {
+			return err
+		}
 	}
 	for _, c := range e.chunks {
 		cr, err := chunk(r, c)
@@ -239,51 +253,116 @@ func (r *renderer) family(bw *bodyWriter, name string, e *nameEntry, form int) e
 	return nil
 }
 
-// parallelChunks is the number of chunks missing a rendering from which a
-// scrape builds them on two goroutines.
-const parallelChunks = 4
+// fillAhead is the helper goroutine of a scrape in a compressed form,
+// started at the first name with a chunk missing its rendering. It walks
+// the names from there in exposition order, ahead of the scrape's
+// goroutine, and builds the renderings their chunks miss; both goroutines take the
+// chunks of a name one at a time from its claims, so neither waits for the
+// other. What the helper builds is only cached: the scrape's goroutine
+// writes each name from the caches as they are when it gets there, and
+// builds whatever is still missing, such as a chunk a write changed in
+// between or one the helper is still compressing.
+type fillAhead struct {
+	s     *Store
+	form  int
+	names []string
+	// own are the scrape's own families, sorted by name: a name among
+	// them is rendered afresh, so the helper leaves it alone.
+	own []*dto.MetricFamily
+	// byName holds the claims of every name either goroutine got to.
+	byName sync.Map
+	// started and start, used by the scrape's goroutine only, tell
+	// whether the helper runs and the index of the name it began with.
+	started bool
+	start   int
+	stop    atomic.Bool
+	done    sync.WaitGroup
+}
 
-// fillInParallel builds the compressed renderings in form that chunks
-// miss on two goroutines, the scrape's and a second one with a renderer of
-// its own, each taking the next missing chunk when done with one (chunks
-// differ in size, so a fixed split leaves one goroutine waiting), when
-// there are enough of them and more than one CPU. Plain forms cost
-// little more than a copy and are left to the scrape's goroutine. Must be
-// called holding s.mu for reading; the lock is held until both goroutines
-// are done.
-func (r *renderer) fillInParallel(chunks []*chunk, form int, build func(*renderer, *chunk) (*rendering, error)) error {
-	if form < formTextDeflate || runtime.GOMAXPROCS(0) < 2 {
-		return nil
+// begin starts the helper at name unless it runs already.
+func (a *fillAhead) begin(name string) {
+	if a.started {
+		return
 	}
-	var missing []*chunk
-	for _, c := range chunks {
-		if c.cache[form].Load() == nil {
-			missing = append(missing, c)
+	a.started = true
+	a.start, _ = slices.BinarySearch(a.names, name)
+	a.done.Go(a.run)
+}
+
+func (a *fillAhead) run() {
+	r := getRenderer()
+	defer putRenderer(r)
+	for _, name := range a.names[a.start:] {
+		if a.stop.Load() {
+			return
+		}
+		if _, isOwn := slices.BinarySearchFunc(a.own, name, func(mf *dto.MetricFamily, name string) int {
+			return strings.Compare(mf.GetName(), name)
+		}); isOwn {
+			continue
+		}
+		a.s.mu.RLock()
+		e := a.s.names[name]
+		var err error
+		if e != nil && e.len() > 0 {
+			openMetrics := a.form == formOpenMetricsDeflate
+			err = a.claims(name, e).build(r, func(r *renderer, c *chunk) (*rendering, error) {
+				return r.cached(&c.cache, a.form, func(buf *bytes.Buffer) error {
+					return r.renderChunk(buf, name, e.typ, c, openMetrics)
+				})
+			})
+		}
+		a.s.mu.RUnlock()
+		if err != nil {
+			return // the scrape's goroutine meets the error itself
 		}
 	}
-	if len(missing) < parallelChunks {
-		return nil
+}
+
+// finish stops the helper and waits for it.
+func (a *fillAhead) finish() {
+	a.stop.Store(true)
+	a.done.Wait()
+}
+
+// claims returns the claims of name's chunks, listing the chunks of e
+// missing a rendering when it is the first to ask. Must be called holding
+// s.mu for reading.
+func (a *fillAhead) claims(name string, e *nameEntry) *chunkClaims {
+	if c, ok := a.byName.Load(name); ok {
+		return c.(*chunkClaims)
 	}
-	var next atomic.Int32
-	work := func(r *renderer) error {
-		for i := int(next.Add(1)) - 1; i < len(missing); i = int(next.Add(1)) - 1 {
-			if _, err := build(r, missing[i]); err != nil {
-				next.Store(int32(len(missing)))
-				return err
-			}
+	c := &chunkClaims{stop: &a.stop}
+	for _, ch := range e.chunks {
+		if ch.cache[a.form].Load() == nil {
+			c.missing = append(c.missing, ch)
 		}
-		return nil
 	}
-	var wg sync.WaitGroup
-	var helperErr error
-	wg.Go(func() {
-		helper := getRenderer()
-		defer putRenderer(helper)
-		helperErr = work(helper)
-	})
-	err := work(r)
-	wg.Wait()
-	return errors.Join(err, helperErr)
+	actual, _ := a.byName.LoadOrStore(name, c)
+	return actual.(*chunkClaims)
+}
+
+// chunkClaims hands out the chunks of one name that missed a rendering,
+// each to one goroutine.
+type chunkClaims struct {
+	missing []*chunk
+	next    atomic.Int32
+	stop    *atomic.Bool
+}
+
+// build builds the renderings of the chunks it claims until none is left
+// or the scrape is done. Must be called holding s.mu for reading.
+func (c *chunkClaims) build(r *renderer, chunk func(*renderer, *chunk) (*rendering, error)) error {
+	for !c.stop.Load() {
+		i := int(c.next.Add(1)) - 1
+		if i >= len(c.missing) {
+			return nil
+		}
+		if _, err := chunk(r, c.missing[i]); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // cached returns the rendering of rc in form, building and storing it when
