@@ -388,33 +388,41 @@ func requireEachOnce(t *testing.T, body string) {
 	}
 }
 
-// TestFillAheadSkipsOwnNames checks that the helper of a compressed scrape
-// builds the renderings of pushed names but leaves those of a name the
-// gateway also exposes itself, which scrapes render afresh, uncached.
+// TestFillAheadSkipsOwnNames runs the helper of a compressed scrape to its
+// end and checks that it built the renderings of every pushed name but
+// left those of a name the gateway also exposes itself, which scrapes
+// render afresh, uncached; a scrape then exposes both.
 func TestFillAheadSkipsOwnNames(t *testing.T) {
-	cs := newCacheStore(t)
 	reg := prometheus.NewRegistry()
-	own := prometheus.NewGauge(prometheus.GaugeOpts{Name: "g", Help: "Exposed by both."})
-	reg.MustRegister(own)
-	for i := range cacheGroups {
-		cs.push(t, i, cacheBody(i, "A counter."), true, nil)
-	}
-	h := cs.ExpositionHandler(reg)
+	reg.MustRegister(prometheus.NewGauge(prometheus.GaugeOpts{Name: "g", Help: "Exposed by both."}))
+	own, err := reg.Gather()
+	require.NoError(t, err)
 	for _, m := range cacheModes[2:] {
-		out := scrape(t, h, m.accept, m.gzip)
-		require.True(t, strings.Contains(out, "\ng{instance=\"i0001\",job=\"j\"} 1.5\n"), "%s: a pushed series of the shared name is missing", m.name)
-		requireEachOnce(t, out)
-		form := formTextDeflate
-		if strings.HasPrefix(m.name, "openmetrics") {
-			form = formOpenMetricsDeflate
-		}
-		cs.Store.mu.RLock()
-		for name, e := range cs.names {
-			for _, c := range e.chunks {
-				require.Equal(t, name != "g", c.cache[form].Load() != nil, "%s %s", m.name, name)
+		t.Run(m.name, func(t *testing.T) {
+			cs := newCacheStore(t)
+			for i := range cacheGroups {
+				cs.push(t, i, cacheBody(i, "A counter."), true, nil)
 			}
-		}
-		cs.Store.mu.RUnlock()
+			form := formTextDeflate
+			if strings.HasPrefix(m.name, "openmetrics") {
+				form = formOpenMetricsDeflate
+			}
+			cs.Store.mu.RLock()
+			names := cs.sortedNameList()
+			cs.Store.mu.RUnlock()
+			a := &fillAhead{s: cs.Store, form: form, names: names, own: own}
+			a.run()
+			cs.Store.mu.RLock()
+			for name, e := range cs.names {
+				for _, c := range e.chunks {
+					require.Equal(t, name != "g", c.cache[form].Load() != nil, name)
+				}
+			}
+			cs.Store.mu.RUnlock()
+			out := scrape(t, cs.ExpositionHandler(reg), m.accept, m.gzip)
+			require.True(t, strings.Contains(out, "\ng{instance=\"i0001\",job=\"j\"} 1.5\n"), "a pushed series of the shared name is missing")
+			requireEachOnce(t, out)
+		})
 	}
 }
 

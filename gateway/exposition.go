@@ -234,11 +234,8 @@ func (r *renderer) family(bw *bodyWriter, name string, e *nameEntry, form int) e
 			return r.renderChunk(buf, name, e.typ, c, openMetrics)
 		})
 	}
-	if r.ahead != nil {
-		claims := r.ahead.claims(name, e)
-		if len(claims.missing) > 0 {
-			r.ahead.begin(name)
-		}
+	if claims := r.ahead.claims(name, e); claims != nil {
+		r.ahead.begin(name, len(claims.missing))
 		if err := claims.build(r, chunk); err != nil {
 			return err
 		}
@@ -271,17 +268,26 @@ type fillAhead struct {
 	own []*dto.MetricFamily
 	// byName holds the claims of every name either goroutine got to.
 	byName sync.Map
-	// started and start, used by the scrape's goroutine only, tell
-	// whether the helper runs and the index of the name it began with.
+	// missing, started and start are used by the scrape's goroutine
+	// only: the chunks it found missing so far, whether the helper runs
+	// and the index of the name it began with.
+	missing int
 	started bool
 	start   int
 	stop    atomic.Bool
 	done    sync.WaitGroup
 }
 
-// begin starts the helper at name unless it runs already.
-func (a *fillAhead) begin(name string) {
-	if a.started {
+// helperChunks is the number of chunks missing a rendering from which a
+// scrape starts its helper: fewer are compressed sooner than a helper
+// starts.
+const helperChunks = 4
+
+// begin counts the missing chunks of name and starts the helper at name
+// once the scrape has found helperChunks, unless it runs already.
+func (a *fillAhead) begin(name string, missing int) {
+	a.missing += missing
+	if a.started || a.missing < helperChunks {
 		return
 	}
 	a.started = true
@@ -302,9 +308,8 @@ func (a *fillAhead) run() {
 			continue
 		}
 		a.s.mu.RLock()
-		e := a.s.names[name]
 		var err error
-		if e != nil && e.len() > 0 {
+		if e := a.s.names[name]; e != nil {
 			openMetrics := a.form == formOpenMetricsDeflate
 			err = a.claims(name, e).build(r, func(r *renderer, c *chunk) (*rendering, error) {
 				return r.cached(&c.cache, a.form, func(buf *bytes.Buffer) error {
@@ -326,19 +331,25 @@ func (a *fillAhead) finish() {
 }
 
 // claims returns the claims of name's chunks, listing the chunks of e
-// missing a rendering when it is the first to ask. Must be called holding
-// s.mu for reading.
+// missing a rendering when it is the first to ask, or nil when a is nil or
+// no chunk misses one. Must be called holding s.mu for reading.
 func (a *fillAhead) claims(name string, e *nameEntry) *chunkClaims {
+	if a == nil {
+		return nil
+	}
 	if c, ok := a.byName.Load(name); ok {
 		return c.(*chunkClaims)
 	}
-	c := &chunkClaims{stop: &a.stop}
+	var missing []*chunk
 	for _, ch := range e.chunks {
 		if ch.cache[a.form].Load() == nil {
-			c.missing = append(c.missing, ch)
+			missing = append(missing, ch)
 		}
 	}
-	actual, _ := a.byName.LoadOrStore(name, c)
+	if missing == nil {
+		return nil
+	}
+	actual, _ := a.byName.LoadOrStore(name, &chunkClaims{missing: missing, stop: &a.stop})
 	return actual.(*chunkClaims)
 }
 
@@ -351,9 +362,10 @@ type chunkClaims struct {
 }
 
 // build builds the renderings of the chunks it claims until none is left
-// or the scrape is done. Must be called holding s.mu for reading.
+// or the scrape is done; nothing for nil claims. Must be called holding
+// s.mu for reading.
 func (c *chunkClaims) build(r *renderer, chunk func(*renderer, *chunk) (*rendering, error)) error {
-	for !c.stop.Load() {
+	for c != nil && !c.stop.Load() {
 		i := int(c.next.Add(1)) - 1
 		if i >= len(c.missing) {
 			return nil

@@ -531,18 +531,22 @@ type scrapeResult struct {
 }
 
 // scrape fetches /metrics n times in mode and measures the time until the
-// whole body is read. sizeHint is the largest body expected (the plain size
-// of an earlier scrape of the same store, or 0 when there is none).
-func (l *loader) scrape(t *target, groups int, mode scrapeMode, n, sizeHint int) scrapeResult {
+// whole body is read. plainSize is the size of the exposition in plain text
+// from an earlier scrape of the same store, or 0 when there is none.
+func (l *loader) scrape(t *target, groups int, mode scrapeMode, n, plainSize int) scrapeResult {
 	res := scrapeResult{Target: t.name, Groups: groups, Mode: mode.Name}
 	var times []time.Duration
-	// One buffer for all scrapes, grown beforehand to sizeHint: the body
-	// is read into memory that is already there, so the times measure the
-	// server and the transfer rather than the growth of the load tool's
-	// buffer, which for a first scrape of 177 MB of text takes longer than
-	// the server's rendering.
+	// One buffer for all scrapes, for a plain body grown beforehand to a
+	// little more than plainSize (ReadFrom grows a buffer with less than
+	// MinRead bytes free, and own metrics change size): the body is read
+	// into memory that is already there, so the times measure the server
+	// and the transfer rather than the growth of the load tool's buffer,
+	// which for a first scrape of 177 MB of text takes longer than the
+	// server's rendering.
 	var buf bytes.Buffer
-	buf.Grow(sizeHint)
+	if !mode.Gzip && plainSize > 0 {
+		buf.Grow(plainSize + plainSize/16 + bytes.MinRead)
+	}
 	for i := 0; i < n; i++ {
 		buf.Reset()
 		reset := resetPeakRSS(t.pid)

@@ -619,10 +619,10 @@ func scrapeLevel(c *config, l *loader, res *results, t *target, level int) error
 	if !t.isPushrelay && level >= c.bigScrapeGroups {
 		n = c.bigScrapeCount
 	}
-	sizeHint := 0
+	plainSize := 0
 	for _, m := range scrapeModes {
-		sr := l.scrape(t, level, m, n, sizeHint)
-		sizeHint = max(sizeHint, int(sr.RawBytes))
+		sr := l.scrape(t, level, m, n, plainSize)
+		plainSize = max(plainSize, int(sr.RawBytes))
 		res.Scrapes = append(res.Scrapes, sr)
 		logScrape(sr)
 		if sr.Err != "" {
