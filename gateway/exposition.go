@@ -251,11 +251,11 @@ func (r *renderer) family(bw *bodyWriter, name string, e *nameEntry, form int) e
 }
 
 // fillAhead is the helper goroutine of a scrape in a compressed form,
-// started at the first name with a chunk missing its rendering. It walks
-// the names from there in exposition order, ahead of the scrape's
-// goroutine, and builds the renderings their chunks miss; both goroutines take the
-// chunks of a name one at a time from its claims, so neither waits for the
-// other. What the helper builds is only cached: the scrape's goroutine
+// started once the scrape found helperChunks chunks missing their
+// rendering. It walks the names from there in exposition order, ahead of
+// the scrape's goroutine, and builds the renderings their chunks miss; both
+// goroutines take the chunks of a name one at a time from its claims, so
+// neither waits for the other. What the helper builds is only cached: the scrape's goroutine
 // writes each name from the caches as they are when it gets there, and
 // builds whatever is still missing, such as a chunk a write changed in
 // between or one the helper is still compressing.
