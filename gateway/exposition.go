@@ -229,19 +229,14 @@ func (r *renderer) family(bw *bodyWriter, name string, e *nameEntry, form int) e
 		return err
 	}
 	bw.writeRendering(hr)
-	chunk := func(r *renderer, c *chunk) (*rendering, error) {
-		return r.cached(&c.cache, form, func(buf *bytes.Buffer) error {
-			return r.renderChunk(buf, name, e.typ, c, openMetrics)
-		})
-	}
 	if claims := r.ahead.claims(name, e); claims != nil {
 		r.ahead.begin(name, len(claims.missing))
-		if err := claims.build(r, chunk); err != nil {
+		if err := claims.build(r, name, e, form); err != nil {
 			return err
 		}
 	}
 	for _, c := range e.chunks {
-		cr, err := chunk(r, c)
+		cr, err := r.chunkRendering(name, e, c, form)
 		if err != nil {
 			return err
 		}
@@ -250,15 +245,25 @@ func (r *renderer) family(bw *bodyWriter, name string, e *nameEntry, form int) e
 	return nil
 }
 
+// chunkRendering returns the rendering in form of chunk c of name's entry
+// e, building and caching it when missing. Must be called holding s.mu for
+// reading.
+func (r *renderer) chunkRendering(name string, e *nameEntry, c *chunk, form int) (*rendering, error) {
+	openMetrics := form == formOpenMetrics || form == formOpenMetricsDeflate
+	return r.cached(&c.cache, form, func(buf *bytes.Buffer) error {
+		return r.renderChunk(buf, name, e.typ, c, openMetrics)
+	})
+}
+
 // fillAhead is the helper goroutine of a scrape in a compressed form,
 // started once the scrape found helperChunks chunks missing their
 // rendering. It walks the names from there in exposition order, ahead of
 // the scrape's goroutine, and builds the renderings their chunks miss; both
 // goroutines take the chunks of a name one at a time from its claims, so
-// neither waits for the other. What the helper builds is only cached: the scrape's goroutine
-// writes each name from the caches as they are when it gets there, and
-// builds whatever is still missing, such as a chunk a write changed in
-// between or one the helper is still compressing.
+// neither waits for the other. What the helper builds is only cached: the
+// scrape's goroutine writes each name from the caches as they are when it
+// gets there, and builds whatever is still missing, such as a chunk a write
+// changed in between or one the helper is still compressing.
 type fillAhead struct {
 	s     *Store
 	form  int
@@ -310,12 +315,7 @@ func (a *fillAhead) run() {
 		a.s.mu.RLock()
 		var err error
 		if e := a.s.names[name]; e != nil {
-			openMetrics := a.form == formOpenMetricsDeflate
-			err = a.claims(name, e).build(r, func(r *renderer, c *chunk) (*rendering, error) {
-				return r.cached(&c.cache, a.form, func(buf *bytes.Buffer) error {
-					return r.renderChunk(buf, name, e.typ, c, openMetrics)
-				})
-			})
+			err = a.claims(name, e).build(r, name, e, a.form)
 		}
 		a.s.mu.RUnlock()
 		if err != nil {
@@ -361,16 +361,16 @@ type chunkClaims struct {
 	stop    *atomic.Bool
 }
 
-// build builds the renderings of the chunks it claims until none is left
-// or the scrape is done; nothing for nil claims. Must be called holding
-// s.mu for reading.
-func (c *chunkClaims) build(r *renderer, chunk func(*renderer, *chunk) (*rendering, error)) error {
+// build builds the renderings in form of the chunks of name's entry e it
+// claims until none is left or the scrape is done; nothing for nil claims.
+// Must be called holding s.mu for reading.
+func (c *chunkClaims) build(r *renderer, name string, e *nameEntry, form int) error {
 	for c != nil && !c.stop.Load() {
 		i := int(c.next.Add(1)) - 1
 		if i >= len(c.missing) {
 			return nil
 		}
-		if _, err := chunk(r, c.missing[i]); err != nil {
+		if _, err := r.chunkRendering(name, e, c.missing[i], form); err != nil {
 			return err
 		}
 	}
