@@ -15,7 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/klauspost/compress/flate"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 )
@@ -432,8 +431,8 @@ func gzipBody(data, cuts []byte) []byte {
 	var out bytes.Buffer
 	bw := getBodyWriter(&out, true)
 	defer putBodyWriter(bw)
-	fw := flatePool.Get().(*flate.Writer)
-	defer flatePool.Put(fw)
+	fw := flateWriters.get()
+	defer flateWriters.put(fw)
 	rest := data
 	for i := 0; len(rest) > 0; i++ {
 		n := len(rest)
@@ -602,8 +601,8 @@ func BenchmarkGzipBody(b *testing.B) {
 	for i := range 256 * 256 {
 		fmt.Fprintf(&plain, "m_total{instance=\"g%06d\",job=\"x\"} %d\n", i, i*i)
 	}
-	fw := flatePool.Get().(*flate.Writer)
-	defer flatePool.Put(fw)
+	fw := flateWriters.get()
+	defer flateWriters.put(fw)
 	var rs []*rendering
 	for part := range bytes.Lines(plain.Bytes()) {
 		if len(rs) == 0 || rs[len(rs)-1].size >= plain.Len()/256 {

@@ -192,25 +192,27 @@ type renderer struct {
 	ahead *fillAhead
 }
 
-var rendererPool = sync.Pool{New: func() any { return new(renderer) }}
+// renderers keeps the renderers of two concurrent scrapes and their
+// helpers.
+var renderers = newFreeList(4, func() *renderer { return new(renderer) })
 
 func getRenderer() *renderer {
-	r := rendererPool.Get().(*renderer)
-	r.fw = flatePool.Get().(*flate.Writer)
+	r := renderers.get()
+	r.fw = flateWriters.get()
 	return r
 }
 
 func putRenderer(r *renderer) {
 	r.ahead = nil
 	r.fw.Reset(nil)
-	flatePool.Put(r.fw)
+	flateWriters.put(r.fw)
 	r.fw = nil
 	if r.plain.Cap() > 2*flushAt || r.seg.Cap() > 2*flushAt {
 		// Keeping the buffers of an unusually large chunk is not worth
 		// their memory.
 		r.plain, r.seg = bytes.Buffer{}, bytes.Buffer{}
 	}
-	rendererPool.Put(r)
+	renderers.put(r)
 }
 
 // family writes the header and every chunk of one name in form, using and

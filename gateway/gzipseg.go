@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"hash/crc32"
 	"io"
-	"sync"
 
 	"github.com/klauspost/compress/flate"
 )
@@ -28,10 +27,12 @@ var (
 	finalBlock = []byte{0x03, 0x00}
 )
 
-var flatePool = sync.Pool{New: func() any {
+// flateWriters keeps the raw deflate writers of two concurrent compressed
+// scrapes, each using up to three: its own, its helper's and its body's.
+var flateWriters = newFreeList(6, func() *flate.Writer {
 	w, _ := flate.NewWriter(nil, flate.BestSpeed)
 	return w
-}}
+})
 
 // appendSegment appends the raw deflate segment of plain to dst, using
 // fw, which it resets.
@@ -60,28 +61,29 @@ type bodyWriter struct {
 	err error
 }
 
-var bodyWriterPool = sync.Pool{New: func() any { return new(bodyWriter) }}
+// bodyWriters keeps the body writers of two concurrent scrapes.
+var bodyWriters = newFreeList(2, func() *bodyWriter { return new(bodyWriter) })
 
 // getBodyWriter returns a bodyWriter writing to w, gzip-compressed when gz
 // is set. Close must be called to finish the body, and putBodyWriter once
 // it is no longer used.
 func getBodyWriter(w io.Writer, gz bool) *bodyWriter {
-	b := bodyWriterPool.Get().(*bodyWriter)
+	b := bodyWriters.get()
 	b.w, b.gzip = w, gz
 	b.out.Grow(2 * flushAt)
 	if gz {
-		b.fw = flatePool.Get().(*flate.Writer)
+		b.fw = flateWriters.get()
 		b.out.Write(gzipHeader)
 	}
 	return b
 }
 
-// putBodyWriter returns b to the pool; keeping unusually large buffers is
+// putBodyWriter keeps b for a later scrape; keeping unusually large buffers is
 // not worth their memory.
 func putBodyWriter(b *bodyWriter) {
 	if b.fw != nil {
 		b.fw.Reset(nil)
-		flatePool.Put(b.fw)
+		flateWriters.put(b.fw)
 	}
 	out, live := b.out, b.live
 	out.Reset()
@@ -90,7 +92,7 @@ func putBodyWriter(b *bodyWriter) {
 	if out.Cap() <= 4*flushAt && live.Cap() <= 4*flushAt {
 		b.out, b.live = out, live
 	}
-	bodyWriterPool.Put(b)
+	bodyWriters.put(b)
 }
 
 // Write takes bytes rendered during the scrape. It never fails; the first
