@@ -1,6 +1,10 @@
 package main
 
 import (
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"sync"
 	"testing"
 	"time"
 
@@ -67,4 +71,35 @@ func TestJoinRates(t *testing.T) {
 	} {
 		require.Equal(t, tc.want, joinRates(tc.in, tc.decimals))
 	}
+}
+
+func TestWarmUpScrapesEveryModeOnce(t *testing.T) {
+	var mu sync.Mutex
+	var accepts []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		accepts = append(accepts, r.Header.Get("Accept")+" "+r.Header.Get("Accept-Encoding"))
+		mu.Unlock()
+		fmt.Fprintln(w, "m 1")
+	}))
+	defer srv.Close()
+	l := newLoader(1, "j", 10, time.Second)
+	tgt := &target{name: "s", url: srv.URL}
+	require.NoError(t, l.warmUp(tgt, 10))
+	require.NoError(t, l.warmUp(tgt, 20))
+	var want []string
+	for _, m := range scrapeModes {
+		enc := "identity"
+		if m.Gzip {
+			enc = "gzip"
+		}
+		want = append(want, m.Accept+" "+enc)
+	}
+	require.Equal(t, want, accepts, "one scrape per mode, on the first call only")
+
+	failing := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "down", http.StatusServiceUnavailable)
+	}))
+	defer failing.Close()
+	require.ErrorContains(t, l.warmUp(&target{name: "f", url: failing.URL}, 10), "warm-up scrape prometheus+gzip: HTTP 503")
 }

@@ -31,7 +31,10 @@
 //     gzip (to tell the format's cost from gzip's) and as plain text;
 //     seconds per scrape, wire and decompressed bytes, samples
 //     (non-comment lines), µs per sample and the server's peak RSS (VmHWM,
-//     reset before each scrape through /proc/<pid>/clear_refs).
+//     reset before each scrape through /proc/<pid>/clear_refs). Every
+//     server is scraped once in each mode after its first fill, results
+//     discarded, as a scraper does from its start, so that the first
+//     scrape after pushes does not count what a process builds once.
 //
 // A server the tool starts gets one process per push level, each filled to
 // its level first; the push rounds of all of them then alternate (round 1
@@ -448,6 +451,11 @@ func runStarted(c *config, l *loader, res *results, kinds []kind) error {
 				if err := fill(in, level); err != nil {
 					return err
 				}
+				if len(scrapeLevels) > 0 {
+					if err := l.warmUp(in.t, level); err != nil {
+						return err
+					}
+				}
 			}
 			return nil
 		}()
@@ -573,6 +581,11 @@ func runLevels(c *config, l *loader, res *results, t *target, scrapeMax int) err
 			filled = level
 			if fr.TimedOut {
 				return fmt.Errorf("fill to %d groups timed out after %s", level, c.fillTimeout)
+			}
+			if len(c.scrapeGroups) > 0 {
+				if err := l.warmUp(t, level); err != nil {
+					return err
+				}
 			}
 		}
 		if doPush {
