@@ -95,10 +95,11 @@ func sortMetrics(ms []*dto.Metric) {
 const flushAt = 256 << 10
 
 // render writes the own families and every stored group in format to bw
-// and closes it. Names are merged in sorted order; a name both own and
+// and closes it; when only is not nil, just the families it names (own
+// holds no others then). Names are merged in sorted order; a name both own and
 // pushed becomes one family, rendered afresh. The store is read-locked for
 // one family at a time, so writes are not held up by a large scrape.
-func (s *Store) render(bw *bodyWriter, own []*dto.MetricFamily, format expfmt.Format) error {
+func (s *Store) render(bw *bodyWriter, own []*dto.MetricFamily, format expfmt.Format, only map[string]bool) error {
 	form := -1
 	switch format.FormatType() {
 	case expfmt.TypeTextPlain:
@@ -118,6 +119,9 @@ func (s *Store) render(bw *bodyWriter, own []*dto.MetricFamily, format expfmt.Fo
 	s.mu.RLock()
 	names := s.sortedNameList() // replaced, never modified, when names change
 	s.mu.RUnlock()
+	if only != nil {
+		names = slices.DeleteFunc(slices.Clone(names), func(name string) bool { return !only[name] })
+	}
 	if form >= formTextDeflate && runtime.GOMAXPROCS(0) > 1 {
 		r.ahead = &fillAhead{s: s, form: form, names: names, own: own}
 		defer r.ahead.finish()
@@ -637,6 +641,10 @@ func (s *Store) ExpositionHandler(gatherer prometheus.Gatherer) http.Handler {
 			http.Error(w, fmt.Sprintf("An error has occurred while serving metrics:\n\n%s", err), http.StatusInternalServerError)
 			return
 		}
+		only := nameFilter(r)
+		if only != nil {
+			own = slices.DeleteFunc(own, func(mf *dto.MetricFamily) bool { return !only[mf.GetName()] })
+		}
 		format := expfmt.NegotiateAccept(r.Header, scrapeFormats...)
 		s.mu.RLock()
 		floats := s.floatSeries
@@ -655,11 +663,26 @@ func (s *Store) ExpositionHandler(gatherer prometheus.Gatherer) http.Handler {
 		}
 		bw := getBodyWriter(w, gz)
 		defer putBodyWriter(bw)
-		if err := s.render(bw, own, format); err != nil {
+		if err := s.render(bw, own, format, only); err != nil {
 			// The status is sent already: the scraper sees a cut-off body.
 			s.logger.Error("cannot serve metrics", "err", err)
 		}
 	})
+}
+
+// nameFilter returns the metric names asked for with name[] query
+// parameters, as client_golang's promhttp handler takes them, or nil when
+// the request names none and every family is exposed.
+func nameFilter(r *http.Request) map[string]bool {
+	names := r.URL.Query()["name[]"]
+	if len(names) == 0 {
+		return nil
+	}
+	only := make(map[string]bool, len(names))
+	for _, name := range names {
+		only[name] = true
+	}
+	return only
 }
 
 func acceptsGzip(r *http.Request) bool {

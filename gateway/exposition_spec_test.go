@@ -272,3 +272,78 @@ func TestExpositionEmptyFamily(t *testing.T) {
 	require.True(t, ok)
 	require.Equal(t, []any{}, fam["metrics"])
 }
+
+func TestExpositionNameFilter(t *testing.T) {
+	g := MustNewGateway(t)
+	pushFixture(t, g)
+	// Two pushed families (one merged from two groups), one own family and
+	// one name nobody exposes.
+	only := map[string]bool{"jobs_total": true, "req_size_bytes": true, "pushrelay_http_requests_total": true, "missing": true}
+	query := "/metrics?name[]=jobs_total&name[]=req_size_bytes&name[]=pushrelay_http_requests_total&name[]=missing"
+	mfs, err := prometheus.Gatherers{g.store.Gatherer()}.Gather()
+	require.NoError(t, err)
+	var pushed []*dto.MetricFamily
+	for _, mf := range mfs {
+		if only[mf.GetName()] {
+			pushed = append(pushed, mf)
+		}
+	}
+	require.Len(t, pushed, 2)
+	var text, om bytes.Buffer
+	for _, mf := range pushed {
+		_, err := expfmt.MetricFamilyToText(&text, mf)
+		require.NoError(t, err)
+		_, err = expfmt.MetricFamilyToOpenMetrics(&om, mf)
+		require.NoError(t, err)
+	}
+	_, err = expfmt.FinalizeOpenMetrics(&om)
+	require.NoError(t, err)
+
+	for _, tc := range []struct {
+		name, accept string
+		gzip         bool
+		want         string
+	}{
+		{"text", "text/plain;version=0.0.4", false, text.String()},
+		{"text+gzip", "text/plain;version=0.0.4", true, text.String()},
+		{"openmetrics", "application/openmetrics-text;version=1.0.0", false, string(gateway.TextBounds(om.Bytes()))},
+		{"openmetrics+gzip", "application/openmetrics-text;version=1.0.0", true, string(gateway.TextBounds(om.Bytes()))},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			headers := []string{"Accept", tc.accept}
+			if tc.gzip {
+				headers = append(headers, "Accept-Encoding", "gzip")
+			}
+			// Twice: the first scrape fills the caches the second uses.
+			for range 2 {
+				rec := g.Do(http.MethodGet, query, nil, headers...)
+				require.Equal(t, http.StatusOK, rec.Code)
+				body := rec.Body.String()
+				if tc.gzip {
+					zr, err := gzip.NewReader(rec.Body)
+					require.NoError(t, err)
+					b, err := io.ReadAll(zr)
+					require.NoError(t, err)
+					body = string(b)
+				}
+				require.Equal(t, tc.want, withoutOwn(body), "the pushed families asked for, as without the filter")
+				require.Equal(t, 3, strings.Count(body, "# TYPE "), "the own family asked for and no other:\n%s", body)
+				require.Contains(t, body, "\npushrelay_http_requests_total{code=\"200\",handler=\"push\",method=\"put\"} ")
+			}
+		})
+	}
+	t.Run("protobuf", func(t *testing.T) {
+		rec := g.Do(http.MethodGet, query, nil, "Accept", protoContentType)
+		require.Equal(t, http.StatusOK, rec.Code)
+		var names []string
+		for _, mf := range readDelimited(t, rec.Body) {
+			names = append(names, mf.GetName())
+		}
+		require.Equal(t, []string{"jobs_total", "pushrelay_http_requests_total", "req_size_bytes"}, names)
+	})
+	t.Run("a name nobody exposes", func(t *testing.T) {
+		rec := g.Do(http.MethodGet, "/metrics?name[]=missing", nil, "Accept", "application/openmetrics-text;version=1.0.0")
+		require.Equal(t, http.StatusOK, rec.Code)
+		require.Equal(t, "# EOF\n", rec.Body.String())
+	})
+}

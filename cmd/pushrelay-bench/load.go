@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -276,10 +277,12 @@ const (
 	metricCommit    = "pushrelay_persistence_commit_duration_seconds"
 )
 
-// ownSummaries scrapes the target's text exposition and returns the _sum and
-// _count samples without labels of the names given, keyed by sample name.
+// ownSummaries scrapes the target's text exposition of the families names
+// (name[] parameters, so that the scrape neither renders nor caches the
+// pushed groups) and returns their _sum and _count samples without labels,
+// keyed by sample name.
 func (l *loader) ownSummaries(t *target, names ...string) map[string]float64 {
-	req, err := http.NewRequest(http.MethodGet, t.url+"/metrics", nil)
+	req, err := http.NewRequest(http.MethodGet, t.url+"/metrics?"+url.Values{"name[]": names}.Encode(), nil)
 	if err != nil {
 		return nil
 	}

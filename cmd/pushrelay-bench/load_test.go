@@ -103,3 +103,16 @@ func TestWarmUpScrapesEveryModeOnce(t *testing.T) {
 	defer failing.Close()
 	require.ErrorContains(t, l.warmUp(&target{name: "f", url: failing.URL}, 10), "warm-up scrape prometheus+gzip: HTTP 503")
 }
+
+func TestOwnSummariesAskForTheirFamiliesOnly(t *testing.T) {
+	var asked []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		asked = r.URL.Query()["name[]"]
+		fmt.Fprint(w, "pushrelay_a_sum 1.5\npushrelay_a_count 3\npushrelay_a_bucket{le=\"+Inf\"} 3\npushrelay_b_sum{x=\"y\"} 9\n")
+	}))
+	defer srv.Close()
+	l := newLoader(1, "j", 10, time.Second)
+	got := l.ownSummaries(&target{name: "s", url: srv.URL}, metricBatchSize, "pushrelay_a")
+	require.Equal(t, []string{metricBatchSize, "pushrelay_a"}, asked)
+	require.Equal(t, map[string]float64{"pushrelay_a_sum": 1.5, "pushrelay_a_count": 3}, got)
+}
