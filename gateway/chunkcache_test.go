@@ -387,8 +387,7 @@ func requireEachOnce(t *testing.T, body string) {
 	}
 }
 
-// TestFillAheadSkipsOwnNames runs the helper of a compressed scrape to its
-// end and checks that it built the renderings of every pushed name but
+// TestFillAheadSkipsOwnNames runs the helper of a scrape to its end and checks that it built the renderings of every pushed name but
 // left those of a name the gateway also exposes itself, which scrapes
 // render afresh, uncached; a scrape then exposes both.
 func TestFillAheadSkipsOwnNames(t *testing.T) {
@@ -396,16 +395,13 @@ func TestFillAheadSkipsOwnNames(t *testing.T) {
 	reg.MustRegister(prometheus.NewGauge(prometheus.GaugeOpts{Name: "g", Help: "Exposed by both."}))
 	own, err := reg.Gather()
 	require.NoError(t, err)
-	for _, m := range cacheModes[2:] {
+	for _, m := range cacheModes {
 		t.Run(m.name, func(t *testing.T) {
 			cs := newCacheStore(t)
 			for i := range cacheGroups {
 				cs.push(t, i, cacheBody(i, "A counter."), true, nil)
 			}
-			form := formTextDeflate
-			if strings.HasPrefix(m.name, "openmetrics") {
-				form = formOpenMetricsDeflate
-			}
+			form := cacheForm(m.name, m.gzip)
 			cs.Store.mu.RLock()
 			names := cs.sortedNameList()
 			cs.Store.mu.RUnlock()
@@ -421,6 +417,64 @@ func TestFillAheadSkipsOwnNames(t *testing.T) {
 			out := scrape(t, cs.ExpositionHandler(reg), m.accept, m.gzip)
 			require.True(t, strings.Contains(out, "\ng{instance=\"i0001\",job=\"j\"} 1.5\n"), "a pushed series of the shared name is missing")
 			requireEachOnce(t, out)
+		})
+	}
+}
+
+// cacheForm is the rendering form a scrape in the cache mode named name
+// uses.
+func cacheForm(name string, gz bool) int {
+	form := formText
+	if strings.HasPrefix(name, "openmetrics") {
+		form = formOpenMetrics
+	}
+	if gz {
+		form += formTextDeflate
+	}
+	return form
+}
+
+// TestScrapeOfNamedFamiliesCachesThemOnly scrapes one name with name[]:
+// enough of its chunks miss their rendering for the helper to start, and
+// neither goroutine renders or caches the chunks of the other names.
+func TestScrapeOfNamedFamiliesCachesThemOnly(t *testing.T) {
+	for _, m := range cacheModes {
+		t.Run(m.name, func(t *testing.T) {
+			cs := newCacheStore(t)
+			for i := range cacheGroups {
+				cs.push(t, i, cacheBody(i, "A counter."), true, nil)
+			}
+			h := cs.ExpositionHandler(prometheus.NewRegistry())
+			full := scrape(t, h, m.accept, m.gzip)
+			clearRenderCaches(cs.Store)
+			req := httptest.NewRequest(http.MethodGet, "/metrics?name[]=c_total", nil)
+			req.Header.Set("Accept", m.accept)
+			if m.gzip {
+				req.Header.Set("Accept-Encoding", "gzip")
+			}
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, req)
+			out := rec.Body.String()
+			if m.gzip {
+				out = gunzipOne(t, rec.Body.Bytes())
+			}
+			start := strings.Index(full, "# HELP c")
+			end := strings.Index(full, "# TYPE g ")
+			require.True(t, start >= 0 && end > start, "c_total comes before g")
+			want := full[start:end]
+			if strings.HasPrefix(m.name, "openmetrics") {
+				want += "# EOF\n"
+			}
+			require.Equal(t, want, out)
+			form := cacheForm(m.name, m.gzip)
+			cs.Store.mu.RLock()
+			defer cs.Store.mu.RUnlock()
+			require.Greater(t, len(cs.names["c_total"].chunks), helperChunks)
+			for name, e := range cs.names {
+				for i, c := range e.chunks {
+					require.Equal(t, name == "c_total", c.cache[form].Load() != nil, "%s chunk %d", name, i)
+				}
+			}
 		})
 	}
 }

@@ -122,7 +122,7 @@ func (s *Store) render(bw *bodyWriter, own []*dto.MetricFamily, format expfmt.Fo
 	if only != nil {
 		names = slices.DeleteFunc(slices.Clone(names), func(name string) bool { return !only[name] })
 	}
-	if form >= formTextDeflate && runtime.GOMAXPROCS(0) > 1 {
+	if form >= 0 && runtime.GOMAXPROCS(0) > 1 {
 		r.ahead = &fillAhead{s: s, form: form, names: names, own: own}
 		defer r.ahead.finish()
 	}
@@ -208,6 +208,8 @@ func getRenderer() *renderer {
 
 func putRenderer(r *renderer) {
 	r.ahead = nil
+	// A chunk that failed to render may have left its series here.
+	clear(r.series[:])
 	r.fw.Reset(nil)
 	flateWriters.put(r.fw)
 	r.fw = nil
@@ -261,8 +263,8 @@ func (r *renderer) chunkRendering(name string, e *nameEntry, c *chunk, form int)
 	})
 }
 
-// fillAhead is the helper goroutine of a scrape in a compressed form,
-// started once the scrape found helperChunks chunks missing their
+// fillAhead is the helper goroutine of a scrape in a cached form (text or
+// OpenMetrics, plain or compressed), started once the scrape found helperChunks chunks missing their
 // rendering. It walks the names from there in exposition order, ahead of
 // the scrape's goroutine, and builds the renderings their chunks miss; both
 // goroutines take the chunks of a name one at a time from its claims, so
@@ -643,7 +645,7 @@ func (s *Store) ExpositionHandler(gatherer prometheus.Gatherer) http.Handler {
 		}
 		only := nameFilter(r)
 		if only != nil {
-			own = slices.DeleteFunc(own, func(mf *dto.MetricFamily) bool { return !only[mf.GetName()] })
+			own = slices.DeleteFunc(slices.Clone(own), func(mf *dto.MetricFamily) bool { return !only[mf.GetName()] })
 		}
 		format := expfmt.NegotiateAccept(r.Header, scrapeFormats...)
 		s.mu.RLock()

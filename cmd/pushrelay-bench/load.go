@@ -44,7 +44,7 @@ type target struct {
 	proc *proc
 	// isPushrelay marks a pushrelay, whose store metrics are read.
 	isPushrelay bool
-	// warmed is set once the server was scraped in every mode.
+	// warmed is set once warmUp ran for the server.
 	warmed bool
 }
 
@@ -535,29 +535,34 @@ type scrapeResult struct {
 	Err       string `json:"error,omitempty"`
 }
 
-// scrape fetches /metrics n times in mode and measures the time until the
-// whole body is read. plainSize is the size of the exposition in plain text
-// from an earlier scrape of the same store, or 0 when there is none.
-// warmUp scrapes t, filled to groups, once in every mode and discards the
-// results, as a scraper does from the server's start, unless t was warmed
-// up before. A process's first scrape builds what later scrapes reuse
-// (pushrelay's deflate writers and buffers), which the first scrape after
-// a push phase, what Prometheus sees when groups are pushed between its
-// scrapes, should not count.
+// warmUp scrapes t, filled to groups, once in every compressed mode and
+// discards the results, as a scraper does from the server's start, unless
+// t was warmed up before. A process's first scrape builds what later
+// scrapes reuse (pushrelay's deflate writers and buffers), which the first
+// scrape after a push phase, what Prometheus sees when groups are pushed
+// between its scrapes, should not count. The plain mode builds nothing the
+// compressed ones do not, and its cache would hold a copy of the whole text
+// exposition through the push rounds.
 func (l *loader) warmUp(t *target, groups int) error {
 	if t.warmed {
 		return nil
 	}
 	t.warmed = true
 	for _, m := range scrapeModes {
+		if !m.Gzip {
+			continue
+		}
 		if sr := l.scrape(t, groups, m, 1, 0); sr.Err != "" {
 			return fmt.Errorf("%s: warm-up scrape %s: %s", t.name, m.Name, sr.Err)
 		}
 	}
-	fmt.Fprintf(os.Stderr, "  warm-up: %s scraped once in every mode at %d groups\n", t.name, groups)
+	fmt.Fprintf(os.Stderr, "  warm-up: %s scraped once in every compressed mode at %d groups\n", t.name, groups)
 	return nil
 }
 
+// scrape fetches /metrics n times in mode and measures the time until the
+// whole body is read. plainSize is the size of the exposition in plain text
+// from an earlier scrape of the same store, or 0 when there is none.
 func (l *loader) scrape(t *target, groups int, mode scrapeMode, n, plainSize int) scrapeResult {
 	res := scrapeResult{Target: t.name, Groups: groups, Mode: mode.Name}
 	var times []time.Duration

@@ -32,7 +32,8 @@
 //     seconds per scrape, wire and decompressed bytes, samples
 //     (non-comment lines), µs per sample and the server's peak RSS (VmHWM,
 //     reset before each scrape through /proc/<pid>/clear_refs). Every
-//     server is scraped once in each mode after its first fill, results
+//     server is scraped once in each compressed mode after its first fill
+//     (before it, for a process started only to be scraped), results
 //     discarded, as a scraper does from its start, so that the first
 //     scrape after pushes does not count what a process builds once.
 //
@@ -451,7 +452,7 @@ func runStarted(c *config, l *loader, res *results, kinds []kind) error {
 				if err := fill(in, level); err != nil {
 					return err
 				}
-				if len(scrapeLevels) > 0 {
+				if len(scrapeLevels) > 0 && (k.scrapeMax == 0 || level <= k.scrapeMax) {
 					if err := l.warmUp(in.t, level); err != nil {
 						return err
 					}
@@ -532,6 +533,11 @@ func scrapeKind(c *config, l *loader, res *results, k kind, levels []int, insts 
 				return err
 			}
 			*insts = append(*insts, in)
+			// No push phase follows: warm it up before the fill that
+			// the first scrape then follows.
+			if err := l.warmUp(in.t, 0); err != nil {
+				return err
+			}
 		}
 		if in.filled < level {
 			if err := fill(in, level); err != nil {
@@ -582,7 +588,7 @@ func runLevels(c *config, l *loader, res *results, t *target, scrapeMax int) err
 			if fr.TimedOut {
 				return fmt.Errorf("fill to %d groups timed out after %s", level, c.fillTimeout)
 			}
-			if len(c.scrapeGroups) > 0 {
+			if doPush && len(c.scrapeGroups) > 0 && (scrapeMax == 0 || level <= scrapeMax) {
 				if err := l.warmUp(t, level); err != nil {
 					return err
 				}

@@ -64,7 +64,7 @@ func printReport(w io.Writer, r *results) {
 
 	if len(r.Scrapes) > 0 {
 		fmt.Fprintln(w, "\n## Scrapes of /metrics (prometheus+gzip: Prometheus' Accept header, Accept-Encoding: gzip; text+gzip: Accept text/plain 0.0.4, gzip; text: text/plain 0.0.4, identity)")
-		fmt.Fprintln(w, "   The first scrape of a level follows a push phase or fill that replaced the groups (what Prometheus sees when groups are pushed between scrapes); later ones may hit per-series caches. Every server was scraped once in each mode after its first fill, as a scraper does from its start, so that first scrapes do not count what a process builds once.")
+		fmt.Fprintln(w, "   The first scrape of a level follows a push phase or fill that replaced the groups (what Prometheus sees when groups are pushed between scrapes); later ones may hit per-series caches. Every server was scraped once in each compressed mode after its first fill, as a scraper does from its start, so that first scrapes do not count what a process builds once.")
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 		fmt.Fprintln(tw, "target\tgroups\tmode\tn\tfirst s\tmedian s\twire MB\traw MB\tsamples\tfirst µs/sample\tmedian µs/sample\tpeak RSS MB\tRSS after MB\tcontent type\t")
 		for _, s := range r.Scrapes {
