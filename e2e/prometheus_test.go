@@ -31,10 +31,17 @@ scrape_configs:
 // startPrometheus starts the Debian Prometheus server scraping target.
 func startPrometheus(t *testing.T, target string) *process {
 	t.Helper()
+	return startPrometheusWith(t, fmt.Sprintf(prometheusConfig, target))
+}
+
+// startPrometheusWith starts the Debian Prometheus server with the
+// configuration cfg.
+func startPrometheusWith(t *testing.T, cfg string) *process {
+	t.Helper()
 	requirePrometheus(t)
 	dir := t.TempDir()
 	config := filepath.Join(dir, "prometheus.yml")
-	require.NoError(t, os.WriteFile(config, fmt.Appendf(nil, prometheusConfig, target), 0o600))
+	require.NoError(t, os.WriteFile(config, []byte(cfg), 0o600))
 	return start(t, procSpec{
 		name: "prometheus",
 		bin:  prometheusBin,
@@ -248,4 +255,35 @@ wm_run_seconds_count 4
 		{`wm_failures_total{job="wm_nightly"}`, series("wm_failures_total", "step", "load"), equals(3)},
 		{`push_time_seconds{job="wm_nightly"}`, series("push_time_seconds"), pushTimeMatches(pushed2)},
 	})
+}
+
+// TestPrometheusScrapeNameFilter lets the Debian Prometheus server scrape
+// pushrelay with name[] parameters in its scrape config: it stores the
+// families named, pushed and own, and no other.
+func TestPrometheusScrapeNameFilter(t *testing.T) {
+	e2eTest(t)
+	requirePrometheus(t)
+	gw := startPushrelay(t)
+	send(t, gw, http.MethodPut, "/metrics/job/wm_nightly", "# TYPE wm_records_processed gauge\nwm_records_processed 1234\n# TYPE wm_left_out gauge\nwm_left_out 1\n", http.StatusOK)
+	prom := startPrometheusWith(t, fmt.Sprintf(`global:
+  scrape_interval: 1s
+  scrape_timeout: 1s
+scrape_configs:
+  - job_name: pushrelay
+    honor_labels: true
+    params:
+      'name[]': [wm_records_processed, push_time_seconds, pushrelay_groups]
+    static_configs:
+      - targets: [%q]
+`, gw.addr))
+	waitForSeries(t, prom, []expectSeries{
+		{`wm_records_processed`, map[string]string{"__name__": "wm_records_processed", "job": "wm_nightly"}, equals(1234)},
+		{`pushrelay_groups`, map[string]string{"__name__": "pushrelay_groups", "job": "pushrelay", "instance": gw.addr}, equals(1)},
+		{`scrape_samples_scraped`, map[string]string{"__name__": "scrape_samples_scraped", "job": "pushrelay", "instance": gw.addr}, equals(3)},
+	})
+	for _, q := range []string{`wm_left_out`, `push_failure_time_seconds`, `pushrelay_http_requests_total`} {
+		res, err := query(prom, q)
+		require.NoError(t, err)
+		require.Empty(t, res, "%s is not named in the scrape config", q)
+	}
 }
