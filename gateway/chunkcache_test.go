@@ -387,7 +387,8 @@ func requireEachOnce(t *testing.T, body string) {
 	}
 }
 
-// TestFillAheadSkipsOwnNames runs the helper of a scrape to its end and checks that it built the renderings of every pushed name but
+// TestFillAheadSkipsOwnNames runs the helper of a compressed scrape to its
+// end and checks that it built the renderings of every pushed name but
 // left those of a name the gateway also exposes itself, which scrapes
 // render afresh, uncached; a scrape then exposes both.
 func TestFillAheadSkipsOwnNames(t *testing.T) {
@@ -395,7 +396,7 @@ func TestFillAheadSkipsOwnNames(t *testing.T) {
 	reg.MustRegister(prometheus.NewGauge(prometheus.GaugeOpts{Name: "g", Help: "Exposed by both."}))
 	own, err := reg.Gather()
 	require.NoError(t, err)
-	for _, m := range cacheModes {
+	for _, m := range cacheModes[2:] {
 		t.Run(m.name, func(t *testing.T) {
 			cs := newCacheStore(t)
 			for i := range cacheGroups {
@@ -417,6 +418,65 @@ func TestFillAheadSkipsOwnNames(t *testing.T) {
 			out := scrape(t, cs.ExpositionHandler(reg), m.accept, m.gzip)
 			require.True(t, strings.Contains(out, "\ng{instance=\"i0001\",job=\"j\"} 1.5\n"), "a pushed series of the shared name is missing")
 			requireEachOnce(t, out)
+		})
+	}
+}
+
+// TestPlainRenderingsStoredOnSecondScrape checks that a plain scrape
+// stores the rendering of a chunk only the second time it renders it since
+// the chunk changed, that the output is the same either way, and that a
+// compressed scrape after the first plain one still compresses the lines.
+func TestPlainRenderingsStoredOnSecondScrape(t *testing.T) {
+	for _, m := range cacheModes[:2] {
+		t.Run(m.name, func(t *testing.T) {
+			cs := newCacheStore(t)
+			for i := range cacheGroups {
+				cs.push(t, i, cacheBody(i, "A counter."), true, nil)
+			}
+			h := cs.ExpositionHandler(prometheus.NewRegistry())
+			form := cacheForm(m.name, false)
+			chunkStates := func() (seen, stored int) {
+				cs.Store.mu.RLock()
+				defer cs.Store.mu.RUnlock()
+				for _, e := range cs.names {
+					for _, c := range e.chunks {
+						switch r := c.cache[form].Load(); {
+						case r == seenOnce:
+							seen++
+						case r != nil:
+							stored++
+						}
+					}
+				}
+				return seen, stored
+			}
+			first := scrape(t, h, m.accept, false)
+			seen, stored := chunkStates()
+			require.Positive(t, seen)
+			require.Zero(t, stored, "nothing is stored on the first scrape")
+
+			gzipped := scrape(t, h, m.accept, true)
+			require.Equal(t, first, gzipped, "a compressed scrape renders what the plain one did not store")
+
+			require.Equal(t, first, scrape(t, h, m.accept, false))
+			seenAgain, stored := chunkStates()
+			require.Zero(t, seenAgain)
+			require.Equal(t, seen, stored, "the second scrape stores every chunk")
+			cs.Store.mu.RLock()
+			kept := cs.names["g"].chunks[0].cache[form].Load()
+			cs.Store.mu.RUnlock()
+			require.Equal(t, first, scrape(t, h, m.accept, false))
+			cs.Store.mu.RLock()
+			require.Same(t, kept, cs.names["g"].chunks[0].cache[form].Load(), "later scrapes use the stored rendering")
+			cs.Store.mu.RUnlock()
+
+			cs.push(t, 0, cacheBody(1000, "A counter."), true, nil)
+			changed := scrape(t, h, m.accept, false)
+			require.NotEqual(t, first, changed)
+			seen, stored = chunkStates()
+			require.Positive(t, seen, "the changed chunks are rendered again, not stored")
+			require.Positive(t, stored, "the unchanged chunks keep their renderings")
+			require.Equal(t, changed, scrape(t, h, m.accept, false))
 		})
 	}
 }

@@ -122,7 +122,7 @@ func (s *Store) render(bw *bodyWriter, own []*dto.MetricFamily, format expfmt.Fo
 	if only != nil {
 		names = slices.DeleteFunc(slices.Clone(names), func(name string) bool { return !only[name] })
 	}
-	if form >= 0 && runtime.GOMAXPROCS(0) > 1 {
+	if form >= formTextDeflate && runtime.GOMAXPROCS(0) > 1 {
 		r.ahead = &fillAhead{s: s, form: form, names: names, own: own}
 		defer r.ahead.finish()
 	}
@@ -191,6 +191,8 @@ type renderer struct {
 	series [maxChunk]*series
 	// touched keeps the loads of renderChunk's second pass.
 	touched byte
+	// unstored is the plain rendering cached returned without storing it.
+	unstored rendering
 	// ahead, when not nil, is the scrape's helper building compressed
 	// renderings alongside.
 	ahead *fillAhead
@@ -208,6 +210,7 @@ func getRenderer() *renderer {
 
 func putRenderer(r *renderer) {
 	r.ahead = nil
+	r.unstored = rendering{}
 	// A chunk that failed to render may have left its series here.
 	clear(r.series[:])
 	r.fw.Reset(nil)
@@ -263,8 +266,8 @@ func (r *renderer) chunkRendering(name string, e *nameEntry, c *chunk, form int)
 	})
 }
 
-// fillAhead is the helper goroutine of a scrape in a cached form (text or
-// OpenMetrics, plain or compressed), started once the scrape found helperChunks chunks missing their
+// fillAhead is the helper goroutine of a scrape in a compressed form,
+// started once the scrape found helperChunks chunks missing their
 // rendering. It walks the names from there in exposition order, ahead of
 // the scrape's goroutine, and builds the renderings their chunks miss; both
 // goroutines take the chunks of a name one at a time from its claims, so
@@ -387,15 +390,17 @@ func (c *chunkClaims) build(r *renderer, name string, e *nameEntry, form int) er
 
 // cached returns the rendering of rc in form, building and storing it when
 // missing; write renders the plain bytes. A deflate form is compressed
-// from the cached plain form when there is one. Must be called holding
-// s.mu for reading.
+// from the cached plain form when there is one. A plain form is stored the
+// second time it is rendered since rc was last reset: the first time, rc
+// is only marked seenOnce and the rendering returned lives in r until the
+// next call. Must be called holding s.mu for reading.
 func (r *renderer) cached(rc *renderCache, form int, write func(*bytes.Buffer) error) (*rendering, error) {
-	if cr := rc[form].Load(); cr != nil {
+	if cr := rc[form].Load(); cr != nil && cr != seenOnce {
 		return cr, nil
 	}
 	plainForm := form % formTextDeflate
 	var plain []byte
-	if pr := rc[plainForm].Load(); pr != nil {
+	if pr := rc[plainForm].Load(); pr != nil && pr != seenOnce {
 		plain = pr.b
 	} else {
 		r.plain.Reset()
@@ -403,6 +408,10 @@ func (r *renderer) cached(rc *renderCache, form int, write func(*bytes.Buffer) e
 			return nil, err
 		}
 		plain = r.plain.Bytes()
+	}
+	if form == plainForm && rc[form].CompareAndSwap(nil, seenOnce) {
+		r.unstored = rendering{b: plain, size: len(plain)}
+		return &r.unstored, nil
 	}
 	cr := &rendering{size: len(plain)}
 	if form == plainForm {
