@@ -96,8 +96,8 @@ const flushAt = 256 << 10
 
 // render writes the own families and every stored group in format to bw
 // and closes it; when only is not nil, just the families it names (own
-// holds no others then). Names are merged in sorted order; a name both own and
-// pushed becomes one family, rendered afresh. The store is read-locked for
+// holds no others then). Names are merged in sorted order; a name both own
+// and pushed becomes one family, rendered afresh. The store is read-locked for
 // one family at a time, so writes are not held up by a large scrape.
 func (s *Store) render(bw *bodyWriter, own []*dto.MetricFamily, format expfmt.Format, only map[string]bool) error {
 	form := -1
@@ -191,7 +191,8 @@ type renderer struct {
 	series [maxChunk]*series
 	// touched keeps the loads of renderChunk's second pass.
 	touched byte
-	// unstored is the plain rendering cached returned without storing it.
+	// unstored is the plain rendering that cached returned last without
+	// storing it.
 	unstored rendering
 	// ahead, when not nil, is the scrape's helper building compressed
 	// renderings alongside.

@@ -78,8 +78,8 @@ func getBodyWriter(w io.Writer, gz bool) *bodyWriter {
 	return b
 }
 
-// putBodyWriter keeps b for a later scrape; keeping unusually large buffers is
-// not worth their memory.
+// putBodyWriter keeps b for a later scrape; keeping unusually large
+// buffers is not worth their memory.
 func putBodyWriter(b *bodyWriter) {
 	if b.fw != nil {
 		b.fw.Reset(nil)
