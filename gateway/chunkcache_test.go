@@ -172,7 +172,13 @@ var cacheModes = []struct {
 // scrape returns the decoded /metrics body in the mode's format.
 func scrape(t *testing.T, h http.Handler, accept string, gz bool) string {
 	t.Helper()
-	req := httptest.NewRequest(http.MethodGet, "/metrics", nil)
+	return scrapeTarget(t, h, "/metrics", accept, gz)
+}
+
+// scrapeTarget is scrape for a request target with a query.
+func scrapeTarget(t *testing.T, h http.Handler, target, accept string, gz bool) string {
+	t.Helper()
+	req := httptest.NewRequest(http.MethodGet, target, nil)
 	req.Header.Set("Accept", accept)
 	if gz {
 		req.Header.Set("Accept-Encoding", "gzip")
@@ -481,6 +487,98 @@ func TestPlainRenderingsStoredOnSecondScrape(t *testing.T) {
 	}
 }
 
+// uncachedScrape scrapes target in mode m with every render cache empty and
+// then puts the caches back as they were, so that the caches under test
+// are not changed by the reference scrape.
+func uncachedScrape(t *testing.T, cs *cacheStore, h http.Handler, target string, m int) string {
+	t.Helper()
+	type saved struct {
+		rc    *renderCache
+		forms [numForms]*rendering
+	}
+	var all []saved
+	keep := func(rc *renderCache) {
+		sv := saved{rc: rc}
+		for i := range rc {
+			sv.forms[i] = rc[i].Load()
+		}
+		all = append(all, sv)
+		rc.reset()
+	}
+	cs.Store.mu.Lock()
+	for _, e := range cs.names {
+		keep(&e.headerCache)
+		for _, c := range e.chunks {
+			keep(&c.cache)
+		}
+	}
+	cs.Store.mu.Unlock()
+	out := scrapeTarget(t, h, target, cacheModes[m].accept, cacheModes[m].gzip)
+	cs.Store.mu.Lock()
+	for _, sv := range all {
+		for i := range sv.rc {
+			sv.rc[i].Store(sv.forms[i])
+		}
+	}
+	cs.Store.mu.Unlock()
+	return out
+}
+
+// TestCachedScrapesMatchUncachedRenders changes a few groups at a time and
+// scrapes in every mode, one after the other and four at once, with and
+// without name[] filters and with a name both pushed and own: every body
+// must be the one a scrape with every cache empty gives, whatever the
+// caches hold (stored, seen once, missing).
+func TestCachedScrapesMatchUncachedRenders(t *testing.T) {
+	cs := newCacheStore(t)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(prometheus.NewGauge(prometheus.GaugeOpts{Name: "g", Help: "Exposed by both."}))
+	reg.MustRegister(prometheus.NewGauge(prometheus.GaugeOpts{Name: "a_own", Help: "Own only."}))
+	h := cs.ExpositionHandler(reg)
+	rng := rand.New(rand.NewPCG(1, 2))
+	for i := range cacheGroups {
+		cs.push(t, i, cacheBody(i, "A counter."), true, nil)
+	}
+	targets := []string{"/metrics", "/metrics?name[]=c_total", "/metrics?name[]=g&name[]=h", "/metrics?name[]=a_own&name[]=c_total"}
+	for round := range 40 {
+		for range rng.IntN(4) {
+			i := rng.IntN(cacheGroups)
+			switch rng.IntN(4) {
+			case 0:
+				require.NoError(t, cs.Delete(cacheGrouping(i)))
+			case 1:
+				cs.push(t, i, cacheBody(rng.IntN(1000), "Other help."), true, nil)
+			default:
+				cs.push(t, i, cacheBody(rng.IntN(1000), "A counter."), true, nil)
+			}
+		}
+		target := targets[rng.IntN(len(targets))]
+		var want [4]string
+		for m := range cacheModes {
+			want[m] = uncachedScrape(t, cs, h, target, m)
+		}
+		for range 1 + rng.IntN(6) {
+			m := rng.IntN(len(cacheModes))
+			require.Equal(t, want[m], scrapeTarget(t, h, target, cacheModes[m].accept, cacheModes[m].gzip), "round %d, %s, %s", round, target, cacheModes[m].name)
+		}
+		var wg sync.WaitGroup
+		for k := range 4 {
+			m := (k + rng.IntN(len(cacheModes))) % len(cacheModes)
+			wg.Go(func() {
+				for range 3 {
+					if got := scrapeTarget(t, h, target, cacheModes[m].accept, cacheModes[m].gzip); got != want[m] {
+						t.Errorf("round %d, %s, %s, concurrent: %d bytes, want %d", round, target, cacheModes[m].name, len(got), len(want[m]))
+					}
+				}
+			})
+		}
+		wg.Wait()
+		if t.Failed() {
+			return
+		}
+	}
+}
+
 // cacheForm is the rendering form a scrape in the cache mode named name
 // uses.
 func cacheForm(name string, gz bool) int {
@@ -495,8 +593,9 @@ func cacheForm(name string, gz bool) int {
 }
 
 // TestScrapeOfNamedFamiliesCachesThemOnly scrapes one name with name[]:
-// enough of its chunks miss their rendering for the helper to start, and
-// neither goroutine renders or caches the chunks of the other names.
+// enough of its chunks miss their rendering for the helper of a compressed
+// scrape to start, and no goroutine renders or caches (or, in a plain form,
+// marks as seen) the chunks of the other names.
 func TestScrapeOfNamedFamiliesCachesThemOnly(t *testing.T) {
 	for _, m := range cacheModes {
 		t.Run(m.name, func(t *testing.T) {
@@ -507,17 +606,7 @@ func TestScrapeOfNamedFamiliesCachesThemOnly(t *testing.T) {
 			h := cs.ExpositionHandler(prometheus.NewRegistry())
 			full := scrape(t, h, m.accept, m.gzip)
 			clearRenderCaches(cs.Store)
-			req := httptest.NewRequest(http.MethodGet, "/metrics?name[]=c_total", nil)
-			req.Header.Set("Accept", m.accept)
-			if m.gzip {
-				req.Header.Set("Accept-Encoding", "gzip")
-			}
-			rec := httptest.NewRecorder()
-			h.ServeHTTP(rec, req)
-			out := rec.Body.String()
-			if m.gzip {
-				out = gunzipOne(t, rec.Body.Bytes())
-			}
+			out := scrapeTarget(t, h, "/metrics?name[]=c_total", m.accept, m.gzip)
 			start := strings.Index(full, "# HELP c")
 			end := strings.Index(full, "# TYPE g ")
 			require.True(t, start >= 0 && end > start, "c_total comes before g")

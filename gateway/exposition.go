@@ -391,10 +391,11 @@ func (c *chunkClaims) build(r *renderer, name string, e *nameEntry, form int) er
 
 // cached returns the rendering of rc in form, building and storing it when
 // missing; write renders the plain bytes. A deflate form is compressed
-// from the cached plain form when there is one. A plain form is stored the
-// second time it is rendered since rc was last reset: the first time, rc
-// is only marked seenOnce and the rendering returned lives in r until the
-// next call. Must be called holding s.mu for reading.
+// from the cached plain form when there is one. A plain form is stored
+// when it is rendered a second time since rc was last reset (by the same
+// or another uncompressed scrape of that format): the first time, rc is
+// only marked seenOnce and the rendering returned lives in r until the
+// next call on r or putRenderer. Must be called holding s.mu for reading.
 func (r *renderer) cached(rc *renderCache, form int, write func(*bytes.Buffer) error) (*rendering, error) {
 	if cr := rc[form].Load(); cr != nil && cr != seenOnce {
 		return cr, nil
@@ -402,6 +403,9 @@ func (r *renderer) cached(rc *renderCache, form int, write func(*bytes.Buffer) e
 	plainForm := form % formTextDeflate
 	var plain []byte
 	if pr := rc[plainForm].Load(); pr != nil && pr != seenOnce {
+		if form == plainForm {
+			return pr, nil // stored by a concurrent scrape meanwhile
+		}
 		plain = pr.b
 	} else {
 		r.plain.Reset()

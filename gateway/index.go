@@ -233,9 +233,10 @@ type renderCache [numForms]atomic.Pointer[rendering]
 // seenOnce stands in a renderCache for a plain form rendered once since
 // the last reset but not stored. A plain rendering costs little more than
 // a copy of the lines yet would be kept at the size of the lines (35 MB at
-// 10k groups of the benchmark body), so it is only stored for chunks that
-// did not change between two scrapes; the garbage collector has less to
-// do, and a scrape after every chunk changed allocates nothing for them.
+// 10k groups of the benchmark body), so it is only stored when a second
+// uncompressed scrape of the same format renders the unchanged chunk; the
+// garbage collector has less to do, and a scrape after every chunk changed
+// allocates nothing for them.
 var seenOnce = &rendering{}
 
 // reset drops every rendering. Must be called holding s.mu for writing.
