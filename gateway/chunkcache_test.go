@@ -151,12 +151,22 @@ func (cs *cacheStore) clearCaches() { clearRenderCaches(cs.Store) }
 func clearRenderCaches(s *Store) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	for _, rc := range renderCaches(s) {
+		rc.reset()
+	}
+}
+
+// renderCaches returns the render caches of every name's header and
+// chunks. Must be called holding s.mu.
+func renderCaches(s *Store) []*renderCache {
+	var all []*renderCache
 	for _, e := range s.names {
-		e.headerCache.reset()
+		all = append(all, &e.headerCache)
 		for _, c := range e.chunks {
-			c.cache.reset()
+			all = append(all, &c.cache)
 		}
 	}
+	return all
 }
 
 var cacheModes = []struct {
@@ -492,32 +502,21 @@ func TestPlainRenderingsStoredOnSecondScrape(t *testing.T) {
 // are not changed by the reference scrape.
 func uncachedScrape(t *testing.T, cs *cacheStore, h http.Handler, target string, m int) string {
 	t.Helper()
-	type saved struct {
-		rc    *renderCache
-		forms [numForms]*rendering
-	}
-	var all []saved
-	keep := func(rc *renderCache) {
-		sv := saved{rc: rc}
-		for i := range rc {
-			sv.forms[i] = rc[i].Load()
-		}
-		all = append(all, sv)
-		rc.reset()
-	}
 	cs.Store.mu.Lock()
-	for _, e := range cs.names {
-		keep(&e.headerCache)
-		for _, c := range e.chunks {
-			keep(&c.cache)
+	caches := renderCaches(cs.Store)
+	kept := make([][numForms]*rendering, len(caches))
+	for k, rc := range caches {
+		for i := range rc {
+			kept[k][i] = rc[i].Load()
 		}
+		rc.reset()
 	}
 	cs.Store.mu.Unlock()
 	out := scrapeTarget(t, h, target, cacheModes[m].accept, cacheModes[m].gzip)
 	cs.Store.mu.Lock()
-	for _, sv := range all {
-		for i := range sv.rc {
-			sv.rc[i].Store(sv.forms[i])
+	for k, rc := range caches {
+		for i := range rc {
+			rc[i].Store(kept[k][i])
 		}
 	}
 	cs.Store.mu.Unlock()
