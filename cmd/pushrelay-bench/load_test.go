@@ -115,3 +115,17 @@ func TestOwnSummariesAskForTheirFamiliesOnly(t *testing.T) {
 	require.Equal(t, []string{metricBatchSize, "pushrelay_a"}, asked)
 	require.Equal(t, map[string]float64{"pushrelay_a_sum": 1.5, "pushrelay_a_count": 3}, got)
 }
+
+func TestScrapedAt(t *testing.T) {
+	for _, tc := range []struct {
+		scrapeMax, level int
+		want             bool
+	}{
+		{0, 50000, true},
+		{50000, 50000, true},
+		{50000, 10000, true},
+		{10000, 50000, false},
+	} {
+		require.Equal(t, tc.want, scrapedAt(tc.scrapeMax, tc.level), "%+v", tc)
+	}
+}

@@ -452,7 +452,7 @@ func runStarted(c *config, l *loader, res *results, kinds []kind) error {
 				if err := fill(in, level); err != nil {
 					return err
 				}
-				if len(scrapeLevels) > 0 && (k.scrapeMax == 0 || level <= k.scrapeMax) {
+				if len(scrapeLevels) > 0 && scrapedAt(k.scrapeMax, level) {
 					if err := l.warmUp(in.t, level); err != nil {
 						return err
 					}
@@ -517,7 +517,7 @@ func runStarted(c *config, l *loader, res *results, kinds []kind) error {
 func scrapeKind(c *config, l *loader, res *results, k kind, levels []int, insts *[]*instance, dead map[*instance]bool,
 	start func(kind) (*instance, error), fill func(*instance, int) error) error {
 	for _, level := range levels {
-		if k.scrapeMax > 0 && level > k.scrapeMax {
+		if !scrapedAt(k.scrapeMax, level) {
 			res.note("%s: skipping %d groups (over --pushgateway-scrape-max-groups)", k.name, level)
 			continue
 		}
@@ -551,6 +551,12 @@ func scrapeKind(c *config, l *loader, res *results, k kind, levels []int, insts 
 	return nil
 }
 
+// scrapedAt reports whether a server whose scrapes stop above scrapeMax
+// groups (0: none) is scraped at level groups.
+func scrapedAt(scrapeMax, level int) bool {
+	return scrapeMax == 0 || level <= scrapeMax
+}
+
 // runURL measures a server given by URL: one process, so its levels run one
 // after the other.
 func runURL(c *config, l *loader, res *results, name, url string, pid, scrapeMax int, isPushrelay bool) error {
@@ -575,7 +581,7 @@ func runLevels(c *config, l *loader, res *results, t *target, scrapeMax int) err
 	}()
 	for _, level := range levels {
 		doPush := slices.Contains(c.pushGroups, level)
-		doScrape := slices.Contains(c.scrapeGroups, level) && (scrapeMax == 0 || level <= scrapeMax)
+		doScrape := slices.Contains(c.scrapeGroups, level) && scrapedAt(scrapeMax, level)
 		if !doPush && !doScrape {
 			res.note("%s: skipping %d groups (over --pushgateway-scrape-max-groups)", t.name, level)
 			continue
@@ -588,7 +594,7 @@ func runLevels(c *config, l *loader, res *results, t *target, scrapeMax int) err
 			if fr.TimedOut {
 				return fmt.Errorf("fill to %d groups timed out after %s", level, c.fillTimeout)
 			}
-			if doPush && len(c.scrapeGroups) > 0 && (scrapeMax == 0 || level <= scrapeMax) {
+			if doPush && len(c.scrapeGroups) > 0 && scrapedAt(scrapeMax, level) {
 				if err := l.warmUp(t, level); err != nil {
 					return err
 				}
