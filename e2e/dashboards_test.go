@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -76,15 +75,7 @@ else:
 // runDashWorkload runs dashWorkload against gw with the Debian interpreter.
 func runDashWorkload(t *testing.T, gw *process) {
 	t.Helper()
-	script := filepath.Join(t.TempDir(), "workload.py")
-	require.NoError(t, os.WriteFile(script, []byte(dashWorkload), 0o600))
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, pythonBin, script, gw.url)
-	cmd.Env = pythonEnv()
-	out, err := cmd.CombinedOutput()
-	require.NoError(t, err, "workload.py: %s", out)
-	require.Contains(t, string(out), "rejected as expected")
+	require.Contains(t, runPythonScript(t, gw, "workload.py", dashWorkload), "rejected as expected")
 }
 
 // metricsSink is an OTLP gRPC MetricsService that accepts everything, the

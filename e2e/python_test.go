@@ -34,6 +34,21 @@ func runPythonJob(t *testing.T, gw *process, step string) (map[string]*dto.Metri
 	return parseText(t, out), from, to
 }
 
+// runPythonScript runs script, saved as name, with the Debian interpreter
+// and gw's URL as its argument, and returns its output.
+func runPythonScript(t *testing.T, gw *process, name, script string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), name)
+	require.NoError(t, os.WriteFile(path, []byte(script), 0o600))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, pythonBin, path, gw.url)
+	cmd.Env = pythonEnv()
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, err, "%s: %s", name, out)
+	return string(out)
+}
+
 // pythonEnv is the environment without PYTHON* variables, so that the
 // Debian interpreter imports the Debian prometheus_client.
 func pythonEnv() []string {
@@ -217,4 +232,50 @@ func TestPythonClient(t *testing.T) {
 	text, _ = scrape(t, gw)
 	require.Empty(t, linesContaining(text, `job="windmill`), "series left after delete_from_gateway")
 	require.Empty(t, linesContaining(text, "wm_"), "families left after delete_from_gateway")
+}
+
+// emptyInstanceJob pushes with the Python client to {job="ge"} and then to
+// {job="ge",instance=""}, which the client sends as instance@base64/=, and
+// prints the rejection of the second push.
+const emptyInstanceJob = `import sys
+from urllib.error import HTTPError
+from prometheus_client import CollectorRegistry, Gauge, push_to_gateway
+
+gateway = sys.argv[1]
+first = CollectorRegistry()
+Gauge("job_records", "Records.", registry=first).set(1)
+push_to_gateway(gateway, job="ge", registry=first)
+second = CollectorRegistry()
+Gauge("job_other", "Other records.", registry=second).set(2)
+try:
+    push_to_gateway(gateway, job="ge", grouping_key={"instance": ""}, registry=second)
+except HTTPError as e:
+    print(e.code, e.read().decode())
+else:
+    sys.exit("the push to the empty instance was accepted")
+`
+
+// TestPythonClientEmptyInstance checks that a push that would create a group
+// whose push_time_seconds and push_failure_time_seconds another group holds
+// is rejected with both series named and creates no group, so the first
+// group's push time stays what the scrape shows.
+func TestPythonClientEmptyInstance(t *testing.T) {
+	e2eTest(t)
+	requirePythonClient(t)
+	gw := startPushrelay(t)
+
+	out := runPythonScript(t, gw, "empty_instance.py", emptyInstanceJob)
+	require.Regexp(t, `^400 pushed metrics are invalid or inconsistent with existing metrics: 2 error\(s\) occurred:\n`+
+		`\* collected metric "push_time_seconds" \{ .*\} was collected before with the same name and label values\n`+
+		`\* collected metric "push_failure_time_seconds" \{ .*\} was collected before with the same name and label values\n`, out)
+
+	groups := getGroups(t, gw)
+	require.Len(t, groups, 1)
+	g := requireGroup(t, groups, map[string]string{"job": "ge"})
+	pushed := g.timeValue(t, "push_time_seconds")
+	require.NotZero(t, pushed)
+	_, mfs := scrape(t, gw)
+	require.Len(t, mfs["push_time_seconds"].GetMetric(), 1)
+	require.InDelta(t, pushed, mfs["push_time_seconds"].GetMetric()[0].GetGauge().GetValue(), 1e-6)
+	require.NotContains(t, mfs, "job_other")
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	dto "github.com/prometheus/client_model/go"
 	"google.golang.org/protobuf/proto"
@@ -16,8 +17,10 @@ func unmarshalMetric(b []byte, m *dto.Metric) error {
 // check decides whether applying req to group old keeps every exposition
 // consistent: the same rules as a client_golang gather of the own registry
 // plus all groups, but computed from the index in time proportional to the
-// size of the push. Must be called holding s.mu.
-func (s *Store) check(req *writeRequest, old *group, own map[string]dto.MetricType) error {
+// size of the push. clash tells that the push would create a group whose
+// timestamp series another group holds (see timestampsClash). Must be
+// called holding s.mu.
+func (s *Store) check(req *writeRequest, old *group, own map[string]dto.MetricType, clash bool) error {
 	// replaced reports whether old's family of this name goes away.
 	replaced := func(name string) bool {
 		if old == nil {
@@ -69,7 +72,42 @@ func (s *Store) check(req *writeRequest, old *group, own map[string]dto.MetricTy
 	for _, fe := range found {
 		errs = append(errs, fe.errs...)
 	}
+	if clash {
+		errs = append(errs, clashErrors(req)...)
+	}
 	return multiError(errs)
+}
+
+// timestampsClash reports whether the group that a push to a new group
+// would create has timestamp series that another group holds. Grouping
+// keys that differ only in an empty instance ({job="a"} and
+// {job="a",instance=""}) name two groups, yet the push_time_seconds and
+// push_failure_time_seconds of both carry the same labels, since a group
+// without an instance label is exposed with instance="". Must be called
+// holding s.mu.
+func (s *Store) timestampsClash(req *writeRequest) bool {
+	e := s.names[pushTimeName]
+	if e == nil {
+		return false
+	}
+	cur, ok := e.lookup(req.pushTimeFamily.series[0].id)
+	return ok && cur.groupKey != req.key
+}
+
+// clashErrors returns the gather errors of the timestamp series of the
+// group a push would create, when another group holds them: those of
+// push_time_seconds as the push would set it, then of
+// push_failure_time_seconds at 0, in the order the Pushgateway reports
+// them.
+func clashErrors(req *writeRequest) []error {
+	failure := timestampFamily(pushFailureTimeName, pushFailureTimeHelp, req.grouping, req.key, time.Time{}, req.time)
+	var errs []error
+	for _, f := range []*family{req.pushTimeFamily, failure} {
+		m := &dto.Metric{}
+		_ = unmarshalMetric(f.series[0].metric(), m)
+		errs = append(errs, fmt.Errorf("collected metric %q { %s} was collected before with the same name and label values", f.name, m))
+	}
+	return errs
 }
 
 // checkFamily returns what is wrong with the pushed family f of name, in

@@ -36,6 +36,16 @@ func collected(name string, m *dto.Metric, what string) string {
 	return fmt.Sprintf("collected metric %q { %s} %s", name, m, what)
 }
 
+// timestampClash is the rejection of a push at the test time at that would
+// create a group of job whose timestamp series, with instance="", another
+// group holds.
+func timestampClash(at float64, job string) string {
+	clash := func(name string, v float64) string {
+		return collected(name, metricOf("gauge", v, "instance", "", "job", job), "was collected before with the same name and label values")
+	}
+	return "2 error(s) occurred:\n* " + clash("push_time_seconds", 1.7e9+at) + "\n* " + clash("push_failure_time_seconds", 0)
+}
+
 // registerOwn registers the own metrics the consistency tests run against:
 // a gauge and a summary.
 func registerOwn(reg *prometheus.Registry) {
@@ -137,6 +147,49 @@ func TestConsistency(t *testing.T) {
 				rejected(put(2, "/metrics/job/a", "m{instance=\"x\"} 1\n"),
 					collected("m", metricOf("untyped", 1, "instance", "x", "job", "a"), "was collected before with the same name and label values")),
 			},
+		},
+		"empty instance names a group whose timestamp series another group holds": {
+			steps: []step{
+				put(1, "/metrics/job/a", "m 1\n"),
+				rejected(put(2, "/metrics/job/a/instance@base64/=", "n 2\n"), timestampClash(2, "a")),
+				// Still refused when the push would otherwise be
+				// rejected for its own reasons.
+				rejected(put(3, "/metrics/job/a/instance@base64/=", "m 3\n"),
+					"3 error(s) occurred:\n* "+collected("m", metricOf("untyped", 3, "instance", "", "job", "a"), "was collected before with the same name and label values")+
+						"\n* "+strings.TrimPrefix(timestampClash(3, "a"), "2 error(s) occurred:\n* ")),
+				badRequest(put(4, "/metrics/job/a/instance@base64/=", "n 4 1000\n"), "pushed metrics are invalid or inconsistent with existing metrics: "+tsReason),
+			},
+			// The rejected pushes created no group: the first group's
+			// timestamps are the only ones.
+			want: lines(
+				`m{instance="",job="a"} 1`,
+				`push_failure_time_seconds{instance="",job="a"} 0`,
+				`push_time_seconds{instance="",job="a"} 1.700000001e+09`,
+			),
+		},
+		"empty instance, other direction": {
+			steps: []step{
+				put(1, "/metrics/job/a/instance@base64/=", "m 1\n"),
+				rejected(post(2, "/metrics/job/a", ""), timestampClash(2, "a")),
+			},
+			want: lines(
+				`m{instance="",job="a"} 1`,
+				`push_failure_time_seconds{instance="",job="a"} 0`,
+				`push_time_seconds{instance="",job="a"} 1.700000001e+09`,
+			),
+		},
+		"empty instance after the other group is deleted": {
+			steps: []step{
+				put(1, "/metrics/job/a", "m 1\n"),
+				del(2, "/metrics/job/a"),
+				put(3, "/metrics/job/a/instance@base64/=", "n 3\n"),
+				rejected(put(4, "/metrics/job/a", "m 4\n"), timestampClash(4, "a")),
+			},
+			want: lines(
+				`n{instance="",job="a"} 3`,
+				`push_failure_time_seconds{instance="",job="a"} 0`,
+				`push_time_seconds{instance="",job="a"} 1.700000003e+09`,
+			),
 		},
 		"duplicate series within one push after sanitising": {
 			steps: []step{

@@ -660,13 +660,19 @@ func (s *Store) apply(b *batch, req *writeRequest) {
 			result = err
 			break
 		}
+		// A new group whose timestamp series another group holds cannot
+		// be exposed beside it: such a push is rejected without creating
+		// the group.
+		clash := old == nil && s.timestampsClash(req)
 		err := req.reject
 		if err == nil {
-			err = s.check(req, old, own)
+			err = s.check(req, old, own, clash)
 		}
 		if err != nil {
 			result = &RejectedError{Err: err}
-			replace(req.key, old, failedGroup(old, req))
+			if !clash {
+				replace(req.key, old, failedGroup(old, req))
+			}
 			break
 		}
 		replace(req.key, old, appliedGroup(old, req, s.resolveTTL(req)))
