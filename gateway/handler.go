@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"path"
+	"slices"
 	"strings"
 	"time"
 
@@ -107,7 +108,9 @@ func NewHandler(store *Store, opts HandlerOptions) http.Handler {
 		}
 		http.NotFound(w, req)
 	})
-	r.MethodNotAllowedHandler = http.HandlerFunc(methodNotAllowed)
+	r.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		methodNotAllowed(w, req, allowedMethods(r, req))
+	})
 
 	m := a.metrics
 	auth := newAuthenticator(opts.Auth)
@@ -148,8 +151,7 @@ func NewHandler(store *Store, opts HandlerOptions) http.Handler {
 		case http.MethodDelete:
 			del.ServeHTTP(w, req)
 		default:
-			w.Header().Set("Allow", "PUT, POST, DELETE")
-			methodNotAllowed(w, req)
+			methodNotAllowed(w, req, "DELETE, OPTIONS, POST, PUT")
 		}
 	})
 
@@ -237,8 +239,36 @@ func plainText(w http.ResponseWriter, code int, msg string) {
 	_, _ = io.WriteString(w, msg)
 }
 
-func methodNotAllowed(w http.ResponseWriter, _ *http.Request) {
+// methodNotAllowed answers a request whose method the path does not take,
+// as the Pushgateway's router does: OPTIONS gets 200 and any other method
+// 405, both with the Allow header allow.
+func methodNotAllowed(w http.ResponseWriter, req *http.Request, allow string) {
+	w.Header().Set("Allow", allow)
+	if req.Method == http.MethodOptions {
+		return
+	}
 	http.Error(w, http.StatusText(http.StatusMethodNotAllowed), http.StatusMethodNotAllowed)
+}
+
+// probedMethods are the methods allowedMethods tries, in the order of the
+// Allow header.
+var probedMethods = []string{http.MethodDelete, http.MethodGet, http.MethodHead, http.MethodPatch, http.MethodPost, http.MethodPut}
+
+// allowedMethods returns the Allow header for req's path: the methods r
+// routes there, and OPTIONS.
+func allowedMethods(r *mux.Router, req *http.Request) string {
+	var allowed []string
+	for _, m := range probedMethods {
+		probe := req.Clone(req.Context())
+		probe.Method = m
+		var match mux.RouteMatch
+		if r.Match(probe, &match) && match.MatchErr == nil {
+			allowed = append(allowed, m)
+		}
+	}
+	allowed = append(allowed, http.MethodOptions)
+	slices.Sort(allowed)
+	return strings.Join(allowed, ", ")
 }
 
 func cors(next http.Handler) http.Handler {

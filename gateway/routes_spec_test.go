@@ -23,6 +23,8 @@ func TestRoutes(t *testing.T) {
 		body         string
 		// contains, when set, replaces the exact body check.
 		contains string
+		// allow, when set, is the Allow header wanted.
+		allow string
 	}
 	scenarios := map[string]struct {
 		opts     func(*gateway.HandlerOptions)
@@ -32,11 +34,16 @@ func TestRoutes(t *testing.T) {
 			requests: []request{
 				{method: "GET", path: "/-/healthy", code: 200, body: "OK"},
 				{method: "GET", path: "/-/ready", code: 200, body: "OK"},
-				{method: "POST", path: "/-/healthy", code: 405, body: "Method Not Allowed"},
-				{method: "HEAD", path: "/metrics", code: 405, body: "Method Not Allowed"},
-				{method: "POST", path: "/metrics", code: 405, body: "Method Not Allowed"},
+				{method: "POST", path: "/-/healthy", code: 405, body: "Method Not Allowed", allow: "GET, OPTIONS"},
+				{method: "OPTIONS", path: "/-/healthy", code: 200, allow: "GET, OPTIONS"},
+				{method: "HEAD", path: "/metrics", code: 405, body: "Method Not Allowed", allow: "GET, OPTIONS"},
+				{method: "OPTIONS", path: "/metrics", code: 200, allow: "GET, OPTIONS"},
+				{method: "POST", path: "/metrics", code: 405, body: "Method Not Allowed", allow: "GET, OPTIONS"},
 				{method: "GET", path: "/metrics", code: 200, contains: "# TYPE pushrelay_http_requests_total counter"},
-				{method: "GET", path: "/metrics/job/x", code: 405, body: "Method Not Allowed"},
+				{method: "GET", path: "/metrics/job/x", code: 405, body: "Method Not Allowed", allow: "DELETE, OPTIONS, POST, PUT"},
+				{method: "OPTIONS", path: "/metrics/job/x/a/b", code: 200, allow: "DELETE, OPTIONS, POST, PUT"},
+				{method: "OPTIONS", path: "/no/such/path", code: 404, body: "404 page not found"},
+				{method: "OPTIONS", path: "/-/quit", code: 200, allow: "GET, OPTIONS, POST, PUT"},
 				{method: "PATCH", path: "/metrics/job/x", code: 405, body: "Method Not Allowed"},
 				{method: "GET", path: "/metrics/job", code: 404, body: "404 page not found"},
 				{method: "GET", path: "/no/such/path", code: 404, body: "404 page not found"},
@@ -44,7 +51,7 @@ func TestRoutes(t *testing.T) {
 				{method: "POST", path: "/-/quit", code: 403, body: "Lifecycle API is not enabled."},
 				{method: "GET", path: "/-/quit", code: 405, body: "Only POST or PUT requests allowed."},
 				{method: "GET", path: "/api/v1/metrics", code: 200, body: `{"status":"success","data":[]}`},
-				{method: "PUT", path: "/api/v1/metrics", code: 405, body: "Method Not Allowed"},
+				{method: "PUT", path: "/api/v1/metrics", code: 405, body: "Method Not Allowed", allow: "GET, OPTIONS"},
 				{method: "OPTIONS", path: "/api/v1/whatever", code: 200, body: ""},
 			},
 		},
@@ -52,7 +59,7 @@ func TestRoutes(t *testing.T) {
 			opts: func(o *gateway.HandlerOptions) { o.EnableAdminAPI = true },
 			requests: []request{
 				{method: "PUT", path: "/metrics/job/a", code: 200},
-				{method: "GET", path: "/api/v1/admin/wipe", code: 405, body: "Method Not Allowed"},
+				{method: "GET", path: "/api/v1/admin/wipe", code: 405, body: "Method Not Allowed", allow: "OPTIONS, PUT"},
 				{method: "POST", path: "/api/v1/admin/wipe", code: 405, body: "Method Not Allowed"},
 				{method: "PUT", path: "/api/v1/admin/wipe", code: 202, body: ""},
 				{method: "GET", path: "/api/v1/metrics", code: 200, body: `{"status":"success","data":[]}`},
@@ -116,6 +123,9 @@ func TestRoutes(t *testing.T) {
 					require.Contains(t, got, r.contains, "%s %s", r.method, r.path)
 				} else {
 					require.Equal(t, r.body, got, "%s %s", r.method, r.path)
+				}
+				if r.allow != "" {
+					require.Equal(t, r.allow, rec.Header().Get("Allow"), "%s %s", r.method, r.path)
 				}
 				if rec.Code >= 400 && r.method != http.MethodHead {
 					require.Equal(t, "text/plain; charset=utf-8", rec.Header().Get("Content-Type"), "%s %s", r.method, r.path)
