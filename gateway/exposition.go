@@ -25,6 +25,8 @@ import (
 // when the scraper has none.
 var scrapeFormats = []expfmt.Format{
 	expfmt.NewFormat(expfmt.TypeProtoDelim),
+	expfmt.NewFormat(expfmt.TypeProtoText),
+	expfmt.NewFormat(expfmt.TypeProtoCompact),
 	expfmt.NewFormat(expfmt.TypeTextPlain),
 	expfmt.NewFormat(expfmt.TypeOpenMetrics),
 	expfmt.FmtOpenMetrics_0_0_1,

@@ -191,6 +191,68 @@ func TestExpositionProtobufRoundTrip(t *testing.T) {
 	require.True(t, proto.Equal(want, native), "native histograms survive the protobuf round trip:\nwant %v\ngot  %v", want, native)
 }
 
+// TestExpositionProtobufText checks the protobuf text formats, which
+// client_golang's handler offers too: every pushed family as expfmt writes
+// it, plain and with gzip.
+func TestExpositionProtobufText(t *testing.T) {
+	g := MustNewGateway(t)
+	pushFixture(t, g)
+	rec := g.Do(http.MethodGet, "/metrics", nil, "Accept", protoContentType)
+	require.Equal(t, http.StatusOK, rec.Code)
+	mfs := readDelimited(t, rec.Body)
+	for _, s := range []struct {
+		typ expfmt.FormatType
+		// start begins every family in the format, name included.
+		start string
+	}{
+		{expfmt.TypeProtoText, "name: \""},
+		{expfmt.TypeProtoCompact, "name:\""},
+	} {
+		format := expfmt.NewFormat(s.typ)
+		t.Run(string(format), func(t *testing.T) {
+			var want bytes.Buffer
+			enc := expfmt.NewEncoder(&want, format)
+			for _, mf := range mfs {
+				if !isOwnFamily(mf.GetName()) {
+					require.NoError(t, enc.Encode(mf))
+				}
+			}
+			require.NotEmpty(t, want.String())
+			for _, gz := range []bool{false, true} {
+				headers := []string{"Accept", string(format)}
+				if gz {
+					headers = append(headers, "Accept-Encoding", "gzip")
+				}
+				rec := g.Do(http.MethodGet, "/metrics", nil, headers...)
+				require.Equal(t, http.StatusOK, rec.Code)
+				require.Equal(t, string(format)+"; escaping=underscores", rec.Header().Get("Content-Type"))
+				body := rec.Body.String()
+				if gz {
+					zr, err := gzip.NewReader(rec.Body)
+					require.NoError(t, err)
+					b, err := io.ReadAll(zr)
+					require.NoError(t, err)
+					body = string(b)
+				}
+				// The families without the own ones, whose values change
+				// from scrape to scrape.
+				var got strings.Builder
+				families := strings.Split(strings.TrimPrefix(body, s.start), "\n"+s.start)
+				for i, f := range families {
+					if name, _, _ := strings.Cut(f, "\""); isOwnFamily(name) {
+						continue
+					}
+					got.WriteString(s.start + f)
+					if i < len(families)-1 {
+						got.WriteString("\n")
+					}
+				}
+				require.Equal(t, want.String(), got.String(), "gzip %v", gz)
+			}
+		})
+	}
+}
+
 func TestExpositionGzip(t *testing.T) {
 	g := MustNewGateway(t)
 	pushFixture(t, g)
@@ -229,6 +291,15 @@ func TestExpositionNegotiation(t *testing.T) {
 		"text 0.0.4":         {accept: "text/plain;version=0.0.4", want: textContentType},
 		"unknown type":       {accept: "application/json", want: textContentType},
 		"delimited protobuf": {accept: protoContentType, want: protoContentType + "; escaping=underscores"},
+		"protobuf text": {
+			accept: "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=text",
+			want:   "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=text; escaping=underscores",
+		},
+		"protobuf compact text": {
+			accept: "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=compact-text",
+			want:   "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=compact-text; escaping=underscores",
+		},
+		"protobuf without encoding": {accept: "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily", want: textContentType},
 		"protobuf preferred by q": {
 			accept: "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;q=0.7,text/plain;version=0.0.4;q=0.3",
 			want:   protoContentType + "; escaping=underscores",
