@@ -344,12 +344,6 @@ func TestConsistency(t *testing.T) {
 					collected("m", metricOf("untyped", 1, "__a", "1", "instance", "", "job", "a"), "has a label with an invalid name: __a")),
 			},
 		},
-		"grouping label value not UTF-8 on a text push": {
-			steps: []step{
-				rejected(put(1, "/metrics/job/a/x/\xff", "m{y=\"1\"} 1\n"),
-					collected("m", metricOf("untyped", 1, "instance", "", "job", "a", "x", "\xff", "y", "1"), `has a label named "x" whose value is not utf8: "\xff"`)),
-			},
-		},
 		"protobuf repeated label name": {
 			steps: []step{
 				rejected(protoPut(1, "/metrics/job/a", t, &dto.MetricFamily{

@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
@@ -51,7 +52,7 @@ func FuzzParseGrouping(f *testing.F) {
 		"/foo", "/foo/", "/foo/instance/bar/a/b", "@base64/YmF6", "@base64/YmE=", "@base64/=",
 		"/foo/a@base64/Pz8-", "/foo/a@base64/Pz8+", "/foo/a/b/c", "/foo/__x/1", "/foo/a//b",
 		"/foo/job/bar", "/foo/a/Π", "@base64/", "/", "", "/foo/a@base64/==", "/foo/U__a_2e_b/x",
-		"@base64/L2Zvby9iYXI/x@base64/AA", "/\xff/a/\xff", "/a/b@base64",
+		"@base64/L2Zvby9iYXI/x@base64/AA", "/\xff/a/\xff", "/a/b@base64", "/foo/p@base64/_-8", "/a/b/\xff",
 	} {
 		f.Add(s)
 	}
@@ -66,9 +67,10 @@ func FuzzParseGrouping(f *testing.F) {
 			return
 		}
 		require.NotEmpty(t, g["job"], "an accepted grouping has a job")
-		for n := range g {
+		for n, v := range g {
 			require.True(t, model.LegacyValidation.IsValidLabelName(n), "label name %q", n)
 			require.False(t, strings.HasPrefix(n, "__"), "label name %q", n)
+			require.True(t, utf8.ValidString(v), "value %q of %s", v, n)
 		}
 		again, err := gateway.ParseGrouping(groupingURL(g))
 		require.NoError(t, err)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/prometheus/common/model"
 )
@@ -14,7 +15,7 @@ import (
 const Base64Suffix = "@base64"
 
 // separator joins names and values in a grouping key; it cannot occur in
-// valid UTF-8.
+// valid UTF-8, which ParseGrouping requires of names and values.
 const separator = "\xff"
 
 // Grouping is the label set that identifies a push group.
@@ -87,6 +88,9 @@ func ParseGrouping(afterJob string) (Grouping, error) {
 	if job == "" {
 		return nil, fmt.Errorf("job name is required")
 	}
+	if !utf8.ValidString(job) {
+		return nil, fmt.Errorf("invalid UTF-8 in job name %q", job)
+	}
 	g["job"] = job
 	return g, nil
 }
@@ -113,15 +117,19 @@ func splitLabels(labels string) (Grouping, error) {
 		if !model.LegacyValidation.IsValidLabelName(trimmed) || strings.HasPrefix(trimmed, model.ReservedLabelPrefix) {
 			return nil, fmt.Errorf("improper label name %q", trimmed)
 		}
-		if name == trimmed {
-			result[name] = value
-			continue
+		if name != trimmed {
+			decoded, err := decodeBase64(value)
+			if err != nil {
+				return nil, fmt.Errorf("invalid base64 encoding for label %s=%q: %v", trimmed, value, err)
+			}
+			value = decoded
 		}
-		decoded, err := decodeBase64(value)
-		if err != nil {
-			return nil, fmt.Errorf("invalid base64 encoding for label %s=%q: %v", trimmed, value, err)
+		// A value that is not UTF-8 could never be exposed, and could
+		// contain the separator of grouping keys.
+		if !utf8.ValidString(value) {
+			return nil, fmt.Errorf("invalid UTF-8 in value of label %s: %q", trimmed, value)
 		}
-		result[trimmed] = decoded
+		result[trimmed] = value
 	}
 	return result, nil
 }

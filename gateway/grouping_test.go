@@ -142,12 +142,19 @@ func TestPushURL(t *testing.T) {
 		"bad base64 label":          {target: "/metrics/job/foo/a@base64/Pz8+", code: 400, body: `invalid base64 encoding for label a="Pz8+": illegal base64 data at input byte 3`},
 		"pair then slash":           {target: "/metrics/job/foo/x/1/", code: 400, body: `odd number of components in label string "/x/1/"`},
 		"DELETE checks the URL too": {method: http.MethodDelete, target: "/metrics/job/foo/a", code: 400, body: `odd number of components in label string "/a"`},
-		"DELETE of unknown group":   {method: http.MethodDelete, target: "/metrics/job/foo", code: 202},
-		"no job":                    {target: "/metrics/job", code: 404, body: "404 page not found"},
-		"job prefix only":           {target: "/metrics/jobx/foo", code: 404, body: "404 page not found"},
-		"empty job redirects":       {target: "/metrics/job/", code: 307, location: "/metrics/job"},
-		"double slash redirects":    {target: "/metrics/job/foo//a/b", code: 307, location: "/metrics/job/foo/a/b"},
-		"GET is not allowed":        {method: http.MethodGet, target: "/metrics/job/foo", code: 405, body: "Method Not Allowed"},
+		// A value that is not UTF-8 could never be exposed: the
+		// Pushgateway stores such a group and fails every later scrape.
+		"label value not UTF-8":               {target: "/metrics/job/foo/x/%FF", code: 400, body: `invalid UTF-8 in value of label x: "\xff"`},
+		"base64 label value not UTF-8":        {method: http.MethodPost, target: "/metrics/job/foo/path@base64/_-8", code: 400, body: `invalid UTF-8 in value of label path: "\xff\xef"`},
+		"job not UTF-8":                       {target: "/metrics/job/%FF%FE", code: 400, body: `invalid UTF-8 in job name "\xff\xfe"`},
+		"base64 job not UTF-8":                {target: "/metrics/job@base64/_-8", code: 400, body: `invalid UTF-8 in job name "\xff\xef"`},
+		"DELETE of a value that is not UTF-8": {method: http.MethodDelete, target: "/metrics/job/foo/x/%FF", code: 400, body: `invalid UTF-8 in value of label x: "\xff"`},
+		"DELETE of unknown group":             {method: http.MethodDelete, target: "/metrics/job/foo", code: 202},
+		"no job":                              {target: "/metrics/job", code: 404, body: "404 page not found"},
+		"job prefix only":                     {target: "/metrics/jobx/foo", code: 404, body: "404 page not found"},
+		"empty job redirects":                 {target: "/metrics/job/", code: 307, location: "/metrics/job"},
+		"double slash redirects":              {target: "/metrics/job/foo//a/b", code: 307, location: "/metrics/job/foo/a/b"},
+		"GET is not allowed":                  {method: http.MethodGet, target: "/metrics/job/foo", code: 405, body: "Method Not Allowed"},
 	}
 	for name, s := range scenarios {
 		t.Run(name, func(t *testing.T) {
