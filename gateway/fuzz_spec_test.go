@@ -195,3 +195,92 @@ func requireExpositionConsistent(t *testing.T, store *gateway.Store) {
 	require.NoError(t, err, "exposition must re-parse:\n%s", text)
 	require.NoError(t, checkGather(parsed), "re-parsed exposition must gather:\n%s", text)
 }
+
+// sequencePaths and sequenceBodies are what FuzzPushSequence combines: groups
+// that share labels in the exposition ({job="a"} and {job="a",instance=""},
+// the base64 form of a job), a URL that is not UTF-8, and bodies that
+// conflict with each other, carry timestamps or duplicates, collide with a
+// histogram's suffixes or name a gateway family.
+var (
+	sequencePaths = []string{
+		"/metrics/job/a",
+		"/metrics/job/a/instance@base64/=",
+		"/metrics/job/a/instance/x",
+		"/metrics/job/b",
+		"/metrics/job@base64/YQ",
+		"/metrics/job/b/x@base64/=",
+		"/metrics/job/c/x/%FF",
+		"/metrics/job/a/b/1",
+	}
+	sequenceBodies = []string{
+		"",
+		"m 1\n",
+		"# TYPE m counter\nm 2\n",
+		"# TYPE m gauge\nm{instance=\"x\"} 3\n",
+		"n 1 1000\n",
+		"m 1\nm 1\n",
+		"# TYPE h histogram\nh_bucket{le=\"1\"} 1\nh_bucket{le=\"+Inf\"} 2\nh_sum 3\nh_count 2\n",
+		"h_count 1\n",
+		"push_time_seconds 5\npush_failure_time_seconds 6\n",
+	}
+)
+
+// FuzzPushSequence runs sequences of pushes, deletes and restarts, three
+// bytes an operation (what, where, which body; a body index past the list
+// takes the rest of the input as the body), and checks what no sequence may
+// break: no request fails with a server error, the exposition parses and
+// gathers consistently, every group shows its own push_time_seconds, and a
+// restart restores exactly what was exposed.
+func FuzzPushSequence(f *testing.F) {
+	for _, s := range [][]byte{
+		{0, 0, 1, 0, 1, 1},          // {job="a"}, then {job="a",instance=""}
+		{0, 1, 1, 0, 0, 0, 3, 0, 0}, // the other order, then a restart
+		{0, 0, 2, 0, 3, 3, 0, 0, 6, 0, 3, 7, 3, 0, 0},
+		{0, 6, 0, 0, 6, 0, 0, 6, 1, 2, 6, 0},
+		{0, 0, 1, 0, 0, 1, 1, 0, 2, 2, 0, 0, 0, 1, 1},
+		{0, 0, 4, 0, 2, 5, 1, 4, 8, 3, 0, 0, 0, 4, 1},
+		{0, 0, 9, 'm', ' ', '7'},
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, ops []byte) {
+		if len(ops) > 3*16+256 {
+			return
+		}
+		g := MustNewGateway(t)
+		checkExposition := func() {
+			t.Helper()
+			requireConsistentExposition(t, g)
+			mfs, err := parseText(g.MustDo(http.StatusOK, http.MethodGet, "/metrics", ""))
+			require.NoError(t, err)
+			require.Len(t, mfs["push_time_seconds"].GetMetric(), len(g.APIMetrics()), "every group shows its own push_time_seconds")
+		}
+		for i := 0; i+2 < len(ops); i += 3 {
+			g.At(float64(i + 1))
+			path := sequencePaths[int(ops[i+1])%len(sequencePaths)]
+			body := ops[i+3:]
+			if b := int(ops[i+2]); b < len(sequenceBodies) {
+				body = []byte(sequenceBodies[b])
+			}
+			var rec *httptest.ResponseRecorder
+			switch ops[i] % 4 {
+			case 0:
+				rec = g.Do(http.MethodPut, path, body)
+			case 1:
+				rec = g.Do(http.MethodPost, path, body)
+			case 2:
+				rec = g.Do(http.MethodDelete, path, nil)
+			default:
+				before := g.Samples()
+				g.Restart()
+				require.Equal(t, before, g.Samples(), "a restart restores what was exposed")
+				continue
+			}
+			require.Contains(t, []int{http.StatusOK, http.StatusAccepted, http.StatusBadRequest}, rec.Code, "%s: %s", path, rec.Body.String())
+			checkExposition()
+			if int(ops[i+2]) >= len(sequenceBodies) {
+				break
+			}
+		}
+	})
+}
