@@ -50,6 +50,8 @@ func TestSeparateCredentials(t *testing.T) {
 		"wipe with scrape credentials":   {http.MethodPut, "/api/v1/admin/wipe", "", scraper, http.StatusUnauthorized},
 		"pprof needs admin access":       {http.MethodGet, "/debug/pprof/", "", scraper, http.StatusUnauthorized},
 		"health is open":                 {http.MethodGet, "/-/healthy", "", nil, http.StatusOK},
+		"OPTIONS is open":                {http.MethodOptions, "/metrics/job/a", "", nil, http.StatusOK},
+		"another method is 405 for all":  {http.MethodGet, "/metrics/job/a", "", nil, http.StatusMethodNotAllowed},
 		"unknown user":                   {http.MethodGet, "/metrics", "", &creds{"mallory", "scrape-secret"}, http.StatusUnauthorized},
 	}
 	for name, sc := range scenarios {

@@ -18,8 +18,8 @@ func unmarshalMetric(b []byte, m *dto.Metric) error {
 // consistent: the same rules as a client_golang gather of the own registry
 // plus all groups, but computed from the index in time proportional to the
 // size of the push. clash tells that the push would create a group whose
-// timestamp series another group holds (see timestampsClash). Must be
-// called holding s.mu.
+// timestamp series another group holds (see timestampsHeld); their errors
+// come after those of the pushed families. Must be called holding s.mu.
 func (s *Store) check(req *writeRequest, old *group, own map[string]dto.MetricType, clash bool) error {
 	// replaced reports whether old's family of this name goes away.
 	replaced := func(name string) bool {
@@ -78,27 +78,25 @@ func (s *Store) check(req *writeRequest, old *group, own map[string]dto.MetricTy
 	return multiError(errs)
 }
 
-// timestampsClash reports whether the group that a push to a new group
-// would create has timestamp series that another group holds. Grouping
-// keys that differ only in an empty instance ({job="a"} and
-// {job="a",instance=""}) name two groups, yet the push_time_seconds and
-// push_failure_time_seconds of both carry the same labels, since a group
-// without an instance label is exposed with instance="". Must be called
-// holding s.mu.
-func (s *Store) timestampsClash(req *writeRequest) bool {
+// timestampsHeld reports whether another group than the one of key holds
+// the series of its push_time_seconds family pushTime, and with it those of
+// push_failure_time_seconds. Grouping keys that differ only in an empty
+// instance ({job="a"} and {job="a",instance=""}) name two groups, yet the
+// timestamp series of both carry the same labels, since a group without an
+// instance label is exposed with instance="". Must be called holding s.mu.
+func (s *Store) timestampsHeld(key string, pushTime *family) bool {
 	e := s.names[pushTimeName]
 	if e == nil {
 		return false
 	}
-	cur, ok := e.lookup(req.pushTimeFamily.series[0].id)
-	return ok && cur.groupKey != req.key
+	cur, ok := e.lookup(pushTime.series[0].id)
+	return ok && cur.groupKey != key
 }
 
 // clashErrors returns the gather errors of the timestamp series of the
 // group a push would create, when another group holds them: those of
 // push_time_seconds as the push would set it, then of
-// push_failure_time_seconds at 0, in the order the Pushgateway reports
-// them.
+// push_failure_time_seconds at 0, as the Pushgateway words them.
 func clashErrors(req *writeRequest) []error {
 	failure := timestampFamily(pushFailureTimeName, pushFailureTimeHelp, req.grouping, req.key, time.Time{}, req.time)
 	var errs []error

@@ -157,7 +157,7 @@ func TestConsistency(t *testing.T) {
 				rejected(put(3, "/metrics/job/a/instance@base64/=", "m 3\n"),
 					"3 error(s) occurred:\n* "+collected("m", metricOf("untyped", 3, "instance", "", "job", "a"), "was collected before with the same name and label values")+
 						"\n* "+strings.TrimPrefix(timestampClash(3, "a"), "2 error(s) occurred:\n* ")),
-				badRequest(put(4, "/metrics/job/a/instance@base64/=", "n 4 1000\n"), "pushed metrics are invalid or inconsistent with existing metrics: "+tsReason),
+				rejected(put(4, "/metrics/job/a/instance@base64/=", "n 4 1000\n"), tsReason),
 			},
 			// The rejected pushes created no group: the first group's
 			// timestamps are the only ones.

@@ -301,6 +301,10 @@ func TestExpositionNegotiation(t *testing.T) {
 			want:   "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=compact-text; escaping=underscores",
 		},
 		"protobuf without encoding": {accept: "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily", want: textContentType},
+		"protobuf text preferred by q": {
+			accept: "text/plain;version=0.0.4;q=0.5,application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=compact-text;q=0.9",
+			want:   "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=compact-text; escaping=underscores",
+		},
 		"protobuf preferred by q": {
 			accept: "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;q=0.7,text/plain;version=0.0.4;q=0.3",
 			want:   protoContentType + "; escaping=underscores",

@@ -3,6 +3,7 @@ package gateway
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -841,8 +842,13 @@ func timestampFamily(name, help string, g Grouping, groupKey string, t, written 
 func gaugeFamily(name, help string, g Grouping, groupKey string, v float64, written time.Time) *family {
 	p := &parsedFamily{name: name, help: help, hasHelp: true, typ: dto.MetricType_GAUGE, simple: []simpleMetric{{value: v}}}
 	f, err := newFamily(p, g, nil, groupKey, written)
+	if err == nil && len(f.series) != 1 {
+		// Grouping labels are checked when a URL is parsed and a stored
+		// group restored, so the one series is always valid.
+		err = errors.Join(f.invalid...)
+	}
 	if err != nil {
-		panic(fmt.Sprintf("BUG: cannot build %s: %v", name, err))
+		panic(fmt.Sprintf("BUG: cannot build %s for %s: %v", name, g, err))
 	}
 	return f
 }

@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -253,7 +255,26 @@ func FuzzPushSequence(f *testing.F) {
 			requireConsistentExposition(t, g)
 			mfs, err := parseText(g.MustDo(http.StatusOK, http.MethodGet, "/metrics", ""))
 			require.NoError(t, err)
-			require.Len(t, mfs["push_time_seconds"].GetMetric(), len(g.APIMetrics()), "every group shows its own push_time_seconds")
+			// Every group's push_time_seconds as the JSON API and the
+			// exposition show it, by the labels of its series.
+			var api, exposed []string
+			for _, group := range g.APIMetrics() {
+				labels := map[string]string{"instance": ""}
+				for n, v := range group["labels"].(map[string]any) {
+					labels[n] = v.(string)
+				}
+				pt := group["push_time_seconds"].(map[string]any)["metrics"].([]any)
+				require.Len(t, pt, 1, "group %v", labels)
+				api = append(api, fmt.Sprint(labels, pt[0].(map[string]any)["value"]))
+			}
+			for _, m := range mfs["push_time_seconds"].GetMetric() {
+				labels := map[string]string{}
+				for _, lp := range m.GetLabel() {
+					labels[lp.GetName()] = lp.GetValue()
+				}
+				exposed = append(exposed, fmt.Sprint(labels, strconv.FormatFloat(m.GetGauge().GetValue(), 'g', -1, 64)))
+			}
+			require.ElementsMatch(t, api, exposed, "every group shows its own push_time_seconds")
 		}
 		for i := 0; i+2 < len(ops); i += 3 {
 			g.At(float64(i + 1))

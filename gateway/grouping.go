@@ -88,11 +88,26 @@ func ParseGrouping(afterJob string) (Grouping, error) {
 	if job == "" {
 		return nil, fmt.Errorf("job name is required")
 	}
-	if !utf8.ValidString(job) {
-		return nil, fmt.Errorf("invalid UTF-8 in job name %q", job)
-	}
 	g["job"] = job
+	if err := g.checkUTF8(); err != nil {
+		return nil, err
+	}
 	return g, nil
+}
+
+// checkUTF8 reports the first value of g, the job's first, that is not valid
+// UTF-8: such a value could never be exposed, and could contain the
+// separator of grouping keys.
+func (g Grouping) checkUTF8() error {
+	if !utf8.ValidString(g["job"]) {
+		return fmt.Errorf("invalid UTF-8 in job name %q", g["job"])
+	}
+	for _, n := range g.sortedNames() {
+		if !utf8.ValidString(g[n]) {
+			return fmt.Errorf("invalid UTF-8 in value of label %s: %q", n, g[n])
+		}
+	}
+	return nil
 }
 
 // decodeBase64 decodes base64url with optional padding.
@@ -123,11 +138,6 @@ func splitLabels(labels string) (Grouping, error) {
 				return nil, fmt.Errorf("invalid base64 encoding for label %s=%q: %v", trimmed, value, err)
 			}
 			value = decoded
-		}
-		// A value that is not UTF-8 could never be exposed, and could
-		// contain the separator of grouping keys.
-		if !utf8.ValidString(value) {
-			return nil, fmt.Errorf("invalid UTF-8 in value of label %s: %q", trimmed, value)
 		}
 		result[trimmed] = value
 	}

@@ -250,8 +250,7 @@ func methodNotAllowed(w http.ResponseWriter, req *http.Request, allow string) {
 	http.Error(w, http.StatusText(http.StatusMethodNotAllowed), http.StatusMethodNotAllowed)
 }
 
-// probedMethods are the methods allowedMethods tries, in the order of the
-// Allow header.
+// probedMethods are the methods allowedMethods tries.
 var probedMethods = []string{http.MethodDelete, http.MethodGet, http.MethodHead, http.MethodPatch, http.MethodPost, http.MethodPut}
 
 // allowedMethods returns the Allow header for req's path: the methods r
@@ -259,10 +258,10 @@ var probedMethods = []string{http.MethodDelete, http.MethodGet, http.MethodHead,
 func allowedMethods(r *mux.Router, req *http.Request) string {
 	var allowed []string
 	for _, m := range probedMethods {
-		probe := req.Clone(req.Context())
+		probe := *req
 		probe.Method = m
 		var match mux.RouteMatch
-		if r.Match(probe, &match) && match.MatchErr == nil {
+		if r.Match(&probe, &match) && match.MatchErr == nil {
 			allowed = append(allowed, m)
 		}
 	}

@@ -1,7 +1,11 @@
 package gateway_test
 
 import (
+	"bytes"
+	"fmt"
+	"log/slog"
 	"net/http"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -87,5 +91,51 @@ func TestRestartOnCorruptFile(t *testing.T) {
 	_, err = gateway.NewStore(gateway.StoreOptions{Persister: db})
 	require.Error(t, err)
 	require.Contains(t, err.Error(), path)
+	require.NoError(t, db.Close())
+}
+
+// TestRestoreOfGroupsEarlierVersionsStored checks the groups that earlier
+// versions could store and this one refuses to create: one whose label
+// value is not UTF-8 (no push URL names it any more, and it exposes
+// nothing) is logged and removed from the file; two that share their
+// timestamp series ({job="a"} and {job="a",instance=""}) are both restored,
+// with a warning.
+func TestRestoreOfGroupsEarlierVersionsStored(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "p.db")
+	record := func(labels ...string) persistence.Op {
+		g := gateway.Grouping{}
+		pg := &persistence.Group{PushTime: 1, FailureTime: 2}
+		for i := 0; i+1 < len(labels); i += 2 {
+			g[labels[i]] = labels[i+1]
+			pg.Labels = append(pg.Labels, persistence.Label{Name: labels[i], Value: labels[i+1]})
+		}
+		return persistence.Op{Key: g.Key(), Group: pg}
+	}
+	db, err := persistence.Open(path, nil)
+	require.NoError(t, err)
+	require.NoError(t, db.Commit([]persistence.Op{
+		record("job", "a"),
+		record("instance", "", "job", "a"),
+		record("job", "u", "path", "\xff\xef"),
+	}))
+
+	var log bytes.Buffer
+	s, err := gateway.NewStore(gateway.StoreOptions{Persister: db, Logger: slog.New(slog.NewTextHandler(&log, nil))})
+	require.NoError(t, err)
+	var restored []string
+	for _, v := range s.Groups() {
+		restored = append(restored, v.Grouping.String())
+	}
+	s.Close()
+	require.ElementsMatch(t, []string{`{job="a"}`, `{instance="",job="a"}`}, restored)
+	require.Contains(t, log.String(), `msg="removing a stored group that no push URL can name" group="{job=\"u\",path=\"\\xff\\xef\"}"`)
+	require.Contains(t, log.String(), "same push_time_seconds and push_failure_time_seconds series as another group")
+
+	var stored []string
+	require.NoError(t, db.Load(func(pg *persistence.Group) error {
+		stored = append(stored, fmt.Sprint(pg.Labels))
+		return nil
+	}))
+	require.Len(t, stored, 2, "the unusable group is gone from the file: %v", stored)
 	require.NoError(t, db.Close())
 }

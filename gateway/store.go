@@ -289,25 +289,47 @@ func NewStore(opts StoreOptions) (*Store, error) {
 	return s, nil
 }
 
-// restore loads every persisted group into memory.
+// restore loads every persisted group into memory. A group whose labels no
+// push URL takes any more (a value that is not UTF-8, stored by earlier
+// versions) holds nothing that can be exposed: it is logged and removed
+// from the file.
 func (s *Store) restore() error {
-	return s.db.Load(func(pg *persistence.Group) error {
-		g, err := groupFromRecord(pg)
+	var unusable []persistence.Op
+	err := s.db.Load(func(pg *persistence.Group) error {
+		grouping := recordGrouping(pg)
+		if err := grouping.checkUTF8(); err != nil {
+			s.logger.Warn("removing a stored group that no push URL can name", "group", grouping, "err", err)
+			unusable = append(unusable, persistence.Op{Key: grouping.Key()})
+			return nil
+		}
+		g, err := groupFromRecord(pg, grouping)
 		if err != nil {
 			return err
+		}
+		if s.timestampsHeld(g.key, g.families[pushTimeName]) {
+			s.logger.Warn("stored group exposes the same push_time_seconds and push_failure_time_seconds series as another group; one group's are shown for both until one of them is deleted", "group", grouping)
 		}
 		s.install(g.key, nil, g)
 		s.scheduleExpiry(g.key, g)
 		return nil
 	})
+	if err != nil || len(unusable) == 0 {
+		return err
+	}
+	return s.db.Commit(unusable)
 }
 
-// groupFromRecord rebuilds a group from its stored form.
-func groupFromRecord(pg *persistence.Group) (*group, error) {
+// recordGrouping returns the grouping labels of a stored group.
+func recordGrouping(pg *persistence.Group) Grouping {
 	grouping := make(Grouping, len(pg.Labels))
 	for _, l := range pg.Labels {
 		grouping[l.Name] = l.Value
 	}
+	return grouping
+}
+
+// groupFromRecord rebuilds a group from its stored form and grouping labels.
+func groupFromRecord(pg *persistence.Group, grouping Grouping) (*group, error) {
 	key := grouping.Key()
 	gl := groupingLabels(grouping)
 	g := &group{key: key, grouping: grouping, families: make(map[string]*family, len(pg.Families)+2)}
@@ -663,7 +685,7 @@ func (s *Store) apply(b *batch, req *writeRequest) {
 		// A new group whose timestamp series another group holds cannot
 		// be exposed beside it: such a push is rejected without creating
 		// the group.
-		clash := old == nil && s.timestampsClash(req)
+		clash := old == nil && s.timestampsHeld(req.key, req.pushTimeFamily)
 		err := req.reject
 		if err == nil {
 			err = s.check(req, old, own, clash)
