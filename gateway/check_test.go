@@ -167,6 +167,19 @@ func TestConsistency(t *testing.T) {
 				`push_time_seconds{instance="",job="a"} 1.700000001e+09`,
 			),
 		},
+		"empty instance, protobuf": {
+			steps: []step{
+				put(1, "/metrics/job/a", "m 1\n"),
+				rejected(protoPut(2, "/metrics/job/a/instance@base64/=", t, &dto.MetricFamily{
+					Name: ptr("n"), Type: dto.MetricType_GAUGE.Enum(), Metric: []*dto.Metric{{Gauge: &dto.Gauge{Value: ptr(2.0)}}},
+				}), timestampClash(2, "a")),
+			},
+			want: lines(
+				`m{instance="",job="a"} 1`,
+				`push_failure_time_seconds{instance="",job="a"} 0`,
+				`push_time_seconds{instance="",job="a"} 1.700000001e+09`,
+			),
+		},
 		"empty instance, other direction": {
 			steps: []step{
 				put(1, "/metrics/job/a/instance@base64/=", "m 1\n"),
@@ -490,6 +503,8 @@ func TestDisableConsistencyCheck(t *testing.T) {
 	g.At(1).MustDo(http.StatusAccepted, http.MethodPut, "/metrics/job/a", "# TYPE m gauge\nm 1\n")
 	g.At(2).MustDo(http.StatusAccepted, http.MethodPut, "/metrics/job/b", "# TYPE m counter\nm 1\n")
 	g.At(3).MustDo(http.StatusAccepted, http.MethodPut, "/metrics/job/c", "n 1 1\n")
+	// A push that cannot create its group is dropped without a trace.
+	g.At(3).MustDo(http.StatusAccepted, http.MethodPut, "/metrics/job/a/instance@base64/=", "o 1\n")
 	require.Equal(t, "text format parsing error in line 1: unexpected end of input stream\n",
 		g.At(4).MustDo(http.StatusBadRequest, http.MethodPut, "/metrics/job/d", "n 1"))
 	require.Equal(t, "improper label name \"__x\"\n",
