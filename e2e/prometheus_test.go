@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -8,21 +9,31 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"sort"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
 	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/encoding/protodelim"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
-// prometheusConfig scrapes one pushrelay every second and keeps the pushed
-// job and instance labels, as the README tells users to.
-const prometheusConfig = `global:
+// promConfigHead starts the Prometheus configurations of the tests: a
+// scrape every second, then their scrape configs.
+const promConfigHead = `global:
   scrape_interval: 1s
   scrape_timeout: 1s
   evaluation_interval: 1s
 scrape_configs:
-  - job_name: pushrelay
+`
+
+// prometheusConfig scrapes one pushrelay every second and keeps the pushed
+// job and instance labels, as the README tells users to.
+const prometheusConfig = promConfigHead + `  - job_name: pushrelay
     honor_labels: true
     static_configs:
       - targets: [%q]
@@ -265,11 +276,7 @@ func TestPrometheusScrapeNameFilter(t *testing.T) {
 	requirePrometheus(t)
 	gw := startPushrelay(t)
 	send(t, gw, http.MethodPut, "/metrics/job/wm_nightly", "# TYPE wm_records_processed gauge\nwm_records_processed 1234\n# TYPE wm_left_out gauge\nwm_left_out 1\n", http.StatusOK)
-	prom := startPrometheusWith(t, fmt.Sprintf(`global:
-  scrape_interval: 1s
-  scrape_timeout: 1s
-scrape_configs:
-  - job_name: pushrelay
+	prom := startPrometheusWith(t, fmt.Sprintf(promConfigHead+`  - job_name: pushrelay
     honor_labels: true
     params:
       'name[]': [wm_records_processed, push_time_seconds, pushrelay_groups]
@@ -286,4 +293,130 @@ scrape_configs:
 		require.NoError(t, err)
 		require.Empty(t, res, "%s is not named in the scrape config", q)
 	}
+}
+
+// storedSeriesBody pushes what differs between the text format and
+// OpenMetrics: a counter without the _total suffix, escaped and empty
+// label values, NaN and infinities, summaries and classic histograms with
+// bounds written in several ways.
+const storedSeriesBody = `# HELP c_no_suffix A counter without the suffix.
+# TYPE c_no_suffix counter
+c_no_suffix{path="/a b",quote="say \"hi\"",nl="x\ny",back="c:\\d"} 3
+# TYPE c_total counter
+c_total 4.5
+# TYPE g gauge
+g{empty=""} NaN
+g{empty="no"} +Inf
+g{empty="neg"} -Inf
+# TYPE s summary
+s{quantile="0.5"} 1
+s{quantile="0.99"} 2e-05
+s_sum 10
+s_count 3
+# TYPE h histogram
+h_bucket{le="0.5"} 1
+h_bucket{le="1"} 2
+h_bucket{le="1e+06"} 3
+h_bucket{le="+Inf"} 4
+h_sum 1.5e+06
+h_count 4
+u 7
+`
+
+// TestPrometheusStoresWhatThePushgatewayGives pushes the same groups to
+// pushrelay and to the Debian Pushgateway, lets one Prometheus server
+// scrape both (pushrelay in OpenMetrics, which it offers, the Pushgateway in
+// the text format) and requires the same stored series with the same
+// values: only the times of push_time_seconds may differ.
+func TestPrometheusStoresWhatThePushgatewayGives(t *testing.T) {
+	e2eTest(t)
+	requirePrometheus(t)
+	pr, pg := startPushrelay(t), startPushgateway(t)
+
+	var pb bytes.Buffer
+	created := timestamppb.New(time.Unix(1700000000, 0))
+	for _, mf := range append(protoEverything(), family("pb_created_total", dto.MetricType_COUNTER, "With a created timestamp.",
+		&dto.Metric{Counter: &dto.Counter{Value: proto.Float64(3), CreatedTimestamp: created}})) {
+		_, err := protodelim.MarshalTo(&pb, mf)
+		require.NoError(t, err)
+	}
+	for _, p := range []*process{pr, pg} {
+		send(t, p, http.MethodPut, "/metrics/job/stored", storedSeriesBody, http.StatusOK)
+		send(t, p, http.MethodPut, "/metrics/job/stored/instance/i1", "# TYPE c_total counter\nc_total 1\n", http.StatusOK)
+		send(t, p, http.MethodPut, "/metrics/job@base64/c3RvcmVkL3g/flow@base64/=", "u 8\n", http.StatusOK)
+		r := do(t, http.MethodPut, p.url+"/metrics/job/stored_pb", http.Header{"Content-Type": {protoContentType}}, pb.Bytes())
+		require.Equal(t, http.StatusOK, r.status, "%s", r.body)
+	}
+
+	prom := startPrometheusWith(t, fmt.Sprintf(promConfigHead+`  - job_name: pushrelay
+    honor_labels: true
+    static_configs:
+      - targets: [%q]
+        labels: {source: pushrelay}
+  - job_name: pushgateway
+    honor_labels: true
+    static_configs:
+      - targets: [%q]
+        labels: {source: pushgateway}
+`, pr.addr, pg.addr))
+
+	// stored returns the pushed series Prometheus holds from source, as
+	// sorted "name{labels} value" lines without the source label and the
+	// instance label that Prometheus sets to the target's address when a
+	// series has none.
+	stored := func(source, addr string) ([]string, error) {
+		res, err := query(prom, fmt.Sprintf(`{source=%q}`, source))
+		if err != nil {
+			return nil, err
+		}
+		var out []string
+		for _, s := range res {
+			name := s.Metric["__name__"]
+			if isOwnSeries(name) {
+				continue
+			}
+			var labels []string
+			for k, v := range s.Metric {
+				if k == "__name__" || k == "source" || k == "instance" && v == addr {
+					continue
+				}
+				labels = append(labels, fmt.Sprintf("%s=%q", k, v))
+			}
+			sort.Strings(labels)
+			value := fmt.Sprint(s.Value[1])
+			if (name == "push_time_seconds" || name == "push_failure_time_seconds") && value != "0" {
+				value = "(a time)"
+			}
+			out = append(out, fmt.Sprintf("%s{%s} %s", name, strings.Join(labels, ","), value))
+		}
+		sort.Strings(out)
+		return out, nil
+	}
+	var fromPushrelay, fromPushgateway []string
+	eventually(t, 30*time.Second, func() error {
+		var err error
+		if fromPushrelay, err = stored("pushrelay", pr.addr); err != nil {
+			return err
+		}
+		if fromPushgateway, err = stored("pushgateway", pg.addr); err != nil {
+			return err
+		}
+		// Every group of both, pushed series and push times, is in.
+		if len(fromPushgateway) < 40 || len(fromPushrelay) != len(fromPushgateway) {
+			return fmt.Errorf("%d series from pushrelay, %d from the Pushgateway", len(fromPushrelay), len(fromPushgateway))
+		}
+		return nil
+	})
+	require.Equal(t, strings.Join(fromPushgateway, "\n"), strings.Join(fromPushrelay, "\n"))
+}
+
+// isOwnSeries reports series that are not pushed: the servers' own metrics
+// and those Prometheus adds to every target.
+func isOwnSeries(name string) bool {
+	for _, p := range []string{"go_", "process_", "pushgateway_", "pushrelay_", "promhttp_", "scrape_", "net_conntrack_"} {
+		if strings.HasPrefix(name, p) {
+			return true
+		}
+	}
+	return name == "up"
 }
