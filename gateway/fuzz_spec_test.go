@@ -227,13 +227,31 @@ var (
 	}
 )
 
+// sequenceProtoBodies are the protobuf bodies of FuzzPushSequence: families
+// named like those of sequenceBodies with other types, and a native
+// histogram.
+func sequenceProtoBodies(t testing.TB) []string {
+	gauge := func(name string, v float64) *dto.MetricFamily {
+		return &dto.MetricFamily{Name: ptr(name), Type: dto.MetricType_GAUGE.Enum(), Metric: []*dto.Metric{{Gauge: &dto.Gauge{Value: ptr(v)}}}}
+	}
+	return []string{
+		delimited(t, gauge("m", 4)),
+		delimited(t, gauge("h_count", 1), gauge("n", 2)),
+		delimited(t, fixtureNative()),
+		delimited(t, &dto.MetricFamily{Name: ptr("m"), Type: dto.MetricType_COUNTER.Enum(), Metric: []*dto.Metric{
+			{Counter: &dto.Counter{Value: ptr(1.0)}}, {Label: []*dto.LabelPair{label("instance", "x")}, Counter: &dto.Counter{Value: ptr(2.0)}},
+		}}),
+	}
+}
+
 // FuzzPushSequence runs sequences of pushes, deletes and restarts, three
-// bytes an operation (what, where, which body; a body index past the list
-// takes the rest of the input as the body), and checks what no sequence may
-// break: no request fails with a server error, the exposition parses and
-// gathers consistently, every group shows its own push_time_seconds, and a
-// restart restores exactly what was exposed.
+// bytes an operation (what, where, which body; a text body index past the
+// list takes the rest of the input as the body), and checks what no
+// sequence may break: no request fails with a server error, the exposition
+// parses and gathers consistently, every group shows its own
+// push_time_seconds, and a restart restores exactly what was exposed.
 func FuzzPushSequence(f *testing.F) {
+	protoBodies := sequenceProtoBodies(f)
 	for _, s := range [][]byte{
 		{0, 0, 1, 0, 1, 1},          // {job="a"}, then {job="a",instance=""}
 		{0, 1, 1, 0, 0, 0, 3, 0, 0}, // the other order, then a restart
@@ -242,6 +260,7 @@ func FuzzPushSequence(f *testing.F) {
 		{0, 0, 1, 0, 0, 1, 1, 0, 2, 2, 0, 0, 0, 1, 1},
 		{0, 0, 4, 0, 2, 5, 1, 4, 8, 3, 0, 0, 0, 4, 1},
 		{0, 0, 9, 'm', ' ', '7'},
+		{4, 0, 1, 5, 1, 0, 3, 0, 0, 5, 0, 2, 4, 3, 6, 0, 3, 1},
 	} {
 		f.Add(s)
 	}
@@ -284,22 +303,26 @@ func FuzzPushSequence(f *testing.F) {
 				body = []byte(sequenceBodies[b])
 			}
 			var rec *httptest.ResponseRecorder
-			switch ops[i] % 4 {
+			switch ops[i] % 6 {
 			case 0:
 				rec = g.Do(http.MethodPut, path, body)
 			case 1:
 				rec = g.Do(http.MethodPost, path, body)
 			case 2:
 				rec = g.Do(http.MethodDelete, path, nil)
-			default:
+			case 3:
 				before := g.Samples()
 				g.Restart()
 				require.Equal(t, before, g.Samples(), "a restart restores what was exposed")
 				continue
+			case 4:
+				rec = g.Do(http.MethodPut, path, body, gateway.TTLHeader, "1m")
+			default:
+				rec = g.Do(http.MethodPost, path, []byte(protoBodies[int(ops[i+2])%len(protoBodies)]), "Content-Type", protoContentType)
 			}
 			require.Contains(t, []int{http.StatusOK, http.StatusAccepted, http.StatusBadRequest}, rec.Code, "%s: %s", path, rec.Body.String())
 			checkExposition()
-			if int(ops[i+2]) >= len(sequenceBodies) {
+			if ops[i]%6 != 5 && int(ops[i+2]) >= len(sequenceBodies) {
 				break
 			}
 		}
