@@ -99,13 +99,20 @@ func (s *Store) timestampsHeld(key string, pushTime *family) bool {
 // push_failure_time_seconds at 0, as the Pushgateway words them.
 func clashErrors(req *writeRequest) []error {
 	failure := timestampFamily(pushFailureTimeName, pushFailureTimeHelp, req.grouping, req.key, time.Time{}, req.time)
-	var errs []error
-	for _, f := range []*family{req.pushTimeFamily, failure} {
-		m := &dto.Metric{}
-		_ = unmarshalMetric(f.series[0].metric(), m)
-		errs = append(errs, fmt.Errorf("collected metric %q { %s} was collected before with the same name and label values", f.name, m))
-	}
-	return errs
+	return []error{duplicateSeriesError(req.pushTimeFamily.name, req.pushTimeFamily.series[0]), duplicateSeriesError(failure.name, failure.series[0])}
+}
+
+// duplicateError is client_golang's gather error for a series of family
+// name collected twice, m its metric.
+func duplicateError(name string, m *dto.Metric) error {
+	return fmt.Errorf("collected metric %q { %s} was collected before with the same name and label values", name, m)
+}
+
+// duplicateSeriesError is duplicateError for the series se of family name.
+func duplicateSeriesError(name string, se *series) error {
+	m := &dto.Metric{}
+	_ = unmarshalMetric(se.metric(), m)
+	return duplicateError(name, m)
 }
 
 // checkFamily returns what is wrong with the pushed family f of name, in
@@ -143,9 +150,7 @@ func (s *Store) checkFamily(req *writeRequest, old *group, own map[string]dto.Me
 			continue
 		}
 		if cur, ok := e.lookup(se.id); ok && cur.groupKey != req.key {
-			m := &dto.Metric{}
-			_ = unmarshalMetric(se.metric(), m)
-			errs = append(errs, fmt.Errorf("collected metric %q { %s} was collected before with the same name and label values", name, m))
+			errs = append(errs, duplicateSeriesError(name, se))
 		}
 	}
 	return errs

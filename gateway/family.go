@@ -246,7 +246,7 @@ func (f *family) add(se *series, seen *idSet, m *dto.Metric) {
 			panic(fmt.Sprintf("BUG: cannot decode metric of %s just encoded: %v", f.name, err))
 		}
 	}
-	f.invalid = append(f.invalid, fmt.Errorf("collected metric %q { %s} was collected before with the same name and label values", f.name, m))
+	f.invalid = append(f.invalid, duplicateError(f.name, m))
 }
 
 // simpleScratch is the temporary state of addSimple, pooled.

@@ -103,7 +103,7 @@ func (g Grouping) checkUTF8() error {
 		return fmt.Errorf("invalid UTF-8 in job name %q", g["job"])
 	}
 	for _, n := range g.sortedNames() {
-		if !utf8.ValidString(g[n]) {
+		if n != "job" && !utf8.ValidString(g[n]) {
 			return fmt.Errorf("invalid UTF-8 in value of label %s: %q", n, g[n])
 		}
 	}
