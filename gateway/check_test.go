@@ -63,6 +63,14 @@ func protoPut(at float64, path string, t *testing.T, mfs ...*dto.MetricFamily) s
 func TestConsistency(t *testing.T) {
 	summary := "# TYPE x summary\nx{quantile=\"0.5\"} 1\nx_sum 2\nx_count 3\n"
 	histogram := "# TYPE h histogram\nh_bucket{le=\"+Inf\"} 1\nh_sum 2\nh_count 1\n"
+	// firstGroupOnly is the exposition after a group of job a, with or
+	// without an empty instance, pushed m 1 at second 1 and nothing else
+	// was stored.
+	firstGroupOnly := lines(
+		`m{instance="",job="a"} 1`,
+		`push_failure_time_seconds{instance="",job="a"} 0`,
+		`push_time_seconds{instance="",job="a"} 1.700000001e+09`,
+	)
 	scenarios := map[string]struct {
 		steps []step
 		// want, if set, are the samples (without HELP/TYPE lines) after
@@ -161,11 +169,7 @@ func TestConsistency(t *testing.T) {
 			},
 			// The rejected pushes created no group: the first group's
 			// timestamps are the only ones.
-			want: lines(
-				`m{instance="",job="a"} 1`,
-				`push_failure_time_seconds{instance="",job="a"} 0`,
-				`push_time_seconds{instance="",job="a"} 1.700000001e+09`,
-			),
+			want: firstGroupOnly,
 		},
 		"empty instance, protobuf": {
 			steps: []step{
@@ -174,22 +178,14 @@ func TestConsistency(t *testing.T) {
 					Name: ptr("n"), Type: dto.MetricType_GAUGE.Enum(), Metric: []*dto.Metric{{Gauge: &dto.Gauge{Value: ptr(2.0)}}},
 				}), timestampClash(2, "a")),
 			},
-			want: lines(
-				`m{instance="",job="a"} 1`,
-				`push_failure_time_seconds{instance="",job="a"} 0`,
-				`push_time_seconds{instance="",job="a"} 1.700000001e+09`,
-			),
+			want: firstGroupOnly,
 		},
 		"empty instance, other direction": {
 			steps: []step{
 				put(1, "/metrics/job/a/instance@base64/=", "m 1\n"),
 				rejected(post(2, "/metrics/job/a", ""), timestampClash(2, "a")),
 			},
-			want: lines(
-				`m{instance="",job="a"} 1`,
-				`push_failure_time_seconds{instance="",job="a"} 0`,
-				`push_time_seconds{instance="",job="a"} 1.700000001e+09`,
-			),
+			want: firstGroupOnly,
 		},
 		"empty instance after the other group is deleted": {
 			steps: []step{
