@@ -3,12 +3,14 @@ package gateway
 import (
 	"bytes"
 	"compress/gzip"
+	"errors"
 	"fmt"
 	"hash/crc32"
 	"io"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -16,6 +18,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/stretchr/testify/require"
 )
 
@@ -115,6 +118,16 @@ type cacheStore struct {
 	*Store
 	mu  sync.Mutex
 	now time.Time
+}
+
+// filledCacheStore returns a new cacheStore holding groups groups of
+// cacheBody.
+func filledCacheStore(t *testing.T, groups int) *cacheStore {
+	cs := newCacheStore(t)
+	for i := range groups {
+		cs.push(t, i, cacheBody(i, "A counter."), true, nil)
+	}
+	return cs
 }
 
 func newCacheStore(t *testing.T) *cacheStore {
@@ -283,10 +296,7 @@ func TestChunkCacheInvalidation(t *testing.T) {
 	}
 	for name, change := range scenarios {
 		t.Run(name, func(t *testing.T) {
-			cs := newCacheStore(t)
-			for i := range cacheGroups {
-				cs.push(t, i, cacheBody(i, "A counter."), true, nil)
-			}
+			cs := filledCacheStore(t, cacheGroups)
 			h := cs.ExpositionHandler(prometheus.NewRegistry())
 			for _, m := range cacheModes {
 				scrape(t, h, m.accept, m.gzip)
@@ -327,10 +337,7 @@ func (f *failingResponse) Write([]byte) (int, error) {
 // TestScrapeStopsOnWriteError checks that a plain scrape stops rendering
 // once the scraper's connection fails: later chunks stay unrendered.
 func TestScrapeStopsOnWriteError(t *testing.T) {
-	cs := newCacheStore(t)
-	for i := range 4 * cacheGroups {
-		cs.push(t, i, cacheBody(i, "A counter."), true, nil)
-	}
+	cs := filledCacheStore(t, 4*cacheGroups)
 	h := cs.ExpositionHandler(prometheus.NewRegistry())
 	for form, m := range cacheModes[:2] {
 		req := httptest.NewRequest(http.MethodGet, "/metrics", nil)
@@ -414,15 +421,13 @@ func TestFillAheadSkipsOwnNames(t *testing.T) {
 	require.NoError(t, err)
 	for _, m := range cacheModes[2:] {
 		t.Run(m.name, func(t *testing.T) {
-			cs := newCacheStore(t)
-			for i := range cacheGroups {
-				cs.push(t, i, cacheBody(i, "A counter."), true, nil)
-			}
+			cs := filledCacheStore(t, cacheGroups)
 			form := cacheForm(m.name, m.gzip)
 			cs.Store.mu.RLock()
 			names := cs.sortedNameList()
 			cs.Store.mu.RUnlock()
-			a := &fillAhead{s: cs.Store, form: form, names: names, own: own}
+			a := &fillAhead{s: cs.Store, form: form, names: names}
+			a.ownKnown(own)
 			a.run()
 			cs.Store.mu.RLock()
 			for name, e := range cs.names {
@@ -438,6 +443,49 @@ func TestFillAheadSkipsOwnNames(t *testing.T) {
 	}
 }
 
+// TestCompressedScrapeRendersWhileGathering has a gatherer of own metrics
+// that returns only once every stored chunk has its compressed rendering:
+// the scrape's helper builds them while the scrape gathers, and the body
+// then holds the stored families and the own one.
+func TestCompressedScrapeRendersWhileGathering(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(2))
+	for _, m := range cacheModes[2:] {
+		t.Run(m.name, func(t *testing.T) {
+			cs := filledCacheStore(t, cacheGroups)
+			form := cacheForm(m.name, m.gzip)
+			allRendered := func() bool {
+				cs.Store.mu.RLock()
+				defer cs.Store.mu.RUnlock()
+				for _, e := range cs.names {
+					for _, c := range e.chunks {
+						if c.cache[form].Load() == nil {
+							return false
+						}
+					}
+				}
+				return true
+			}
+			require.False(t, allRendered())
+			reg := prometheus.NewRegistry()
+			reg.MustRegister(prometheus.NewGauge(prometheus.GaugeOpts{Name: "own_gauge", Help: "An own metric."}))
+			gatherer := prometheus.GathererFunc(func() ([]*dto.MetricFamily, error) {
+				deadline := time.Now().Add(10 * time.Second)
+				for !allRendered() {
+					if time.Now().After(deadline) {
+						return nil, errors.New("the stored chunks were not rendered while the own metrics were gathered")
+					}
+					time.Sleep(time.Millisecond)
+				}
+				return reg.Gather()
+			})
+			out := scrape(t, cs.ExpositionHandler(gatherer), m.accept, m.gzip)
+			require.True(t, strings.Contains(out, "\nown_gauge 0"), "the own gauge is missing")
+			require.True(t, strings.Contains(out, "\ng{instance=\"i0001\",job=\"j\"} 1.5\n"), "a pushed series is missing")
+			requireEachOnce(t, out)
+		})
+	}
+}
+
 // TestPlainRenderingsStoredOnSecondScrape checks that a plain scrape
 // stores the rendering of a chunk only the second time it renders it since
 // the chunk changed, that the output is the same either way, and that a
@@ -445,10 +493,7 @@ func TestFillAheadSkipsOwnNames(t *testing.T) {
 func TestPlainRenderingsStoredOnSecondScrape(t *testing.T) {
 	for _, m := range cacheModes[:2] {
 		t.Run(m.name, func(t *testing.T) {
-			cs := newCacheStore(t)
-			for i := range cacheGroups {
-				cs.push(t, i, cacheBody(i, "A counter."), true, nil)
-			}
+			cs := filledCacheStore(t, cacheGroups)
 			h := cs.ExpositionHandler(prometheus.NewRegistry())
 			form := cacheForm(m.name, false)
 			chunkStates := func() (seen, stored int) {
@@ -592,16 +637,12 @@ func cacheForm(name string, gz bool) int {
 }
 
 // TestScrapeOfNamedFamiliesCachesThemOnly scrapes one name with name[]:
-// enough of its chunks miss their rendering for the helper of a compressed
-// scrape to start, and no goroutine renders or caches (or, in a plain form,
+// several of its chunks miss their rendering, and no goroutine renders or caches (or, in a plain form,
 // marks as seen) the chunks of the other names.
 func TestScrapeOfNamedFamiliesCachesThemOnly(t *testing.T) {
 	for _, m := range cacheModes {
 		t.Run(m.name, func(t *testing.T) {
-			cs := newCacheStore(t)
-			for i := range cacheGroups {
-				cs.push(t, i, cacheBody(i, "A counter."), true, nil)
-			}
+			cs := filledCacheStore(t, cacheGroups)
 			h := cs.ExpositionHandler(prometheus.NewRegistry())
 			full := scrape(t, h, m.accept, m.gzip)
 			clearRenderCaches(cs.Store)
@@ -617,7 +658,7 @@ func TestScrapeOfNamedFamiliesCachesThemOnly(t *testing.T) {
 			form := cacheForm(m.name, m.gzip)
 			cs.Store.mu.RLock()
 			defer cs.Store.mu.RUnlock()
-			require.Greater(t, len(cs.names["c_total"].chunks), helperChunks)
+			require.Greater(t, len(cs.names["c_total"].chunks), 1, "both goroutines of a compressed scrape have a chunk to build")
 			for name, e := range cs.names {
 				for i, c := range e.chunks {
 					require.Equal(t, name == "c_total", c.cache[form].Load() != nil, "%s chunk %d", name, i)

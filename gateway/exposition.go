@@ -96,12 +96,10 @@ func sortMetrics(ms []*dto.Metric) {
 // flushAt is the size at which rendered output is handed to the writer.
 const flushAt = 256 << 10
 
-// render writes the own families and every stored group in format to bw
-// and closes it; when only is not nil, just the families it names (own
-// holds no others then). Names are merged in sorted order; a name both own
-// and pushed becomes one family, rendered afresh. The store is read-locked for
-// one family at a time, so writes are not held up by a large scrape.
-func (s *Store) render(bw *bodyWriter, own []*dto.MetricFamily, format expfmt.Format, only map[string]bool) error {
+// cachedForm returns the form in which format is rendered from the chunk
+// caches, compressed when gz, or -1 for a format written from decoded
+// families.
+func cachedForm(format expfmt.Format, gz bool) int {
 	form := -1
 	switch format.FormatType() {
 	case expfmt.TypeTextPlain:
@@ -109,25 +107,42 @@ func (s *Store) render(bw *bodyWriter, own []*dto.MetricFamily, format expfmt.Fo
 	case expfmt.TypeOpenMetrics:
 		form = formOpenMetrics
 	}
-	if form >= 0 && bw.gzip {
+	if form >= 0 && gz {
 		form += formTextDeflate
 	}
-	enc := expfmt.NewEncoder(bw, format)
-	if format.FormatType() == expfmt.TypeOpenMetrics {
-		enc = &openMetricsEncoder{w: bw}
-	}
-	r := getRenderer()
-	defer putRenderer(r)
+	return form
+}
+
+// scrapeNames returns the sorted stored names a scrape exposes: every one,
+// or when only is not nil just those it holds.
+func (s *Store) scrapeNames(only map[string]bool) []string {
 	s.mu.RLock()
 	names := s.sortedNameList() // replaced, never modified, when names change
 	s.mu.RUnlock()
 	if only != nil {
 		names = slices.DeleteFunc(slices.Clone(names), func(name string) bool { return !only[name] })
 	}
-	if form >= formTextDeflate && runtime.GOMAXPROCS(0) > 1 {
-		r.ahead = &fillAhead{s: s, form: form, names: names, own: own}
-		defer r.ahead.finish()
+	return names
+}
+
+// render writes the own families and the stored families of names in
+// format to bw and closes it; own holds no names that the scrape's filter
+// leaves out. Names are merged in sorted order; a name both own and pushed
+// becomes one family, rendered afresh. The store is read-locked for one
+// family at a time, so writes are not held up by a large scrape. ahead,
+// when not nil, is the scrape's helper, started over names in format's
+// cached form; render stops it before it returns.
+func (s *Store) render(bw *bodyWriter, own []*dto.MetricFamily, format expfmt.Format, names []string, ahead *fillAhead) error {
+	defer ahead.finish()
+	form := cachedForm(format, bw.gzip)
+	enc := expfmt.NewEncoder(bw, format)
+	if format.FormatType() == expfmt.TypeOpenMetrics {
+		enc = &openMetricsEncoder{w: bw}
 	}
+	r := getRenderer()
+	defer putRenderer(r)
+	ahead.ownKnown(own)
+	r.ahead = ahead
 	i, j := 0, 0
 	for i < len(own) || j < len(names) {
 		var mf *dto.MetricFamily
@@ -243,11 +258,8 @@ func (r *renderer) family(bw *bodyWriter, name string, e *nameEntry, form int) e
 		return err
 	}
 	bw.writeRendering(hr)
-	if claims := r.ahead.claims(name, e); claims != nil {
-		r.ahead.begin(name, len(claims.missing))
-		if err := claims.build(r, name, e, form); err != nil {
-			return err
-		}
+	if err := r.ahead.claims(name, e).build(r, name, e, form); err != nil {
+		return err
 	}
 	for _, c := range e.chunks {
 		cr, err := r.chunkRendering(name, e, c, form)
@@ -269,62 +281,61 @@ func (r *renderer) chunkRendering(name string, e *nameEntry, c *chunk, form int)
 	})
 }
 
-// fillAhead is the helper goroutine of a scrape in a compressed form,
-// started once the scrape found helperChunks chunks missing their
-// rendering. It walks the names from there in exposition order, ahead of
-// the scrape's goroutine, and builds the renderings their chunks miss; both
-// goroutines take the chunks of a name one at a time from its claims, so
-// neither waits for the other. What the helper builds is only cached: the
-// scrape's goroutine writes each name from the caches as they are when it
-// gets there, and builds whatever is still missing, such as a chunk a write
-// changed in between or one the helper is still compressing.
+// fillAhead is the helper goroutine of a scrape in a compressed form. The
+// scrape starts it before gathering its own families, so that the stored
+// ones are rendered meanwhile on another processor. It walks the names in
+// exposition order, ahead of the scrape's goroutine, and builds the
+// renderings their chunks miss; both goroutines take the chunks of a name
+// one at a time from its claims, so neither waits for the other. What the
+// helper builds is only cached: the scrape's goroutine writes each name
+// from the caches as they are when it gets there, and builds whatever is
+// still missing, such as a chunk a write changed in between or one the
+// helper is still compressing.
 type fillAhead struct {
 	s     *Store
 	form  int
 	names []string
-	// own are the scrape's own families, sorted by name: a name among
-	// them is rendered afresh, so the helper leaves it alone.
-	own []*dto.MetricFamily
+	// own holds the scrape's own families, sorted by name, once gathered:
+	// a name among them is rendered afresh, so the helper leaves it alone.
+	own atomic.Pointer[[]*dto.MetricFamily]
 	// byName holds the claims of every name either goroutine got to.
 	byName sync.Map
-	// missing, started and start are used by the scrape's goroutine
-	// only: the chunks it found missing so far, whether the helper runs
-	// and the index of the name it began with.
-	missing int
-	started bool
-	start   int
-	stop    atomic.Bool
-	done    sync.WaitGroup
+	stop   atomic.Bool
+	done   sync.WaitGroup
 }
 
-// helperChunks is the number of chunks missing a rendering from which a
-// scrape starts its helper: fewer are compressed sooner than a helper
-// starts.
-const helperChunks = 4
-
-// begin counts the missing chunks of name and starts the helper at name
-// once the scrape has found helperChunks, unless it runs already.
-func (a *fillAhead) begin(name string, missing int) {
-	a.missing += missing
-	if a.started || a.missing < helperChunks {
-		return
+// startFillAhead starts the helper of a scrape in form over names, or
+// returns nil when form is not compressed or the process runs on one
+// processor.
+func (s *Store) startFillAhead(form int, names []string) *fillAhead {
+	if form < formTextDeflate || runtime.GOMAXPROCS(0) < 2 {
+		return nil
 	}
-	a.started = true
-	a.start, _ = slices.BinarySearch(a.names, name)
+	a := &fillAhead{s: s, form: form, names: names}
 	a.done.Go(a.run)
+	return a
+}
+
+// ownKnown tells the helper, when there is one, the scrape's own families.
+func (a *fillAhead) ownKnown(own []*dto.MetricFamily) {
+	if a != nil {
+		a.own.Store(&own)
+	}
 }
 
 func (a *fillAhead) run() {
 	r := getRenderer()
 	defer putRenderer(r)
-	for _, name := range a.names[a.start:] {
+	for _, name := range a.names {
 		if a.stop.Load() {
 			return
 		}
-		if _, isOwn := slices.BinarySearchFunc(a.own, name, func(mf *dto.MetricFamily, name string) int {
-			return strings.Compare(mf.GetName(), name)
-		}); isOwn {
-			continue
+		if own := a.own.Load(); own != nil {
+			if _, isOwn := slices.BinarySearchFunc(*own, name, func(mf *dto.MetricFamily, name string) int {
+				return strings.Compare(mf.GetName(), name)
+			}); isOwn {
+				continue
+			}
 		}
 		a.s.mu.RLock()
 		var err error
@@ -338,8 +349,11 @@ func (a *fillAhead) run() {
 	}
 }
 
-// finish stops the helper and waits for it.
+// finish stops the helper, when there is one, and waits for it.
 func (a *fillAhead) finish() {
+	if a == nil {
+		return
+	}
 	a.stop.Store(true)
 	a.done.Wait()
 }
@@ -654,38 +668,54 @@ func (se *series) lines(name string, typ dto.MetricType, openMetrics bool) ([]by
 // in the format the scraper asks for, gzip-compressed when it accepts gzip.
 func (s *Store) ExpositionHandler(gatherer prometheus.Gatherer) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		own, err := gatherer.Gather()
-		if err != nil {
-			http.Error(w, fmt.Sprintf("An error has occurred while serving metrics:\n\n%s", err), http.StatusInternalServerError)
-			return
-		}
-		only := nameFilter(r)
-		if only != nil {
-			own = slices.DeleteFunc(slices.Clone(own), func(mf *dto.MetricFamily) bool { return !only[mf.GetName()] })
-		}
 		format := expfmt.NegotiateAccept(r.Header, scrapeFormats...)
 		s.mu.RLock()
 		floats := s.floatSeries
 		s.mu.RUnlock()
-		if format.FormatType() == expfmt.TypeOpenMetrics && (floats > 0 || anyFloatCounts(own)) {
-			// OpenMetrics 1.0 has no fractional histogram counts: fall
-			// back to the text format, which every scraper accepts.
-			format = expfmt.NegotiateAccept(http.Header{}, scrapeFormats...)
+		// OpenMetrics 1.0 has no fractional histogram counts: with any,
+		// stored or own, the text format is served, which every scraper
+		// accepts.
+		if format.FormatType() == expfmt.TypeOpenMetrics && floats > 0 {
+			format = textFormat()
+		}
+		gz := acceptsGzip(r)
+		only := nameFilter(r)
+		names := s.scrapeNames(only)
+		// The stored families are rendered while the own ones are
+		// gathered.
+		ahead := s.startFillAhead(cachedForm(format, gz), names)
+		own, err := gatherer.Gather()
+		if err != nil {
+			ahead.finish()
+			http.Error(w, fmt.Sprintf("An error has occurred while serving metrics:\n\n%s", err), http.StatusInternalServerError)
+			return
+		}
+		if only != nil {
+			own = slices.DeleteFunc(slices.Clone(own), func(mf *dto.MetricFamily) bool { return !only[mf.GetName()] })
+		}
+		if format.FormatType() == expfmt.TypeOpenMetrics && anyFloatCounts(own) {
+			format = textFormat()
+			ahead.finish()
+			ahead = s.startFillAhead(cachedForm(format, gz), names)
 		}
 		h := w.Header()
 		h.Set("Content-Type", string(format))
-		gz := acceptsGzip(r)
 		if gz {
 			h.Set("Content-Encoding", "gzip")
 			h.Add("Vary", "Accept-Encoding")
 		}
 		bw := getBodyWriter(w, gz)
 		defer putBodyWriter(bw)
-		if err := s.render(bw, own, format, only); err != nil {
+		if err := s.render(bw, own, format, names, ahead); err != nil {
 			// The status is sent already: the scraper sees a cut-off body.
 			s.logger.Error("cannot serve metrics", "err", err)
 		}
 	})
+}
+
+// textFormat is the text format, which every scraper accepts.
+func textFormat() expfmt.Format {
+	return expfmt.NegotiateAccept(http.Header{}, scrapeFormats...)
 }
 
 // nameFilter returns the metric names asked for with name[] query
