@@ -7,15 +7,11 @@ import (
 	"go.opentelemetry.io/collector/pdata/ptrace"
 )
 
-// spanSize returns the size in bytes of the span encoded as an OTLP
-// protobuf Span message: fields with default values are left out as proto3
-// does, except the status, which OTLP exporters always set.
-func spanSize(s ptrace.Span) int {
-	return spanSizeWithoutAttributes(s) + attributesSize(s.Attributes())
-}
-
-// spanSizeWithoutAttributes is spanSize less the size of the span's own
-// attributes, for callers that sum those while they read them anyway.
+// spanSizeWithoutAttributes returns the size in bytes of the span encoded
+// as an OTLP protobuf Span message, less the size of its own attributes
+// (attributesSize), which callers sum while they read them anyway: fields
+// with default values are left out as proto3 does, except the status,
+// which OTLP exporters always set.
 func spanSizeWithoutAttributes(s ptrace.Span) int {
 	n := 0
 	if !s.TraceID().IsEmpty() {

@@ -12,8 +12,9 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
-// TestSpanSizeMatchesOTLPProto checks spanSize against proto.Size of the
-// span decoded into the official OTLP Go types.
+// TestSpanSizeMatchesOTLPProto checks spanSizeWithoutAttributes plus
+// attributesSize against proto.Size of the span decoded into the official
+// OTLP Go types.
 func TestSpanSizeMatchesOTLPProto(t *testing.T) {
 	scenarios := map[string]func(s ptrace.Span){
 		"minimal": func(s ptrace.Span) {},
@@ -74,7 +75,7 @@ func TestSpanSizeMatchesOTLPProto(t *testing.T) {
 			var req coltracepb.ExportTraceServiceRequest
 			require.NoError(t, proto.Unmarshal(b, &req))
 			official := req.ResourceSpans[0].ScopeSpans[0].Spans[0]
-			require.Equal(t, proto.Size(official), spanSize(span))
+			require.Equal(t, proto.Size(official), spanSizeWithoutAttributes(span)+attributesSize(span.Attributes()))
 		})
 	}
 }
