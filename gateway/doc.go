@@ -52,5 +52,7 @@
 // the moment it is applied, before its commit returns (after the commits of
 // the batches queued before it); if a commit fails, its batch and every batch
 // queued after it are undone and their requests are answered with a
-// *PersistError.
+// *PersistError; a batch whose commit reached the file but could not be
+// synced (persistence.ErrUnsynced) is kept, as the file holds it, and its
+// requests are answered with a *PersistError too.
 package gateway

@@ -17,6 +17,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/prometheus/common/promslog"
+
+	"github.com/pushrelay/pushrelay/persistence"
 )
 
 // HandlerOptions configures the HTTP API of the gateway.
@@ -343,7 +345,7 @@ func (a *api) pushHandler(replace bool) http.Handler {
 			a.logger.Debug("push over a limit", "source", r.RemoteAddr, "group", g, "err", err)
 			http.Error(w, err.Error(), limitErr.Status)
 		case errors.As(err, &persistErr):
-			http.Error(w, fmt.Sprintf("push not stored: %v", err), http.StatusServiceUnavailable)
+			http.Error(w, notStored("push", err), http.StatusServiceUnavailable)
 		default:
 			http.Error(w, err.Error(), http.StatusServiceUnavailable)
 		}
@@ -374,6 +376,15 @@ func ttlHeader(r *http.Request) (*time.Duration, error) {
 	return &d, nil
 }
 
+// notStored is the answer to a write that failed with err: not stored, or
+// kept but not synced when the file holds it (persistence.ErrUnsynced).
+func notStored(write string, err error) string {
+	if errors.Is(err, persistence.ErrUnsynced) {
+		return fmt.Sprintf("%s kept but not synced to disk: %v", write, err)
+	}
+	return fmt.Sprintf("%s not stored: %v", write, err)
+}
+
 func (a *api) delete(w http.ResponseWriter, r *http.Request) {
 	g, err := a.grouping(r)
 	if err != nil {
@@ -382,7 +393,7 @@ func (a *api) delete(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := a.store.Delete(g); err != nil {
-		http.Error(w, fmt.Sprintf("delete not stored: %v", err), http.StatusServiceUnavailable)
+		http.Error(w, notStored("delete", err), http.StatusServiceUnavailable)
 		return
 	}
 	w.WriteHeader(http.StatusAccepted)
@@ -390,7 +401,7 @@ func (a *api) delete(w http.ResponseWriter, r *http.Request) {
 
 func (a *api) wipe(w http.ResponseWriter, _ *http.Request) {
 	if err := a.store.Wipe(); err != nil {
-		http.Error(w, fmt.Sprintf("wipe not stored: %v", err), http.StatusServiceUnavailable)
+		http.Error(w, notStored("wipe", err), http.StatusServiceUnavailable)
 		return
 	}
 	w.WriteHeader(http.StatusAccepted)

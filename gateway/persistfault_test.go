@@ -29,13 +29,20 @@ import (
 type faultyDB struct {
 	*persistence.DB
 	full atomic.Bool
+	// unsynced makes commits reach the file and then fail as when the
+	// disk sync after bbolt's meta page write fails.
+	unsynced atomic.Bool
 }
 
 func (f *faultyDB) Commit(ops []persistence.Op) error {
 	if f.full.Load() {
 		return syscall.ENOSPC
 	}
-	return f.DB.Commit(ops)
+	err := f.DB.Commit(ops)
+	if err == nil && f.unsynced.Load() {
+		err = fmt.Errorf("cannot commit to persistence file: %w: %w", persistence.ErrUnsynced, syscall.EIO)
+	}
+	return err
 }
 
 func (f *faultyDB) Probe() error {
@@ -45,25 +52,32 @@ func (f *faultyDB) Probe() error {
 	return f.DB.Probe()
 }
 
+// serveFaultyDB opens the file at path as a faultyDB and returns it with a
+// function serving requests to a handler of a store on it; both are closed
+// when t ends.
+func serveFaultyDB(t *testing.T, path string) (*faultyDB, func(method, path, body string) *httptest.ResponseRecorder) {
+	db, err := persistence.Open(path, nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = db.Close() })
+	fdb := &faultyDB{DB: db}
+	st, err := NewStore(StoreOptions{Persister: fdb})
+	require.NoError(t, err)
+	t.Cleanup(st.Close)
+	h := NewHandler(st, HandlerOptions{})
+	return fdb, func(method, path, body string) *httptest.ResponseRecorder {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(method, path, strings.NewReader(body)))
+		return rec
+	}
+}
+
 // TestDiskFull checks that a push that cannot be committed is answered 503
 // and undone, that scrapes go on, that health reflects the failure and that
 // everything recovers once the disk has room again.
 func TestDiskFull(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "pr.db")
 	synctest.Test(t, func(t *testing.T) {
-		db, err := persistence.Open(path, nil)
-		require.NoError(t, err)
-		defer db.Close()
-		fdb := &faultyDB{DB: db}
-		st, err := NewStore(StoreOptions{Persister: fdb})
-		require.NoError(t, err)
-		defer st.Close()
-		h := NewHandler(st, HandlerOptions{})
-		serve := func(method, path, body string) *httptest.ResponseRecorder {
-			rec := httptest.NewRecorder()
-			h.ServeHTTP(rec, httptest.NewRequest(method, path, strings.NewReader(body)))
-			return rec
-		}
+		fdb, serve := serveFaultyDB(t, path)
 
 		require.Equal(t, http.StatusOK, serve(http.MethodPut, "/metrics/job/kept", "m 1\n").Code)
 		fdb.full.Store(true)
@@ -107,6 +121,62 @@ func TestDiskFull(t *testing.T) {
 		return nil
 	}))
 	require.Equal(t, []string{"kept"}, jobs)
+}
+
+// TestUnsyncedCommitKept fails commits after they reached the file, as when
+// the disk sync after bbolt's meta page write fails: bbolt reads the file
+// with them from then on, so the store keeps the writes too, answers them
+// 503 saying so, reports unhealthy until a probe syncs, and what a restart
+// restores is what was exposed.
+func TestUnsyncedCommitKept(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "pr.db")
+	var exposed string
+	synctest.Test(t, func(t *testing.T) {
+		fdb, serve := serveFaultyDB(t, path)
+
+		require.Equal(t, http.StatusOK, serve(http.MethodPut, "/metrics/job/kept", "m 1\n").Code)
+		require.Equal(t, http.StatusOK, serve(http.MethodPut, "/metrics/job/gone", "m 1\n").Code)
+		fdb.unsynced.Store(true)
+		rec := serve(http.MethodPut, "/metrics/job/kept", "m 2\n")
+		require.Equal(t, http.StatusServiceUnavailable, rec.Code)
+		require.Contains(t, rec.Body.String(), "push kept but not synced to disk: ")
+		require.Contains(t, rec.Body.String(), syscall.EIO.Error())
+		rec = serve(http.MethodDelete, "/metrics/job/gone", "")
+		require.Equal(t, http.StatusServiceUnavailable, rec.Code)
+		require.Contains(t, rec.Body.String(), "delete kept but not synced to disk: ")
+
+		exposed = serve(http.MethodGet, "/metrics", "").Body.String()
+		require.Contains(t, exposed, `m{instance="",job="kept"} 2`, "the push the file holds is kept")
+		require.NotContains(t, exposed, `job="gone"`, "the delete the file holds is kept")
+		require.Equal(t, http.StatusInternalServerError, serve(http.MethodGet, "/-/healthy", "").Code)
+
+		fdb.unsynced.Store(false)
+		time.Sleep(probeInterval)
+		synctest.Wait()
+		require.Equal(t, http.StatusOK, serve(http.MethodGet, "/-/healthy", "").Code, "a synced probe ends the failure")
+	})
+
+	db, err := persistence.Open(path, nil)
+	require.NoError(t, err)
+	defer db.Close()
+	st, err := NewStore(StoreOptions{Persister: db})
+	require.NoError(t, err)
+	defer st.Close()
+	rec := httptest.NewRecorder()
+	NewHandler(st, HandlerOptions{}).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	require.Equal(t, storedSeries(exposed), storedSeries(rec.Body.String()), "a restart restores what was exposed")
+}
+
+// storedSeries returns the lines of an exposition for pushed series and
+// their push times.
+func storedSeries(exposition string) []string {
+	var lines []string
+	for line := range strings.Lines(exposition) {
+		if strings.HasPrefix(line, "m{") || strings.HasPrefix(line, "push_time_seconds{") {
+			lines = append(lines, line)
+		}
+	}
+	return lines
 }
 
 // gatedPersister holds every commit until the test answers it, and

@@ -66,8 +66,10 @@ type Limits struct {
 	MaxLabelNameLength, MaxLabelValueLength int
 }
 
-// PersistError is returned when a write could not be committed to disk; the
-// write was undone in memory.
+// PersistError is returned when a write could not be committed to disk.
+// The write was undone in memory, unless Err wraps
+// persistence.ErrUnsynced: then the file holds the write, and so does the
+// store, though a crash before the next successful sync may lose it.
 type PersistError struct{ Err error }
 
 func (e *PersistError) Error() string { return e.Err.Error() }
@@ -587,7 +589,7 @@ func (s *Store) commitLoop() {
 		s.queuedWrites -= len(b.reqs)
 		s.room.Broadcast()
 		s.writeMu.Unlock()
-		if b.err = s.commit(b.changes); b.err != nil {
+		if b.err = s.commit(b.changes); b.err != nil && !errors.Is(b.err, persistence.ErrUnsynced) {
 			s.undo(b)
 			continue
 		}
@@ -707,9 +709,19 @@ func (s *Store) apply(b *batch, req *writeRequest) {
 	s.metrics.groups.Set(float64(len(s.groups)))
 }
 
-// completed records a committed batch and answers its requests.
+// completed records a committed batch and answers its requests. A batch
+// whose commit reached the file but could not be synced is kept, as the
+// file holds it, and its requests are answered with a *PersistError.
 func (s *Store) completed(b *batch) {
-	if len(b.changes) > 0 && s.db != nil {
+	switch {
+	case b.err != nil:
+		err := b.err
+		s.persistErr.Store(&err)
+		s.logger.Error("writes reached the persistence file but could not be synced to disk; they are kept, as the file holds them", "writes", len(b.reqs), "err", err)
+		for i := range b.results {
+			b.results[i] = &PersistError{Err: err}
+		}
+	case len(b.changes) > 0 && s.db != nil:
 		s.persistErr.Store(nil)
 	}
 	s.scheduleChanges(b.changes)

@@ -215,7 +215,7 @@ func (a *api) uiDelete(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := a.store.Delete(g); err != nil {
-		http.Error(w, fmt.Sprintf("delete not stored: %v", err), http.StatusServiceUnavailable)
+		http.Error(w, notStored("delete", err), http.StatusServiceUnavailable)
 		return
 	}
 	http.Redirect(w, r, a.opts.RoutePrefix+"/", http.StatusSeeOther)
@@ -224,7 +224,7 @@ func (a *api) uiDelete(w http.ResponseWriter, r *http.Request) {
 // uiWipe deletes every group and returns to the index page.
 func (a *api) uiWipe(w http.ResponseWriter, r *http.Request) {
 	if err := a.store.Wipe(); err != nil {
-		http.Error(w, fmt.Sprintf("wipe not stored: %v", err), http.StatusServiceUnavailable)
+		http.Error(w, notStored("wipe", err), http.StatusServiceUnavailable)
 		return
 	}
 	http.Redirect(w, r, a.opts.RoutePrefix+"/", http.StatusSeeOther)

@@ -36,6 +36,12 @@ var (
 	keyProbe     = []byte("probe")
 )
 
+// ErrUnsynced is returned by Commit, wrapped, when the commit reached the
+// file but syncing it to disk failed: the file holds the ops from then on
+// (later commits build on them), though a crash before the next successful
+// sync may lose them.
+var ErrUnsynced = errors.New("the write reached the file but syncing it to disk failed")
+
 // ErrLocked is returned by Open when another process holds the file.
 var ErrLocked = errors.New("file is locked by another process")
 
@@ -102,6 +108,9 @@ func Open(path string, opts *Options) (*DB, error) {
 		if err := os.MkdirAll(dir, 0o750); err != nil {
 			return nil, fmt.Errorf("cannot create directory for persistence file %q: %w", path, err)
 		}
+	}
+	if err := checkLength(path); err != nil {
+		return nil, fmt.Errorf("cannot open persistence file %q: %w", path, err)
 	}
 	bdb, err := bolt.Open(path, 0o600, &bolt.Options{
 		Timeout: time.Second,
@@ -299,7 +308,9 @@ func (d *DB) Commit(ops []Op) error {
 	d.entryBuf = appendLogEntry(d.entryBuf[:0], ops)
 	d.s2Buf = s2.Encode(d.s2Buf[:cap(d.s2Buf)], d.entryBuf)
 	entry := d.s2Buf
+	txid := 0
 	err := d.db.Update(func(tx *bolt.Tx) error {
+		txid = tx.ID()
 		log := tx.Bucket(bucketLog)
 		seq, err := log.NextSequence()
 		if err != nil {
@@ -312,6 +323,12 @@ func (d *DB) Commit(ops []Op) error {
 		return b.Put(keyEntry, entry)
 	})
 	if err != nil {
+		if txid != 0 && d.currentTxID() == txid {
+			// bbolt wrote the meta page before its sync failed: the
+			// file, as bbolt reads it, holds this transaction.
+			d.logBytes.Add(int64(len(entry)))
+			return fmt.Errorf("cannot commit to persistence file %q: %w: %w", d.path, ErrUnsynced, err)
+		}
 		return fmt.Errorf("cannot commit to persistence file %q: %w", d.path, err)
 	}
 	if d.logBytes.Add(int64(len(entry))) >= d.compactThreshold() {
@@ -321,6 +338,16 @@ func (d *DB) Commit(ops []Op) error {
 		}
 	}
 	return nil
+}
+
+// currentTxID returns the id of the file's newest transaction.
+func (d *DB) currentTxID() int {
+	id := 0
+	_ = d.db.View(func(tx *bolt.Tx) error {
+		id = tx.ID()
+		return nil
+	})
+	return id
 }
 
 // Compact folds every log entry into the groups bucket and removes the

@@ -1,7 +1,9 @@
 package persistence_test
 
 import (
+	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -99,6 +101,39 @@ func TestLoadStopsAtCallbackError(t *testing.T) {
 	require.Equal(t, 1, calls)
 	require.Contains(t, err.Error(), path)
 	require.Contains(t, err.Error(), `group "a"`)
+}
+
+// TestOpenTruncatedFile cuts a file short, as a copy onto a full disk
+// does: Open fails with an error naming the file and leaves it as it was,
+// where bbolt alone faults (SIGBUS) while it maps the missing pages.
+func TestOpenTruncatedFile(t *testing.T) {
+	src := filepath.Join(t.TempDir(), "p.db")
+	db := MustOpenDB(t, src)
+	var ops []persistence.Op
+	for i := range 300 {
+		g := group(fmt.Sprintf("j%03d", i), int64(i))
+		g.Families[0].Metrics = [][]byte{bytes.Repeat([]byte{byte(i)}, 2048)}
+		ops = append(ops, persistence.Op{Key: "job\xff" + g.Labels[0].Value, Group: g})
+	}
+	require.NoError(t, db.Commit(ops))
+	require.NoError(t, db.Close())
+	whole, err := os.ReadFile(src)
+	require.NoError(t, err)
+	for name, size := range map[string]int{"three pages": 3 * os.Getpagesize(), "half": len(whole) / 2} {
+		t.Run(name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "p.db")
+			require.NoError(t, os.WriteFile(path, whole[:size], 0o600))
+			_, err := persistence.Open(path, nil)
+			require.Error(t, err)
+			require.Contains(t, err.Error(), path)
+			require.Contains(t, err.Error(), fmt.Sprintf("file is truncated: %d bytes", size))
+			after, err := os.ReadFile(path)
+			require.NoError(t, err)
+			require.Equal(t, whole[:size], after, "the file is left as it was")
+		})
+	}
+	db = MustOpenDB(t, src)
+	require.Len(t, loadAll(t, db), 300, "the whole file opens")
 }
 
 // TestLoadCorruptRecord writes a bad record with bbolt directly: Load fails

@@ -1,0 +1,70 @@
+package persistence
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"io"
+	"os"
+)
+
+// bbolt's file layout, version 2: the first two pages are meta pages, each
+// a 16-byte page header followed by the meta fields in the machine's byte
+// order.
+const (
+	boltMagic          = 0xED0CDAED
+	boltVersion        = 2
+	boltPageHeaderSize = 16
+	boltMetaSize       = 64 // magic to checksum
+	boltMinPageSize    = 512
+)
+
+// checkLength returns an error when the bbolt file at path is shorter than
+// the pages its newest valid meta page says it holds, as a copy cut short
+// by a full disk is. bbolt maps such a file and faults (SIGBUS) when it
+// reads past the end, instead of failing. A missing or empty file, or one
+// without a valid meta page, is left to bbolt to create or reject.
+func checkLength(path string) error {
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	info, err := f.Stat()
+	if err != nil || info.Size() == 0 {
+		return err
+	}
+	var pageSize, pages, txid uint64
+	for i := range 2 {
+		meta := make([]byte, boltMetaSize)
+		if _, err := f.ReadAt(meta, int64(uint64(i)*pageSize)+boltPageHeaderSize); err != nil && err != io.EOF {
+			return err
+		}
+		ne := binary.NativeEndian
+		h := fnv.New64a()
+		h.Write(meta[:56])
+		valid := ne.Uint32(meta[0:]) == boltMagic && ne.Uint32(meta[4:]) == boltVersion && h.Sum64() == ne.Uint64(meta[56:])
+		if i == 0 {
+			// Without a valid first meta page, bbolt looks for the
+			// second one at the operating system's page size.
+			pageSize = uint64(os.Getpagesize())
+			if valid {
+				pageSize = uint64(ne.Uint32(meta[8:]))
+			}
+			if pageSize < boltMinPageSize {
+				return nil
+			}
+		}
+		if valid && (pages == 0 || ne.Uint64(meta[48:]) > txid) {
+			pages, txid = ne.Uint64(meta[40:]), ne.Uint64(meta[48:])
+		}
+	}
+	if pages > uint64(info.Size())/pageSize {
+		return fmt.Errorf("file is truncated: %d bytes, its meta page claims %d pages of %d bytes", info.Size(), pages, pageSize)
+	}
+	return nil
+}
