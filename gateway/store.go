@@ -718,9 +718,7 @@ func (s *Store) completed(b *batch) {
 		err := b.err
 		s.persistErr.Store(&err)
 		s.logger.Error("writes reached the persistence file but could not be synced to disk; they are kept, as the file holds them", "writes", len(b.reqs), "err", err)
-		for i := range b.results {
-			b.results[i] = &PersistError{Err: err}
-		}
+		b.fail(err)
 	case len(b.changes) > 0 && s.db != nil:
 		s.persistErr.Store(nil)
 	}
@@ -753,10 +751,15 @@ func (s *Store) undo(b *batch) {
 	s.writeMu.Unlock()
 	for _, u := range undone {
 		s.logger.Error("cannot persist writes; they were not applied", "writes", len(u.reqs), "err", err)
-		for i := range u.results {
-			u.results[i] = &PersistError{Err: err}
-		}
+		u.fail(err)
 		s.answer(u)
+	}
+}
+
+// fail makes a *PersistError of err the result of every request of b.
+func (b *batch) fail(err error) {
+	for i := range b.results {
+		b.results[i] = &PersistError{Err: err}
 	}
 }
 

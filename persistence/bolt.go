@@ -322,13 +322,9 @@ func (d *DB) Commit(ops []Op) error {
 		}
 		return b.Put(keyEntry, entry)
 	})
-	if err != nil {
-		if txid != 0 && d.currentTxID() == txid {
-			// bbolt wrote the meta page before its sync failed: the
-			// file, as bbolt reads it, holds this transaction.
-			d.logBytes.Add(int64(len(entry)))
-			return fmt.Errorf("cannot commit to persistence file %q: %w: %w", d.path, ErrUnsynced, err)
-		}
+	// When bbolt wrote the meta page before its sync failed, the file, as
+	// bbolt reads it, holds this transaction and its log entry.
+	if err != nil && (txid == 0 || d.currentTxID() != txid) {
 		return fmt.Errorf("cannot commit to persistence file %q: %w", d.path, err)
 	}
 	if d.logBytes.Add(int64(len(entry))) >= d.compactThreshold() {
@@ -336,6 +332,9 @@ func (d *DB) Commit(ops []Op) error {
 		case d.kick <- struct{}{}:
 		default:
 		}
+	}
+	if err != nil {
+		return fmt.Errorf("cannot commit to persistence file %q: %w: %w", d.path, ErrUnsynced, err)
 	}
 	return nil
 }

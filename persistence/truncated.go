@@ -16,8 +16,13 @@ const (
 	boltMagic          = 0xED0CDAED
 	boltVersion        = 2
 	boltPageHeaderSize = 16
-	boltMetaSize       = 64 // magic to checksum
 	boltMinPageSize    = 512
+	// Offsets of the meta fields checkLength reads: magic, version, page
+	// size, ..., page high-water mark, transaction id, and the checksum
+	// (FNV-64a of the bytes before it), the last field.
+	metaMagic, metaVersion, metaPageSize = 0, 4, 8
+	metaPages, metaTxID, metaChecksum    = 40, 48, 56
+	boltMetaSize                         = metaChecksum + 8
 )
 
 // checkLength returns an error when the bbolt file at path is shorter than
@@ -38,29 +43,30 @@ func checkLength(path string) error {
 	if err != nil || info.Size() == 0 {
 		return err
 	}
+	ne := binary.NativeEndian
 	var pageSize, pages, txid uint64
+	meta := make([]byte, boltMetaSize)
 	for i := range 2 {
-		meta := make([]byte, boltMetaSize)
+		clear(meta)
 		if _, err := f.ReadAt(meta, int64(uint64(i)*pageSize)+boltPageHeaderSize); err != nil && err != io.EOF {
 			return err
 		}
-		ne := binary.NativeEndian
 		h := fnv.New64a()
-		h.Write(meta[:56])
-		valid := ne.Uint32(meta[0:]) == boltMagic && ne.Uint32(meta[4:]) == boltVersion && h.Sum64() == ne.Uint64(meta[56:])
+		h.Write(meta[:metaChecksum])
+		valid := ne.Uint32(meta[metaMagic:]) == boltMagic && ne.Uint32(meta[metaVersion:]) == boltVersion && h.Sum64() == ne.Uint64(meta[metaChecksum:])
 		if i == 0 {
 			// Without a valid first meta page, bbolt looks for the
 			// second one at the operating system's page size.
 			pageSize = uint64(os.Getpagesize())
 			if valid {
-				pageSize = uint64(ne.Uint32(meta[8:]))
+				pageSize = uint64(ne.Uint32(meta[metaPageSize:]))
 			}
 			if pageSize < boltMinPageSize {
 				return nil
 			}
 		}
-		if valid && (pages == 0 || ne.Uint64(meta[48:]) > txid) {
-			pages, txid = ne.Uint64(meta[40:]), ne.Uint64(meta[48:])
+		if valid && (pages == 0 || ne.Uint64(meta[metaTxID:]) > txid) {
+			pages, txid = ne.Uint64(meta[metaPages:]), ne.Uint64(meta[metaTxID:])
 		}
 	}
 	if pages > uint64(info.Size())/pageSize {
