@@ -68,14 +68,23 @@ type Options struct {
 	CompactBytes int64
 	// Logger receives errors of the background compaction.
 	Logger *slog.Logger
+
+	// openFile opens the file for bbolt; os.OpenFile when nil. Tests
+	// inject faults with it.
+	openFile func(string, int, os.FileMode) (*os.File, error)
 }
 
 // DB is a bbolt file holding push groups.
 type DB struct {
 	path   string
-	db     *bolt.DB
 	opts   Options
 	logger *slog.Logger
+
+	// openMu guards db: transactions hold it for reading, reopen and
+	// Close for writing.
+	openMu sync.RWMutex
+	db     *bolt.DB
+	closed bool
 
 	// logBytes is the size of the log entries not yet compacted.
 	logBytes atomic.Int64
@@ -109,26 +118,15 @@ func Open(path string, opts *Options) (*DB, error) {
 			return nil, fmt.Errorf("cannot create directory for persistence file %q: %w", path, err)
 		}
 	}
-	if err := checkLength(path); err != nil {
-		return nil, fmt.Errorf("cannot open persistence file %q: %w", path, err)
-	}
-	bdb, err := bolt.Open(path, 0o600, &bolt.Options{
-		Timeout: time.Second,
-		// The freelist is rebuilt from the pages at open instead of being
-		// written by every commit, which keeps commits small.
-		NoFreelistSync: true,
-		FreelistType:   bolt.FreelistMapType,
-	})
-	if err != nil {
-		if errors.Is(err, berrors.ErrTimeout) {
-			err = ErrLocked
-		}
-		return nil, fmt.Errorf("cannot open persistence file %q: %w", path, err)
-	}
-	d := &DB{path: path, db: bdb, kick: make(chan struct{}, 1), stop: make(chan struct{}), stopped: make(chan struct{})}
+	d := &DB{path: path, kick: make(chan struct{}, 1), stop: make(chan struct{}), stopped: make(chan struct{})}
 	if opts != nil {
 		d.opts = *opts
 	}
+	bdb, err := d.openBolt()
+	if err != nil {
+		return nil, fmt.Errorf("cannot open persistence file %q: %w", path, err)
+	}
+	d.db = bdb
 	if d.opts.CompactInterval <= 0 {
 		d.opts.CompactInterval = DefaultCompactInterval
 	}
@@ -152,11 +150,86 @@ func Open(path string, opts *Options) (*DB, error) {
 	return d, nil
 }
 
+// openBolt checks the length of the file and opens it with bbolt.
+func (d *DB) openBolt() (*bolt.DB, error) {
+	if err := checkLength(d.path); err != nil {
+		return nil, err
+	}
+	bdb, err := bolt.Open(d.path, 0o600, &bolt.Options{
+		Timeout: time.Second,
+		// The freelist is rebuilt from the pages at open instead of being
+		// written by every commit, which keeps commits small.
+		NoFreelistSync: true,
+		FreelistType:   bolt.FreelistMapType,
+		OpenFile:       d.opts.openFile,
+	})
+	if errors.Is(err, berrors.ErrTimeout) {
+		err = ErrLocked
+	}
+	return bdb, err
+}
+
+// view runs fn in a read transaction.
+func (d *DB) view(fn func(*bolt.Tx) error) error {
+	d.openMu.RLock()
+	defer d.openMu.RUnlock()
+	return d.db.View(fn)
+}
+
+// update runs fn in a write transaction. A remap that fails while the file
+// grows (an mmap error, as on a file system turned read-only) leaves bbolt
+// without a mapping, and every later transaction fails before it starts;
+// update then reopens the file and runs fn once more, which is safe as the
+// failed attempt wrote nothing.
+func (d *DB) update(fn func(*bolt.Tx) error) error {
+	err := d.runUpdate(fn)
+	if !errors.Is(err, berrors.ErrInvalidMapping) && !errors.Is(err, berrors.ErrDatabaseNotOpen) {
+		return err
+	}
+	open, rerr := d.reopen()
+	if rerr != nil {
+		return fmt.Errorf("%w; reopening the file failed: %w", err, rerr)
+	}
+	if !open {
+		return err
+	}
+	return d.runUpdate(fn)
+}
+
+// runUpdate runs fn in a write transaction of the current bbolt handle.
+func (d *DB) runUpdate(fn func(*bolt.Tx) error) error {
+	d.openMu.RLock()
+	defer d.openMu.RUnlock()
+	return d.db.Update(fn)
+}
+
+// reopen closes the file and opens it again unless the handle works, and
+// tells whether the handle is open; it is not once Close was called. After
+// a failed open the handle stays closed, so the next update tries again.
+func (d *DB) reopen() (bool, error) {
+	d.openMu.Lock()
+	defer d.openMu.Unlock()
+	if d.closed {
+		return false, nil
+	}
+	if d.db.View(func(*bolt.Tx) error { return nil }) == nil {
+		return true, nil // reopened by another update meanwhile
+	}
+	_ = d.db.Close() // an unmapped handle has nothing left to write
+	bdb, err := d.openBolt()
+	if err != nil {
+		return false, err
+	}
+	d.db = bdb
+	d.logger.Warn("persistence file reopened after bbolt lost its mapping of it", "file", d.path)
+	return true, nil
+}
+
 // init creates the buckets of a new file, checks the schema of an old one
 // and its log entries, and upgrades a version 1 file. It changes nothing in
 // a file it rejects.
 func (d *DB) init() error {
-	err := d.db.View(func(tx *bolt.Tx) error {
+	err := d.view(func(tx *bolt.Tx) error {
 		meta := tx.Bucket(bucketMeta)
 		if meta == nil {
 			if tx.Bucket(bucketGroups) != nil {
@@ -189,7 +262,7 @@ func (d *DB) init() error {
 	if err != nil {
 		return err
 	}
-	return d.db.Update(func(tx *bolt.Tx) error {
+	return d.update(func(tx *bolt.Tx) error {
 		meta, err := tx.CreateBucketIfNotExists(bucketMeta)
 		if err != nil {
 			return err
@@ -250,7 +323,7 @@ func (d *DB) Path() string { return d.path }
 // Load calls fn for every stored group, in key order. It stops at and returns
 // the first error, naming the file and the key of an undecodable record.
 func (d *DB) Load(fn func(*Group) error) error {
-	return d.db.View(func(tx *bolt.Tx) error {
+	return d.view(func(tx *bolt.Tx) error {
 		latest, err := foldLog(tx.Bucket(bucketLog), nil)
 		if err != nil {
 			return fmt.Errorf("persistence file %q: %w", d.path, err)
@@ -309,7 +382,7 @@ func (d *DB) Commit(ops []Op) error {
 	d.s2Buf = s2.Encode(d.s2Buf[:cap(d.s2Buf)], d.entryBuf)
 	entry := d.s2Buf
 	txid := 0
-	err := d.db.Update(func(tx *bolt.Tx) error {
+	err := d.update(func(tx *bolt.Tx) error {
 		txid = tx.ID()
 		log := tx.Bucket(bucketLog)
 		seq, err := log.NextSequence()
@@ -342,7 +415,7 @@ func (d *DB) Commit(ops []Op) error {
 // currentTxID returns the id of the file's newest transaction.
 func (d *DB) currentTxID() int {
 	id := 0
-	_ = d.db.View(func(tx *bolt.Tx) error {
+	_ = d.view(func(tx *bolt.Tx) error {
 		id = tx.ID()
 		return nil
 	})
@@ -359,7 +432,7 @@ func (d *DB) Compact() error {
 	var latest map[string][]byte
 	var last []byte
 	var size int64
-	err := d.db.View(func(tx *bolt.Tx) error {
+	err := d.view(func(tx *bolt.Tx) error {
 		var err error
 		latest, err = foldLog(tx.Bucket(bucketLog), func(k, v []byte) {
 			if last == nil {
@@ -381,7 +454,7 @@ func (d *DB) Compact() error {
 		keys = keys[len(chunk):]
 		// grown is how much the chunk changes the size of the records.
 		var grown int64
-		err := d.db.Update(func(tx *bolt.Tx) error {
+		err := d.update(func(tx *bolt.Tx) error {
 			groups := tx.Bucket(bucketGroups)
 			for _, k := range chunk {
 				grown -= int64(len(groups.Get([]byte(k))))
@@ -451,7 +524,7 @@ func (d *DB) compactLoop() {
 // Probe writes and syncs a small record to find out whether the file can be
 // written again after a failed commit.
 func (d *DB) Probe() error {
-	err := d.db.Update(func(tx *bolt.Tx) error {
+	err := d.update(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketMeta).Put(keyProbe, []byte(time.Now().UTC().Format(time.RFC3339Nano)))
 	})
 	if err != nil {
@@ -463,7 +536,7 @@ func (d *DB) Probe() error {
 // Size returns the size of the file in bytes.
 func (d *DB) Size() int64 {
 	var size int64
-	_ = d.db.View(func(tx *bolt.Tx) error {
+	_ = d.view(func(tx *bolt.Tx) error {
 		size = tx.Size()
 		return nil
 	})
@@ -480,6 +553,9 @@ func (d *DB) Close() error {
 		close(d.stop)
 		<-d.stopped
 		err = d.Compact()
+		d.openMu.Lock()
+		defer d.openMu.Unlock()
+		d.closed = true
 		err = errors.Join(err, d.db.Close())
 	})
 	return err
