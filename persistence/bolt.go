@@ -90,6 +90,9 @@ type DB struct {
 	logBytes atomic.Int64
 	// groupsBytes is the size of the records in the groups bucket.
 	groupsBytes atomic.Int64
+	// failedEntry is the size of the log entry of the last commit if it
+	// failed, which Probe writes as much of.
+	failedEntry atomic.Int64
 	// commitMu serialises commits; it guards the buffers they reuse.
 	commitMu        sync.Mutex
 	entryBuf, s2Buf []byte
@@ -397,6 +400,11 @@ func (d *DB) Commit(ops []Op) error {
 	})
 	// When bbolt wrote the meta page before its sync failed, the file, as
 	// bbolt reads it, holds this transaction and its log entry.
+	if err != nil {
+		d.failedEntry.Store(int64(len(entry)))
+	} else {
+		d.failedEntry.Store(0)
+	}
 	if err != nil && (txid == 0 || d.currentTxID() != txid) {
 		return fmt.Errorf("cannot commit to persistence file %q: %w", d.path, err)
 	}
@@ -521,12 +529,23 @@ func (d *DB) compactLoop() {
 	}
 }
 
-// Probe writes and syncs a small record to find out whether the file can be
-// written again after a failed commit.
+// Probe writes and syncs a record as large as the log entry of the last
+// commit if it failed, and a small one otherwise, to find out whether the
+// file can take that commit now: on a disk with room for a small record
+// but not for the commit, it fails. The large record is shrunk again at
+// once, so that its pages are free for the next commit.
 func (d *DB) Probe() error {
-	err := d.update(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketMeta).Put(keyProbe, []byte(time.Now().UTC().Format(time.RFC3339Nano)))
-	})
+	now := []byte(time.Now().UTC().Format(time.RFC3339Nano))
+	put := func(v []byte) error {
+		return d.update(func(tx *bolt.Tx) error {
+			return tx.Bucket(bucketMeta).Put(keyProbe, v)
+		})
+	}
+	size := int(d.failedEntry.Load())
+	err := put(append(now, make([]byte, max(size-len(now), 0))...))
+	if err == nil && size > len(now) {
+		err = put(now)
+	}
 	if err != nil {
 		return fmt.Errorf("cannot write persistence file %q: %w", d.path, err)
 	}

@@ -56,12 +56,8 @@ func TestReopenAfterLostMapping(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, syscall.Dup3(int(wo.Fd()), int(files[0].Fd()), 0))
 	require.NoError(t, wo.Close())
-	// An incompressible MiB outgrows the mapping.
-	big := group("big", 2)
-	noise := make([]byte, 1<<20)
-	_, _ = rand.NewChaCha8([32]byte{}).Read(noise)
-	big.Families[0].Metrics = [][]byte{noise}
-	err = db.Commit([]persistence.Op{{Key: "job\xffbig", Group: big}})
+	// A MiB outgrows the mapping.
+	err = db.Commit([]persistence.Op{{Key: "job\xffbig", Group: bigGroup("big", 2)}})
 	require.ErrorContains(t, err, "mmap allocate error: permission denied")
 	require.NotErrorIs(t, err, persistence.ErrUnsynced)
 
@@ -79,4 +75,13 @@ func TestReopenAfterLostMapping(t *testing.T) {
 	require.Equal(t, want, loadAll(t, db))
 	require.NoError(t, db.Close())
 	require.Equal(t, want, loadAll(t, MustOpenDB(t, path)), "a restart restores the commits that succeeded")
+}
+
+// bigGroup returns a group whose record holds an incompressible MiB.
+func bigGroup(job string, pushTime int64) *persistence.Group {
+	g := group(job, pushTime)
+	noise := make([]byte, 1<<20)
+	_, _ = rand.NewChaCha8([32]byte{}).Read(noise)
+	g.Families[0].Metrics = [][]byte{noise}
+	return g
 }
