@@ -552,14 +552,14 @@ func (d *DB) Probe() error {
 	return nil
 }
 
-// Size returns the size of the file in bytes.
+// Size returns the size of the file on disk in bytes (bbolt grows it
+// ahead of the pages in use), or 0 when it cannot be read.
 func (d *DB) Size() int64 {
-	var size int64
-	_ = d.view(func(tx *bolt.Tx) error {
-		size = tx.Size()
-		return nil
-	})
-	return size
+	fi, err := os.Stat(d.path)
+	if err != nil {
+		return 0
+	}
+	return fi.Size()
 }
 
 // LogBytes returns the size of the log entries not yet compacted.

@@ -50,11 +50,12 @@ func TestOpenCreatesFileAndDirectory(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "a", "b", "pushrelay.db")
 	db := MustOpenDB(t, path)
 	require.Equal(t, path, db.Path())
-	require.Positive(t, db.Size())
 	require.NoError(t, db.Probe())
 	fi, err := os.Stat(path)
 	require.NoError(t, err)
 	require.Equal(t, os.FileMode(0o600), fi.Mode().Perm())
+	require.Positive(t, db.Size())
+	require.Equal(t, fi.Size(), db.Size(), "the size on disk")
 	require.Empty(t, loadAll(t, db))
 }
 

@@ -166,7 +166,7 @@ func runMain(args []string) int {
 		persister = db
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "pushrelay_persistence_file_size_bytes",
-			Help: "Size of the persistence file.",
+			Help: "Size of the persistence file on disk.",
 		}, func() float64 { return float64(db.Size()) }))
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "pushrelay_persistence_log_bytes",
