@@ -66,7 +66,8 @@ type Options struct {
 	// which rewrites every group the log holds, costs the same per commit
 	// however many groups there are.
 	CompactBytes int64
-	// Logger receives errors of the background compaction.
+	// Logger receives errors of the background compaction and a warning
+	// when the file is reopened.
 	Logger *slog.Logger
 
 	// openFile opens the file for bbolt; os.OpenFile when nil. Tests
@@ -80,11 +81,14 @@ type DB struct {
 	opts   Options
 	logger *slog.Logger
 
-	// openMu guards db: transactions hold it for reading, reopen and
-	// Close for writing.
+	// openMu guards db and closed: transactions hold it for reading,
+	// reopen and Close for writing.
 	openMu sync.RWMutex
 	db     *bolt.DB
+	// closed is set by Close; a closed DB is not reopened.
 	closed bool
+	// file identifies the file opened first; a reopen takes only that.
+	file os.FileInfo
 
 	// logBytes is the size of the log entries not yet compacted.
 	logBytes atomic.Int64
@@ -125,11 +129,11 @@ func Open(path string, opts *Options) (*DB, error) {
 	if opts != nil {
 		d.opts = *opts
 	}
-	bdb, err := d.openBolt()
+	bdb, fi, err := d.openBolt(nil)
 	if err != nil {
 		return nil, fmt.Errorf("cannot open persistence file %q: %w", path, err)
 	}
-	d.db = bdb
+	d.db, d.file = bdb, fi
 	if d.opts.CompactInterval <= 0 {
 		d.opts.CompactInterval = DefaultCompactInterval
 	}
@@ -141,7 +145,7 @@ func Open(path string, opts *Options) (*DB, error) {
 		d.logger = promslog.NewNopLogger()
 	}
 	if err := d.init(); err != nil {
-		_ = bdb.Close()
+		_ = d.db.Close()
 		return nil, fmt.Errorf("cannot use persistence file %q: %w", path, err)
 	}
 	// The log was checked above, so only a write can fail here; Load reads
@@ -153,62 +157,99 @@ func Open(path string, opts *Options) (*DB, error) {
 	return d, nil
 }
 
-// openBolt checks the length of the file and opens it with bbolt.
-func (d *DB) openBolt() (*bolt.DB, error) {
+// openBolt checks the length of the file and opens it with bbolt. With
+// same set, as when reopening, the file must be that one and not empty: a
+// file that is gone is not created, and one that replaced it, or an emptied
+// one, which bbolt would make a new database of, is refused.
+func (d *DB) openBolt(same os.FileInfo) (*bolt.DB, os.FileInfo, error) {
 	if err := checkLength(d.path); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
+	open := d.opts.openFile
+	if open == nil {
+		open = os.OpenFile
+	}
+	var fi os.FileInfo
 	bdb, err := bolt.Open(d.path, 0o600, &bolt.Options{
 		Timeout: time.Second,
 		// The freelist is rebuilt from the pages at open instead of being
 		// written by every commit, which keeps commits small.
 		NoFreelistSync: true,
 		FreelistType:   bolt.FreelistMapType,
-		OpenFile:       d.opts.openFile,
+		OpenFile: func(name string, flag int, perm os.FileMode) (*os.File, error) {
+			if same != nil {
+				flag &^= os.O_CREATE
+			}
+			f, err := open(name, flag, perm)
+			if err != nil {
+				return nil, err
+			}
+			if fi, err = f.Stat(); err == nil && same != nil {
+				switch {
+				case !os.SameFile(fi, same):
+					err = errReplaced
+				case fi.Size() == 0:
+					err = errEmptied
+				}
+			}
+			if err != nil {
+				_ = f.Close()
+				return nil, err
+			}
+			return f, nil
+		},
 	})
 	if errors.Is(err, berrors.ErrTimeout) {
 		err = ErrLocked
 	}
-	return bdb, err
+	return bdb, fi, err
 }
+
+// Errors of a reopen that finds another file at the path.
+var (
+	errReplaced = errors.New("another file took its place; restart pushrelay to use that one")
+	errEmptied  = errors.New("the file was emptied")
+)
 
 // view runs fn in a read transaction.
-func (d *DB) view(fn func(*bolt.Tx) error) error {
-	d.openMu.RLock()
-	defer d.openMu.RUnlock()
-	return d.db.View(fn)
-}
+func (d *DB) view(fn func(*bolt.Tx) error) error { return d.transact(false, fn) }
 
-// update runs fn in a write transaction. A remap that fails while the file
+// update runs fn in a write transaction.
+func (d *DB) update(fn func(*bolt.Tx) error) error { return d.transact(true, fn) }
+
+// transact runs fn in a transaction. A remap that fails while the file
 // grows (an mmap error, as on a file system turned read-only) leaves bbolt
-// without a mapping, and every later transaction fails before it starts;
-// update then reopens the file and runs fn once more, which is safe as the
-// failed attempt wrote nothing.
-func (d *DB) update(fn func(*bolt.Tx) error) error {
-	err := d.runUpdate(fn)
+// without a mapping, and every later transaction fails as it begins;
+// transact then reopens the file and runs fn once more.
+func (d *DB) transact(writable bool, fn func(*bolt.Tx) error) error {
+	err := d.begin(writable, fn)
 	if !errors.Is(err, berrors.ErrInvalidMapping) && !errors.Is(err, berrors.ErrDatabaseNotOpen) {
 		return err
 	}
 	open, rerr := d.reopen()
 	if rerr != nil {
-		return fmt.Errorf("%w; reopening the file failed: %w", err, rerr)
+		return fmt.Errorf("bbolt lost its mapping of the file, and reopening it failed: %w", rerr)
 	}
 	if !open {
 		return err
 	}
-	return d.runUpdate(fn)
+	return d.begin(writable, fn)
 }
 
-// runUpdate runs fn in a write transaction of the current bbolt handle.
-func (d *DB) runUpdate(fn func(*bolt.Tx) error) error {
+// begin runs fn in a transaction of the current bbolt handle.
+func (d *DB) begin(writable bool, fn func(*bolt.Tx) error) error {
 	d.openMu.RLock()
 	defer d.openMu.RUnlock()
-	return d.db.Update(fn)
+	if writable {
+		return d.db.Update(fn)
+	}
+	return d.db.View(fn)
 }
 
 // reopen closes the file and opens it again unless the handle works, and
 // tells whether the handle is open; it is not once Close was called. After
-// a failed open the handle stays closed, so the next update tries again.
+// a failed open the handle stays closed, so the next transaction tries
+// again.
 func (d *DB) reopen() (bool, error) {
 	d.openMu.Lock()
 	defer d.openMu.Unlock()
@@ -216,10 +257,10 @@ func (d *DB) reopen() (bool, error) {
 		return false, nil
 	}
 	if d.db.View(func(*bolt.Tx) error { return nil }) == nil {
-		return true, nil // reopened by another update meanwhile
+		return true, nil // reopened by another transaction meanwhile
 	}
 	_ = d.db.Close() // an unmapped handle has nothing left to write
-	bdb, err := d.openBolt()
+	bdb, _, err := d.openBolt(d.file)
 	if err != nil {
 		return false, err
 	}
@@ -398,13 +439,13 @@ func (d *DB) Commit(ops []Op) error {
 		}
 		return b.Put(keyEntry, entry)
 	})
-	// When bbolt wrote the meta page before its sync failed, the file, as
-	// bbolt reads it, holds this transaction and its log entry.
 	if err != nil {
 		d.failedEntry.Store(int64(len(entry)))
 	} else {
 		d.failedEntry.Store(0)
 	}
+	// When bbolt wrote the meta page before its sync failed, the file, as
+	// bbolt reads it, holds this transaction and its log entry.
 	if err != nil && (txid == 0 || d.currentTxID() != txid) {
 		return fmt.Errorf("cannot commit to persistence file %q: %w", d.path, err)
 	}
@@ -542,8 +583,13 @@ func (d *DB) Probe() error {
 		})
 	}
 	size := int(d.failedEntry.Load())
-	err := put(append(now, make([]byte, max(size-len(now), 0))...))
+	record := make([]byte, max(size, len(now)))
+	copy(record, now)
+	err := put(record)
 	if err == nil && size > len(now) {
+		// Should this fail and a commit succeed before the next probe,
+		// the large record stays until a later probe: the file keeps at
+		// most one commit's worth of it.
 		err = put(now)
 	}
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -36,6 +37,15 @@ func loadAll(t *testing.T, db *persistence.DB) []*persistence.Group {
 		return nil
 	}))
 	return groups
+}
+
+// bigGroup returns a group whose record holds an incompressible MiB.
+func bigGroup(job string, pushTime int64) *persistence.Group {
+	g := group(job, pushTime)
+	noise := make([]byte, 1<<20)
+	_, _ = rand.NewChaCha8([32]byte{}).Read(noise)
+	g.Families[0].Metrics = [][]byte{noise}
+	return g
 }
 
 func group(job string, pushTime int64) *persistence.Group {

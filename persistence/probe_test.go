@@ -1,3 +1,5 @@
+//go:build linux
+
 package persistence_test
 
 import (
@@ -12,9 +14,11 @@ import (
 )
 
 // TestProbeNeedsRoomForFailedCommit limits the size of files the process
-// may write (RLIMIT_FSIZE, to which the Go runtime ignores SIGXFSZ), as a
-// nearly full disk does: a small commit fits, a large one does not, and a
-// probe after the large one fails until the file can take it.
+// may write (RLIMIT_FSIZE; the Go runtime ignores the SIGXFSZ that comes
+// with it), as a nearly full disk does: a small commit fits, a large one
+// does not, and a probe after the large one fails until the file can take
+// it. The limit holds for the whole process, so no test of this package
+// may run in parallel with it.
 func TestProbeNeedsRoomForFailedCommit(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "p.db")
 	db := MustOpenDB(t, path)

@@ -1,8 +1,9 @@
+//go:build linux
+
 package persistence_test
 
 import (
 	"errors"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"sync"
@@ -16,33 +17,13 @@ import (
 
 // TestReopenAfterLostMapping breaks bbolt's mapping of the file the way a
 // file system turned read-only does: the commit that grows the file fails
-// to map it anew, after which bbolt refuses every transaction. The next
-// write reopens the file, and a restart restores what was committed, not
-// what failed.
+// to map it anew, after which bbolt refuses every transaction. pushrelay
+// reopens the file, but only the one it opened, and a restart restores
+// what was committed, not what failed.
 func TestReopenAfterLostMapping(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "p.db")
-	var (
-		mu      sync.Mutex
-		files   []*os.File
-		openErr error
-	)
-	setOpenErr := func(err error) {
-		mu.Lock()
-		defer mu.Unlock()
-		openErr = err
-	}
-	db, err := persistence.OpenWithOpenFile(path, func(name string, flag int, perm os.FileMode) (*os.File, error) {
-		mu.Lock()
-		defer mu.Unlock()
-		if openErr != nil {
-			return nil, openErr
-		}
-		f, err := os.OpenFile(name, flag, perm)
-		if err == nil {
-			files = append(files, f)
-		}
-		return f, err
-	})
+	var o opener
+	db, err := persistence.OpenWithOpenFile(path, o.open)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = db.Close() })
 	commit := func(job string, pushTime int64) error {
@@ -50,25 +31,34 @@ func TestReopenAfterLostMapping(t *testing.T) {
 	}
 	require.NoError(t, commit("a", 1))
 
-	// bbolt's descriptor becomes one opened write-only on the same file:
-	// writing and syncing work, mapping the file fails with EACCES.
-	wo, err := os.OpenFile(path, os.O_WRONLY, 0)
-	require.NoError(t, err)
-	require.NoError(t, syscall.Dup3(int(wo.Fd()), int(files[0].Fd()), 0))
-	require.NoError(t, wo.Close())
+	breakMapping(t, o.first)
+	o.fail(errors.New("injected open failure"))
 	// A MiB outgrows the mapping.
 	err = db.Commit([]persistence.Op{{Key: "job\xffbig", Group: bigGroup("big", 2)}})
-	require.ErrorContains(t, err, "mmap allocate error: permission denied")
+	require.ErrorContains(t, err, `cannot commit to persistence file "`+path+`": mmap allocate error: permission denied`)
 	require.NotErrorIs(t, err, persistence.ErrUnsynced)
 
 	// While the file cannot be opened again, writes fail and say so.
-	setOpenErr(errors.New("injected open failure"))
-	err = commit("b", 3)
-	require.ErrorContains(t, err, `cannot commit to persistence file "`+path+`": database isn't correctly mapped; reopening the file failed: injected open failure`)
-	require.ErrorContains(t, db.Probe(), "injected open failure")
+	const lost = "bbolt lost its mapping of the file, and reopening it failed: "
+	for range 2 {
+		require.ErrorContains(t, commit("b", 3), lost+"injected open failure")
+	}
+	require.ErrorContains(t, db.Probe(), lost+"injected open failure")
+	o.fail(nil)
 
-	// Once it can, the next write reopens it and succeeds.
-	setOpenErr(nil)
+	// A file that is gone is not created, and another one in its place,
+	// or the same one emptied, is not taken.
+	moved := path + ".moved"
+	require.NoError(t, os.Rename(path, moved))
+	require.ErrorContains(t, commit("b", 3), lost+"open "+path+": no such file or directory")
+	require.NoFileExists(t, path)
+	other, err := persistence.Open(path, nil)
+	require.NoError(t, err)
+	require.NoError(t, other.Close())
+	require.ErrorContains(t, commit("b", 3), lost+"another file took its place; restart pushrelay to use that one")
+	require.NoError(t, os.Rename(moved, path))
+
+	// Once the file is back, the next write reopens it and succeeds.
 	require.NoError(t, commit("c", 4))
 	require.NoError(t, db.Probe())
 	want := []*persistence.Group{group("a", 1), group("c", 4)}
@@ -77,11 +67,61 @@ func TestReopenAfterLostMapping(t *testing.T) {
 	require.Equal(t, want, loadAll(t, MustOpenDB(t, path)), "a restart restores the commits that succeeded")
 }
 
-// bigGroup returns a group whose record holds an incompressible MiB.
-func bigGroup(job string, pushTime int64) *persistence.Group {
-	g := group(job, pushTime)
-	noise := make([]byte, 1<<20)
-	_, _ = rand.NewChaCha8([32]byte{}).Read(noise)
-	g.Families[0].Metrics = [][]byte{noise}
-	return g
+// TestReopenRefusesEmptiedFile empties the file while bbolt has lost its
+// mapping of it: bbolt would make a new database of it, without
+// pushrelay's buckets.
+func TestReopenRefusesEmptiedFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "p.db")
+	var o opener
+	db, err := persistence.OpenWithOpenFile(path, o.open)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = db.Close() })
+	require.NoError(t, db.Commit([]persistence.Op{{Key: "job\xffa", Group: group("a", 1)}}))
+	breakMapping(t, o.first)
+	o.fail(errors.New("injected open failure"))
+	require.Error(t, db.Commit([]persistence.Op{{Key: "job\xffbig", Group: bigGroup("big", 2)}}))
+
+	require.NoError(t, os.Truncate(path, 0))
+	o.fail(nil)
+	err = db.Commit([]persistence.Op{{Key: "job\xffb", Group: group("b", 3)}})
+	require.ErrorContains(t, err, "bbolt lost its mapping of the file, and reopening it failed: the file was emptied")
+}
+
+// opener opens files for bbolt and keeps the first; while err is set, it
+// fails with it instead.
+type opener struct {
+	mu    sync.Mutex
+	first *os.File
+	err   error
+}
+
+func (o *opener) open(name string, flag int, perm os.FileMode) (*os.File, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.err != nil {
+		return nil, o.err
+	}
+	f, err := os.OpenFile(name, flag, perm)
+	if o.first == nil {
+		o.first = f
+	}
+	return f, err
+}
+
+// fail makes later opens fail with err, or succeed again when it is nil.
+func (o *opener) fail(err error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.err = err
+}
+
+// breakMapping makes bbolt's descriptor f of the file one opened write-only
+// on it: writing and syncing go on, mapping the file anew fails with
+// EACCES.
+func breakMapping(t *testing.T, f *os.File) {
+	t.Helper()
+	wo, err := os.OpenFile(f.Name(), os.O_WRONLY, 0)
+	require.NoError(t, err)
+	require.NoError(t, syscall.Dup3(int(wo.Fd()), int(f.Fd()), 0))
+	require.NoError(t, wo.Close())
 }
