@@ -377,6 +377,20 @@ func TestConsistency(t *testing.T) {
 				}), `invalid metric name "1abc"`),
 			},
 		},
+		"protobuf empty metric name": {
+			steps: []step{
+				rejected(protoPut(1, "/metrics/job/a", t, &dto.MetricFamily{
+					Name: ptr(""), Type: dto.MetricType_GAUGE.Enum(),
+					Metric: []*dto.Metric{{Gauge: &dto.Gauge{Value: ptr(1.0)}}},
+				}), `invalid metric name ""`),
+			},
+			// Rejected by the writer, as any invalid name: the group is
+			// created with its failure time.
+			want: lines(
+				`push_failure_time_seconds{instance="",job="a"} 1.700000001e+09`,
+				`push_time_seconds{instance="",job="a"} 0`,
+			),
+		},
 		"PUT replacing a conflicting family in the same group": {
 			steps: []step{
 				put(1, "/metrics/job/a", "# TYPE m gauge\nm 1\n"),

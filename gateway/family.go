@@ -220,6 +220,9 @@ func newFamily(p *parsedFamily, g Grouping, gl []label, groupKey string, t time.
 			f.invalid = append(f.invalid, err)
 			continue
 		}
+		if f.name == "" {
+			continue // rejected for its name above; expfmt cannot encode it
+		}
 		s, err := newSeries(f, m, groupKey)
 		if err != nil {
 			return nil, err

@@ -91,22 +91,18 @@ func NewHandler(store *Store, opts HandlerOptions) http.Handler {
 	r := mux.NewRouter()
 	r.SkipClean(true)
 	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		// Like the Pushgateway's router, redirect a path with a trailing
-		// slash to the route without it.
-		if trimmed := strings.TrimSuffix(req.URL.Path, "/"); trimmed != req.URL.Path && trimmed != "" {
-			probe := req.Clone(req.Context())
-			probe.URL.Path, probe.URL.RawPath = trimmed, ""
-			var match mux.RouteMatch
-			if r.Match(probe, &match) && match.MatchErr == nil {
-				code := http.StatusMovedPermanently
-				if req.Method != http.MethodGet {
-					code = http.StatusPermanentRedirect
-				}
-				u := *req.URL
-				u.Path, u.RawPath = trimmed, ""
-				http.Redirect(w, req, u.String(), code)
-				return
+		if to := redirectTarget(r, req, p); to != "" {
+			// The codes of the Pushgateway's router: a GET moved
+			// permanently, other methods kept by a temporary redirect,
+			// but the JSON API's root moved permanently for any method.
+			code := http.StatusMovedPermanently
+			if req.Method != http.MethodGet && req.URL.Path != p+"/api/v1" {
+				code = http.StatusTemporaryRedirect
 			}
+			u := *req.URL
+			u.Path, u.RawPath = to, ""
+			http.Redirect(w, req, u.String(), code)
+			return
 		}
 		http.NotFound(w, req)
 	})
@@ -198,6 +194,51 @@ func NewHandler(store *Store, opts HandlerOptions) http.Handler {
 	}
 	r.PathPrefix(p + "/debug/pprof/").Handler(admin(http.HandlerFunc(pprof.Index))).Methods(http.MethodGet)
 	return cleanPaths(r)
+}
+
+// redirectTarget returns the path the Pushgateway's router redirects an
+// unrouted request to, or "" for none: the path without its trailing slash,
+// or with one, when that has a route for the request's method (the JSON
+// API's root for any method), else the path with the fixed parts of a
+// route spelt as the route spells them (case-insensitive).
+func redirectTarget(r *mux.Router, req *http.Request, prefix string) string {
+	routed := func(path string) bool {
+		probe := req.Clone(req.Context())
+		probe.URL.Path, probe.URL.RawPath = path, ""
+		var match mux.RouteMatch
+		return r.Match(probe, &match) && match.MatchErr == nil
+	}
+	p := req.URL.Path
+	if trimmed := strings.TrimSuffix(p, "/"); trimmed != p && trimmed != "" && routed(trimmed) {
+		return trimmed
+	}
+	pushPrefix := prefix + "/metrics/job"
+	if p == prefix+"/api/v1" || !strings.HasSuffix(p, "/") && p != pushPrefix && p != pushPrefix+Base64Suffix && routed(p+"/") {
+		return p + "/"
+	}
+	fixed := []string{prefix + "/api/v1/"}
+	if req.Method == http.MethodPut || req.Method == http.MethodPost || req.Method == http.MethodDelete {
+		fixed = append(fixed, pushPrefix+"/", pushPrefix+Base64Suffix+"/")
+	}
+	_ = r.Walk(func(route *mux.Route, _ *mux.Router, _ []*mux.Route) error {
+		if t, err := route.GetPathTemplate(); err == nil {
+			fixed = append(fixed, t)
+		}
+		return nil
+	})
+	for _, f := range fixed {
+		var to string
+		switch {
+		case strings.EqualFold(p, f):
+			to = f
+		case strings.HasSuffix(f, "/") && len(p) > len(f) && strings.EqualFold(p[:len(f)], f):
+			to = f + p[len(f):]
+		}
+		if to != "" && to != p && routed(to) {
+			return to
+		}
+	}
+	return ""
 }
 
 // NormalizeRoutePrefix returns prefix with a leading and without a trailing

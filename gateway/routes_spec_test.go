@@ -25,6 +25,8 @@ func TestRoutes(t *testing.T) {
 		contains string
 		// allow, when set, is the Allow header wanted.
 		allow string
+		// location, when set, is the Location header wanted.
+		location string
 	}
 	scenarios := map[string]struct {
 		opts     func(*gateway.HandlerOptions)
@@ -53,6 +55,22 @@ func TestRoutes(t *testing.T) {
 				{method: "GET", path: "/api/v1/metrics", code: 200, body: `{"status":"success","data":[]}`},
 				{method: "PUT", path: "/api/v1/metrics", code: 405, body: "Method Not Allowed", allow: "GET, OPTIONS"},
 				{method: "OPTIONS", path: "/api/v1/whatever", code: 200, body: ""},
+				// The Pushgateway's router redirects a path with a trailing
+				// slash too many or too few, or with the fixed parts of a
+				// route in other case: 301 for a GET (and for any method at
+				// the JSON API's root), 307 otherwise.
+				{method: "GET", path: "/api/v1/metrics/", code: 301, contains: "Moved Permanently", location: "/api/v1/metrics"},
+				{method: "PUT", path: "/-/quit/", code: 307, location: "/-/quit"},
+				{method: "GET", path: "/api/v1", code: 301, contains: "Moved Permanently", location: "/api/v1/"},
+				{method: "PUT", path: "/api/v1", code: 301, location: "/api/v1/"},
+				{method: "GET", path: "/Metrics", code: 301, contains: "Moved Permanently", location: "/metrics"},
+				{method: "GET", path: "/-/Healthy", code: 301, contains: "Moved Permanently", location: "/-/healthy"},
+				{method: "GET", path: "/API/V1/Status", code: 301, contains: "Moved Permanently", location: "/api/v1/status"},
+				{method: "PUT", path: "/metrics/Job/a/Label/V", code: 307, location: "/metrics/job/a/Label/V"},
+				{method: "POST", path: "/Metrics/job@BASE64/YQ", code: 307, location: "/metrics/job@base64/YQ"},
+				{method: "DELETE", path: "/METRICS/JOB/a", code: 307, location: "/metrics/job/a"},
+				{method: "GET", path: "/METRICS/JOB/a", code: 404, body: "404 page not found"},
+				{method: "PUT", path: "/metrics/job", code: 404, body: "404 page not found"},
 			},
 		},
 		"admin API enabled": {
@@ -92,6 +110,8 @@ func TestRoutes(t *testing.T) {
 				{method: "GET", path: "/metrics", code: 404, body: "404 page not found"},
 				{method: "GET", path: "/-/healthy", code: 404, body: "404 page not found"},
 				{method: "GET", path: "/api/v1/metrics", code: 404, body: "404 page not found"},
+				{method: "GET", path: "/pfx", code: 301, contains: "Moved Permanently", location: "/pfx/"},
+				{method: "GET", path: "/PFX/-/ready", code: 301, contains: "Moved Permanently", location: "/pfx/-/ready"},
 				{method: "DELETE", path: "/pfx/metrics/job/a", code: 202},
 				{method: "PUT", path: "/pfx/api/v1/admin/wipe", code: 202},
 			},
@@ -131,6 +151,7 @@ func TestRoutes(t *testing.T) {
 				if r.allow != "" {
 					require.Equal(t, r.allow, rec.Header().Get("Allow"), "%s %s", r.method, r.path)
 				}
+				require.Equal(t, r.location, rec.Header().Get("Location"), "%s %s", r.method, r.path)
 				if rec.Code >= 400 && r.method != http.MethodHead {
 					require.Equal(t, "text/plain; charset=utf-8", rec.Header().Get("Content-Type"), "%s %s", r.method, r.path)
 				}
