@@ -93,8 +93,9 @@ func NewHandler(store *Store, opts HandlerOptions) http.Handler {
 	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		if to := redirectTarget(r, req, p); to != "" {
 			// The codes of the Pushgateway's router: a GET moved
-			// permanently, other methods kept by a temporary redirect,
-			// but the JSON API's root moved permanently for any method.
+			// permanently, other methods kept by a temporary redirect;
+			// its ServeMux moves the JSON API's root permanently for any
+			// method.
 			code := http.StatusMovedPermanently
 			if req.Method != http.MethodGet && req.URL.Path != p+"/api/v1" {
 				code = http.StatusTemporaryRedirect
@@ -135,7 +136,9 @@ func NewHandler(store *Store, opts HandlerOptions) http.Handler {
 		case rest == "/" && pushMethod:
 			// An empty job: redirect as the Pushgateway's router drops a
 			// trailing slash, to a path that does not exist.
-			http.Redirect(w, req, strings.TrimSuffix(req.URL.Path, "/"), http.StatusTemporaryRedirect)
+			u := *req.URL
+			u.Path, u.RawPath = strings.TrimSuffix(req.URL.Path, "/"), ""
+			http.Redirect(w, req, u.String(), http.StatusTemporaryRedirect)
 			return
 		case rest == "/" || rest == Base64Suffix+"/":
 			http.NotFound(w, req)
@@ -196,49 +199,82 @@ func NewHandler(store *Store, opts HandlerOptions) http.Handler {
 	return cleanPaths(r)
 }
 
-// redirectTarget returns the path the Pushgateway's router redirects an
-// unrouted request to, or "" for none: the path without its trailing slash,
-// or with one, when that has a route for the request's method (the JSON
-// API's root for any method), else the path with the fixed parts of a
-// route spelt as the route spells them (case-insensitive).
+// redirectTarget returns the path the Pushgateway redirects an unrouted
+// request to, or "" for none. Its ServeMux sends the JSON API's root to
+// its subtree for any method; its router takes the path without a trailing
+// slash, or with one, when that has a route for the request's method, and
+// else the path with the fixed parts of a route in the route's case
+// (ASCII), slash or not. The JSON API's subtree is matched in exact case,
+// as ServeMux matches it.
 func redirectTarget(r *mux.Router, req *http.Request, prefix string) string {
 	routed := func(path string) bool {
-		probe := req.Clone(req.Context())
-		probe.URL.Path, probe.URL.RawPath = path, ""
+		probe, u := *req, *req.URL
+		u.Path, u.RawPath = path, ""
+		probe.URL = &u
 		var match mux.RouteMatch
-		return r.Match(probe, &match) && match.MatchErr == nil
+		return r.Match(&probe, &match) && match.MatchErr == nil
 	}
-	p := req.URL.Path
+	p, api, pushPrefix := req.URL.Path, prefix+"/api/v1", prefix+"/metrics/job"
+	if p == api {
+		return p + "/"
+	}
 	if trimmed := strings.TrimSuffix(p, "/"); trimmed != p && trimmed != "" && routed(trimmed) {
 		return trimmed
 	}
-	pushPrefix := prefix + "/metrics/job"
-	if p == prefix+"/api/v1" || !strings.HasSuffix(p, "/") && p != pushPrefix && p != pushPrefix+Base64Suffix && routed(p+"/") {
+	if !strings.HasSuffix(p, "/") && p != pushPrefix && p != pushPrefix+Base64Suffix && routed(p+"/") {
 		return p + "/"
 	}
-	fixed := []string{prefix + "/api/v1/"}
+	// Templates ending in a slash are prefixes too (the UI root p+"/" is
+	// one), and so are the push routes, with a job.
+	var prefixes, exact []string
 	if req.Method == http.MethodPut || req.Method == http.MethodPost || req.Method == http.MethodDelete {
-		fixed = append(fixed, pushPrefix+"/", pushPrefix+Base64Suffix+"/")
+		prefixes = append(prefixes, pushPrefix+"/", pushPrefix+Base64Suffix+"/")
 	}
 	_ = r.Walk(func(route *mux.Route, _ *mux.Router, _ []*mux.Route) error {
-		if t, err := route.GetPathTemplate(); err == nil {
-			fixed = append(fixed, t)
+		t, err := route.GetPathTemplate()
+		if err != nil || strings.HasPrefix(t, api+"/") != strings.HasPrefix(p, api+"/") {
+			return nil
+		}
+		exact = append(exact, t)
+		if strings.HasSuffix(t, "/") {
+			prefixes = append(prefixes, t)
 		}
 		return nil
 	})
-	for _, f := range fixed {
-		var to string
-		switch {
-		case strings.EqualFold(p, f):
-			to = f
-		case strings.HasSuffix(f, "/") && len(p) > len(f) && strings.EqualFold(p[:len(f)], f):
-			to = f + p[len(f):]
-		}
-		if to != "" && to != p && routed(to) {
+	for _, t := range exact {
+		if to := t; to != p && (equalFoldASCII(p, t) || equalFoldASCII(strings.TrimSuffix(p, "/"), strings.TrimSuffix(t, "/"))) && routed(to) {
 			return to
 		}
 	}
+	for _, f := range prefixes {
+		if len(p) > len(f) && equalFoldASCII(p[:len(f)], f) {
+			if to := f + p[len(f):]; to != p && routed(to) {
+				return to
+			}
+		}
+	}
 	return ""
+}
+
+// equalFoldASCII reports whether a and b are equal but for the case of
+// ASCII letters.
+func equalFoldASCII(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		x, y := a[i], b[i]
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
 }
 
 // NormalizeRoutePrefix returns prefix with a leading and without a trailing
