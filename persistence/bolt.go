@@ -157,14 +157,11 @@ func Open(path string, opts *Options) (*DB, error) {
 	return d, nil
 }
 
-// openBolt checks the length of the file and opens it with bbolt. With
-// same set, as when reopening, the file must be that one and not empty: a
-// file that is gone is not created, and one that replaced it, or an emptied
-// one, which bbolt would make a new database of, is refused.
+// openBolt opens the file with bbolt once its length is checked. With same
+// set, as when reopening, the file must be that one and not empty: a file
+// that is gone is not created, and one that replaced it, or an emptied one,
+// which bbolt would make a new database of, is refused.
 func (d *DB) openBolt(same os.FileInfo) (*bolt.DB, os.FileInfo, error) {
-	if err := checkLength(d.path); err != nil {
-		return nil, nil, err
-	}
 	open := d.opts.openFile
 	if open == nil {
 		open = os.OpenFile
@@ -184,12 +181,14 @@ func (d *DB) openBolt(same os.FileInfo) (*bolt.DB, os.FileInfo, error) {
 			if err != nil {
 				return nil, err
 			}
-			if fi, err = f.Stat(); err == nil && same != nil {
+			if fi, err = f.Stat(); err == nil {
 				switch {
-				case !os.SameFile(fi, same):
+				case same != nil && !os.SameFile(fi, same):
 					err = errReplaced
-				case fi.Size() == 0:
+				case same != nil && fi.Size() == 0:
 					err = errEmptied
+				default:
+					err = checkLength(f, fi.Size())
 				}
 			}
 			if err != nil {

@@ -2,7 +2,6 @@ package persistence
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"hash/fnv"
 	"io"
@@ -25,23 +24,14 @@ const (
 	boltMetaSize                         = metaChecksum + 8
 )
 
-// checkLength returns an error when the bbolt file at path is shorter than
-// the pages its newest valid meta page says it holds, as a copy cut short
-// by a full disk is. bbolt maps such a file and faults (SIGBUS) when it
-// reads past the end, instead of failing. A missing or empty file, or one
-// without a valid meta page, is left to bbolt to create or reject.
-func checkLength(path string) error {
-	f, err := os.Open(path)
-	if errors.Is(err, os.ErrNotExist) {
+// checkLength returns an error when the bbolt file f of size bytes is
+// shorter than the pages its newest valid meta page says it holds, as a
+// copy cut short by a full disk is. bbolt maps such a file and faults
+// (SIGBUS) when it reads past the end, instead of failing. An empty file,
+// or one without a valid meta page, is left to bbolt to fill or reject.
+func checkLength(f *os.File, size int64) error {
+	if size == 0 {
 		return nil
-	}
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	info, err := f.Stat()
-	if err != nil || info.Size() == 0 {
-		return err
 	}
 	ne := binary.NativeEndian
 	var pageSize, pages, txid uint64
@@ -69,8 +59,8 @@ func checkLength(path string) error {
 			pages, txid = ne.Uint64(meta[metaPages:]), ne.Uint64(meta[metaTxID:])
 		}
 	}
-	if pages > uint64(info.Size())/pageSize {
-		return fmt.Errorf("file is truncated: %d bytes, its meta page claims %d pages of %d bytes", info.Size(), pages, pageSize)
+	if pages > uint64(size)/pageSize {
+		return fmt.Errorf("file is truncated: %d bytes, its meta page claims %d pages of %d bytes", size, pages, pageSize)
 	}
 	return nil
 }

@@ -34,7 +34,12 @@ func FuzzCheckLength(f *testing.F) {
 		if err := os.WriteFile(path, b, 0o600); err != nil {
 			t.Fatal(err)
 		}
-		if err := checkLength(path); err != nil && !strings.HasPrefix(err.Error(), "file is truncated: ") {
+		file, err := os.Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer file.Close()
+		if err := checkLength(file, int64(len(b))); err != nil && !strings.HasPrefix(err.Error(), "file is truncated: ") {
 			t.Fatalf("unexpected error: %v", err)
 		}
 	})
