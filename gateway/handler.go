@@ -90,16 +90,10 @@ func NewHandler(store *Store, opts HandlerOptions) http.Handler {
 
 	r := mux.NewRouter()
 	r.SkipClean(true)
+	// templates holds the path templates of the routes, once registered.
+	var templates []string
 	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		if to := redirectTarget(r, req, p); to != "" {
-			// The codes of the Pushgateway's router: a GET moved
-			// permanently, other methods kept by a temporary redirect;
-			// its ServeMux moves the JSON API's root permanently for any
-			// method.
-			code := http.StatusMovedPermanently
-			if req.Method != http.MethodGet && req.URL.Path != p+"/api/v1" {
-				code = http.StatusTemporaryRedirect
-			}
+		if to, code := redirectTarget(r, req, p, templates); to != "" {
 			u := *req.URL
 			u.Path, u.RawPath = to, ""
 			http.Redirect(w, req, u.String(), code)
@@ -196,17 +190,32 @@ func NewHandler(store *Store, opts HandlerOptions) http.Handler {
 		r.Handle(p+"/debug/pprof/"+name, admin(h)).Methods(http.MethodGet)
 	}
 	r.PathPrefix(p + "/debug/pprof/").Handler(admin(http.HandlerFunc(pprof.Index))).Methods(http.MethodGet)
+	_ = r.Walk(func(route *mux.Route, _ *mux.Router, _ []*mux.Route) error {
+		if t, err := route.GetPathTemplate(); err == nil {
+			templates = append(templates, t)
+		}
+		return nil
+	})
 	return cleanPaths(r)
 }
 
-// redirectTarget returns the path the Pushgateway redirects an unrouted
-// request to, or "" for none. Its ServeMux sends the JSON API's root to
-// its subtree for any method; its router takes the path without a trailing
-// slash, or with one, when that has a route for the request's method, and
-// else the path with the fixed parts of a route in the route's case
-// (ASCII), slash or not. The JSON API's subtree is matched in exact case,
-// as ServeMux matches it.
-func redirectTarget(r *mux.Router, req *http.Request, prefix string) string {
+// redirectTarget returns the path and status code the Pushgateway
+// redirects an unrouted request with, or "" for none; templates are those
+// of r's routes. Its ServeMux sends the JSON API's root to its subtree
+// with 301 for any method; its router, with 301 for a GET and 307 for
+// other methods, takes the path without a trailing slash, or with one,
+// when that has a route for the request's method, and else the path with
+// the fixed parts of a route in the route's case (ASCII), slash or not.
+// The JSON API's subtree is matched in exact case, as ServeMux matches it.
+func redirectTarget(r *mux.Router, req *http.Request, prefix string, templates []string) (string, int) {
+	p, api, pushPrefix := req.URL.Path, prefix+"/api/v1", prefix+"/metrics/job"
+	if p == api {
+		return p + "/", http.StatusMovedPermanently
+	}
+	code := http.StatusMovedPermanently
+	if req.Method != http.MethodGet {
+		code = http.StatusTemporaryRedirect
+	}
 	routed := func(path string) bool {
 		probe, u := *req, *req.URL
 		u.Path, u.RawPath = path, ""
@@ -214,46 +223,38 @@ func redirectTarget(r *mux.Router, req *http.Request, prefix string) string {
 		var match mux.RouteMatch
 		return r.Match(&probe, &match) && match.MatchErr == nil
 	}
-	p, api, pushPrefix := req.URL.Path, prefix+"/api/v1", prefix+"/metrics/job"
-	if p == api {
-		return p + "/"
-	}
 	if trimmed := strings.TrimSuffix(p, "/"); trimmed != p && trimmed != "" && routed(trimmed) {
-		return trimmed
+		return trimmed, code
 	}
 	if !strings.HasSuffix(p, "/") && p != pushPrefix && p != pushPrefix+Base64Suffix && routed(p+"/") {
-		return p + "/"
+		return p + "/", code
 	}
 	// Templates ending in a slash are prefixes too (the UI root p+"/" is
 	// one), and so are the push routes, with a job.
-	var prefixes, exact []string
+	var prefixes []string
 	if req.Method == http.MethodPut || req.Method == http.MethodPost || req.Method == http.MethodDelete {
 		prefixes = append(prefixes, pushPrefix+"/", pushPrefix+Base64Suffix+"/")
 	}
-	_ = r.Walk(func(route *mux.Route, _ *mux.Router, _ []*mux.Route) error {
-		t, err := route.GetPathTemplate()
-		if err != nil || strings.HasPrefix(t, api+"/") != strings.HasPrefix(p, api+"/") {
-			return nil
+	inAPI := strings.HasPrefix(p, api+"/")
+	for _, t := range templates {
+		if strings.HasPrefix(t, api+"/") != inAPI {
+			continue
 		}
-		exact = append(exact, t)
+		if t != p && equalFoldASCII(strings.TrimSuffix(p, "/"), strings.TrimSuffix(t, "/")) && routed(t) {
+			return t, code
+		}
 		if strings.HasSuffix(t, "/") {
 			prefixes = append(prefixes, t)
-		}
-		return nil
-	})
-	for _, t := range exact {
-		if to := t; to != p && (equalFoldASCII(p, t) || equalFoldASCII(strings.TrimSuffix(p, "/"), strings.TrimSuffix(t, "/"))) && routed(to) {
-			return to
 		}
 	}
 	for _, f := range prefixes {
 		if len(p) > len(f) && equalFoldASCII(p[:len(f)], f) {
 			if to := f + p[len(f):]; to != p && routed(to) {
-				return to
+				return to, code
 			}
 		}
 	}
-	return ""
+	return "", 0
 }
 
 // equalFoldASCII reports whether a and b are equal but for the case of
