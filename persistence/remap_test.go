@@ -21,11 +21,7 @@ import (
 // reopens the file, but only the one it opened, and a restart restores
 // what was committed, not what failed.
 func TestReopenAfterLostMapping(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "p.db")
-	var o opener
-	db, err := persistence.OpenWithOpenFile(path, o.open)
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = db.Close() })
+	path, o, db := openWithOpener(t)
 	commit := func(job string, pushTime int64) error {
 		return db.Commit([]persistence.Op{{Key: "job\xff" + job, Group: group(job, pushTime)}})
 	}
@@ -34,7 +30,7 @@ func TestReopenAfterLostMapping(t *testing.T) {
 	breakMapping(t, o.first)
 	o.fail(errors.New("injected open failure"))
 	// A MiB outgrows the mapping.
-	err = db.Commit([]persistence.Op{{Key: "job\xffbig", Group: bigGroup("big", 2)}})
+	err := db.Commit([]persistence.Op{{Key: "job\xffbig", Group: bigGroup("big", 2)}})
 	require.ErrorContains(t, err, `cannot commit to persistence file "`+path+`": mmap allocate error: permission denied`)
 	require.NotErrorIs(t, err, persistence.ErrUnsynced)
 
@@ -71,11 +67,7 @@ func TestReopenAfterLostMapping(t *testing.T) {
 // mapping of it: bbolt would make a new database of it, without
 // pushrelay's buckets.
 func TestReopenRefusesEmptiedFile(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "p.db")
-	var o opener
-	db, err := persistence.OpenWithOpenFile(path, o.open)
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = db.Close() })
+	path, o, db := openWithOpener(t)
 	require.NoError(t, db.Commit([]persistence.Op{{Key: "job\xffa", Group: group("a", 1)}}))
 	breakMapping(t, o.first)
 	o.fail(errors.New("injected open failure"))
@@ -83,8 +75,20 @@ func TestReopenRefusesEmptiedFile(t *testing.T) {
 
 	require.NoError(t, os.Truncate(path, 0))
 	o.fail(nil)
-	err = db.Commit([]persistence.Op{{Key: "job\xffb", Group: group("b", 3)}})
+	err := db.Commit([]persistence.Op{{Key: "job\xffb", Group: group("b", 3)}})
 	require.ErrorContains(t, err, "bbolt lost its mapping of the file, and reopening it failed: the file was emptied")
+}
+
+// openWithOpener opens a new file through an opener, and returns its path,
+// the opener and the DB, which is closed when t ends.
+func openWithOpener(t *testing.T) (string, *opener, *persistence.DB) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "p.db")
+	o := new(opener)
+	db, err := persistence.OpenWithOpenFile(path, o.open)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = db.Close() })
+	return path, o, db
 }
 
 // opener opens files for bbolt and keeps the first; while err is set, it
