@@ -1,4 +1,4 @@
 package gateway
 
-// TextBounds exposes textBounds to the external tests.
-var TextBounds = textBounds
+// ExpfmtOpenMetrics exposes expfmtOpenMetrics to the external tests.
+var ExpfmtOpenMetrics = expfmtOpenMetrics

@@ -474,7 +474,7 @@ func (r *renderer) renderChunk(buf *bytes.Buffer, name string, typ dto.MetricTyp
 		case !openMetrics:
 			buf.Write(se.text())
 		case se.simple:
-			appendOpenMetricsLine(buf, se.text())
+			appendOpenMetricsLine(buf, se.text(), se.integral)
 		case se.classic:
 			appendOpenMetricsClassic(buf, name, se.text())
 		default:
@@ -490,18 +490,21 @@ func (r *renderer) renderChunk(buf *bytes.Buffer, name string, typ dto.MetricTyp
 }
 
 // appendOpenMetricsLine writes the OpenMetrics form of a simple series'
-// text line: the same line with the value written as OpenMetrics floats
-// are, with ".0" after a number that has neither a point nor an exponent.
-func appendOpenMetricsLine(buf *bytes.Buffer, text []byte) {
-	line := text[:len(text)-1]
-	sp := bytes.LastIndexByte(line, ' ')
-	value := line[sp+1:]
-	buf.Write(line)
-	if containsByte(value, '.', 'e', 'N') || bytes.HasSuffix(value, []byte("Inf")) {
-		buf.WriteByte('\n')
+// text line: the same line, with ".0" after the value when integral, as
+// OpenMetrics writes floats.
+func appendOpenMetricsLine(buf *bytes.Buffer, text []byte, integral bool) {
+	if !integral {
+		buf.Write(text)
 		return
 	}
+	buf.Write(text[:len(text)-1])
 	buf.WriteString(".0\n")
+}
+
+// isIntegralText reports whether value, a sample value in the text
+// format, is an integer without exponent, to which OpenMetrics adds ".0".
+func isIntegralText(value []byte) bool {
+	return !containsByte(value, '.', 'e', 'N') && !bytes.HasSuffix(value, []byte("Inf"))
 }
 
 // openMetricsEncoder writes families in OpenMetrics with the le and
@@ -516,7 +519,7 @@ func (e *openMetricsEncoder) Encode(mf *dto.MetricFamily) error {
 	if _, err := expfmt.MetricFamilyToOpenMetrics(&e.tmp, mf); err != nil {
 		return err
 	}
-	_, err := e.w.Write(textBounds(e.tmp.Bytes()))
+	_, err := e.w.Write(textBounds(e.tmp.Bytes(), mf.GetType()))
 	return err
 }
 
@@ -530,25 +533,27 @@ var (
 	quantileLabel = []byte(`quantile="`)
 )
 
-// textBounds rewrites the le and quantile label values of OpenMetrics lines
-// in the text format's float form ("1", not "1.0"). Prometheus 2 stores
-// these values as they are sent, so this keeps the series a Prometheus
-// scraping with OpenMetrics stores identical to those it stores from the
-// text format, as from the Pushgateway.
-func textBounds(b []byte) []byte {
+// textBounds rewrites the bucket bounds (le) of a histogram's or the
+// quantiles of a summary's OpenMetrics lines, the labels expfmt writes from
+// numbers, in the text format's float form ("1", not "1.0"). Prometheus 2
+// stores these values as they are sent, so this keeps the series a
+// Prometheus scraping with OpenMetrics stores identical to those it stores
+// from the text format, as from the Pushgateway. The labels of other types
+// are pushed strings and stay as they are.
+func textBounds(b []byte, typ dto.MetricType) []byte {
+	var name []byte
+	switch typ {
+	case dto.MetricType_HISTOGRAM, dto.MetricType_GAUGE_HISTOGRAM:
+		name = leLabel
+	case dto.MetricType_SUMMARY:
+		name = quantileLabel
+	default:
+		return b
+	}
 	var out []byte
 	last := 0
 	for i := 0; i < len(b); i++ {
-		if b[i] != '{' && b[i] != ',' {
-			continue
-		}
-		var name []byte
-		switch {
-		case bytes.HasPrefix(b[i+1:], leLabel):
-			name = leLabel
-		case bytes.HasPrefix(b[i+1:], quantileLabel):
-			name = quantileLabel
-		default:
+		if b[i] != '{' && b[i] != ',' || !bytes.HasPrefix(b[i+1:], name) {
 			continue
 		}
 		start := i + 1 + len(name)
@@ -625,7 +630,7 @@ func appendOpenMetricsClassic(buf *bytes.Buffer, name string, text []byte) {
 			}
 		}
 		buf.Write(value)
-		if !containsByte(value, '.', 'e', 'N') && !bytes.HasSuffix(value, []byte("Inf")) {
+		if isIntegralText(value) {
 			buf.WriteString(".0")
 		}
 		buf.WriteByte('\n')
@@ -659,7 +664,7 @@ func (se *series) lines(name string, typ dto.MetricType, openMetrics bool) ([]by
 	if err != nil {
 		return nil, err
 	}
-	b = textBounds(b)
+	b = textBounds(b, typ)
 	se.openMetrics.Store(&b)
 	return b, nil
 }

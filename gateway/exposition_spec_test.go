@@ -151,15 +151,26 @@ func TestExpositionOpenMetrics(t *testing.T) {
 	t.Run("same bytes as expfmt but for le and quantile values", func(t *testing.T) {
 		mfs, err := prometheus.Gatherers{g.store.Gatherer()}.Gather()
 		require.NoError(t, err)
-		var buf bytes.Buffer
-		for _, mf := range mfs {
-			_, err := expfmt.MetricFamilyToOpenMetrics(&buf, mf)
-			require.NoError(t, err)
-		}
-		_, err = expfmt.FinalizeOpenMetrics(&buf)
-		require.NoError(t, err)
-		require.Equal(t, text, string(gateway.TextBounds(buf.Bytes())))
+		require.Equal(t, text, gateway.ExpfmtOpenMetrics(t, mfs))
 	})
+}
+
+// TestExpositionOpenMetricsKeepsPushedLabels checks that le and quantile
+// labels pushed on a counter, a series with an exemplar rendered through
+// expfmt, keep their pushed form in OpenMetrics: only the bounds of
+// histograms and summaries take the text format's form.
+func TestExpositionOpenMetricsKeepsPushedLabels(t *testing.T) {
+	g := MustNewGateway(t)
+	mf := &dto.MetricFamily{Name: ptr("hits_total"), Type: dto.MetricType_COUNTER.Enum(), Metric: []*dto.Metric{{
+		Label:   []*dto.LabelPair{label("le", "1.0"), label("quantile", "0.50")},
+		Counter: &dto.Counter{Value: ptr(3.0), Exemplar: &dto.Exemplar{Label: []*dto.LabelPair{label("trace_id", "abc")}, Value: ptr(1.0)}},
+	}}}
+	g.MustDo(http.StatusOK, http.MethodPut, "/metrics/job/j", delimited(t, mf), "Content-Type", protoContentType)
+	for _, scrape := range []string{"rendered", "cached"} {
+		rec := g.Do(http.MethodGet, "/metrics", nil, "Accept", "application/openmetrics-text;version=1.0.0")
+		require.Equal(t, http.StatusOK, rec.Code)
+		require.Contains(t, rec.Body.String(), `hits_total{instance="",job="j",le="1.0",quantile="0.50"} 3.0 # {trace_id="abc"} 1.0`+"\n", scrape)
+	}
 }
 
 func TestExpositionProtobufRoundTrip(t *testing.T) {
@@ -365,15 +376,12 @@ func TestExpositionNameFilter(t *testing.T) {
 		}
 	}
 	require.Len(t, pushed, 2)
-	var text, om bytes.Buffer
+	var text bytes.Buffer
 	for _, mf := range pushed {
 		_, err := expfmt.MetricFamilyToText(&text, mf)
 		require.NoError(t, err)
-		_, err = expfmt.MetricFamilyToOpenMetrics(&om, mf)
-		require.NoError(t, err)
 	}
-	_, err = expfmt.FinalizeOpenMetrics(&om)
-	require.NoError(t, err)
+	om := gateway.ExpfmtOpenMetrics(t, pushed)
 
 	for _, tc := range []struct {
 		name, accept string
@@ -382,8 +390,8 @@ func TestExpositionNameFilter(t *testing.T) {
 	}{
 		{"text", "text/plain;version=0.0.4", false, text.String()},
 		{"text+gzip", "text/plain;version=0.0.4", true, text.String()},
-		{"openmetrics", "application/openmetrics-text;version=1.0.0", false, string(gateway.TextBounds(om.Bytes()))},
-		{"openmetrics+gzip", "application/openmetrics-text;version=1.0.0", true, string(gateway.TextBounds(om.Bytes()))},
+		{"openmetrics", "application/openmetrics-text;version=1.0.0", false, om},
+		{"openmetrics+gzip", "application/openmetrics-text;version=1.0.0", true, om},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			headers := []string{"Accept", tc.accept}

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/stretchr/testify/require"
 )
@@ -44,16 +45,13 @@ func TestFastExpositionMatchesExpfmt(t *testing.T) {
 		{"application/openmetrics-text;version=1.0.0", expfmt.NewFormat(expfmt.TypeOpenMetrics)},
 	} {
 		var want bytes.Buffer
-		enc := expfmt.NewEncoder(&want, tc.format)
-		for _, mf := range mfs {
-			require.NoError(t, enc.Encode(mf))
-		}
-		if c, ok := enc.(expfmt.Closer); ok {
-			require.NoError(t, c.Close())
-		}
 		if tc.format.FormatType() == expfmt.TypeOpenMetrics {
-			// le and quantile values keep their text-format form.
-			want = *bytes.NewBuffer(textBounds(want.Bytes()))
+			want.WriteString(expfmtOpenMetrics(t, mfs))
+		} else {
+			for _, mf := range mfs {
+				_, err := expfmt.MetricFamilyToText(&want, mf)
+				require.NoError(t, err)
+			}
 		}
 		req := httptest.NewRequest(http.MethodGet, "/metrics", nil)
 		if tc.accept != "" {
@@ -120,20 +118,29 @@ func TestSortKeyOrder(t *testing.T) {
 }
 
 func TestTextBounds(t *testing.T) {
-	scenarios := map[string]struct{ in, want string }{
-		"le integer":         {`h_bucket{a="b",le="1.0"} 3` + "\n", `h_bucket{a="b",le="1"} 3` + "\n"},
-		"le first label":     {`h_bucket{le="10.0"} 3` + "\n", `h_bucket{le="10"} 3` + "\n"},
-		"le kept":            {`h_bucket{le="0.25"} 3` + "\n", `h_bucket{le="0.25"} 3` + "\n"},
-		"le +Inf":            {`h_bucket{le="+Inf"} 3` + "\n", `h_bucket{le="+Inf"} 3` + "\n"},
-		"large le":           {`h_bucket{le="1.0e+06"} 3` + "\n", `h_bucket{le="1e+06"} 3` + "\n"},
-		"quantile":           {`s{quantile="1.0"} 3.0` + "\n", `s{quantile="1"} 3.0` + "\n"},
-		"not a label name":   {`h_bucket{file="1.0"} 3` + "\n", `h_bucket{file="1.0"} 3` + "\n"},
-		"escaped in value":   {`m{x="a,le=\"1.0\""} 3` + "\n", `m{x="a,le=\"1.0\""} 3` + "\n"},
-		"exemplar untouched": {`h_bucket{le="2.0"} 1 # {traceID="abc"} 2.0 1.7e+09` + "\n", `h_bucket{le="2"} 1 # {traceID="abc"} 2.0 1.7e+09` + "\n"},
+	histogram, summary := dto.MetricType_HISTOGRAM, dto.MetricType_SUMMARY
+	scenarios := map[string]struct {
+		typ      dto.MetricType
+		in, want string
+	}{
+		"le integer":            {histogram, `h_bucket{a="b",le="1.0"} 3` + "\n", `h_bucket{a="b",le="1"} 3` + "\n"},
+		"le first label":        {histogram, `h_bucket{le="10.0"} 3` + "\n", `h_bucket{le="10"} 3` + "\n"},
+		"le kept":               {histogram, `h_bucket{le="0.25"} 3` + "\n", `h_bucket{le="0.25"} 3` + "\n"},
+		"le +Inf":               {histogram, `h_bucket{le="+Inf"} 3` + "\n", `h_bucket{le="+Inf"} 3` + "\n"},
+		"large le":              {histogram, `h_bucket{le="1.0e+06"} 3` + "\n", `h_bucket{le="1e+06"} 3` + "\n"},
+		"gauge histogram le":    {dto.MetricType_GAUGE_HISTOGRAM, `h_bucket{le="2.0"} 3` + "\n", `h_bucket{le="2"} 3` + "\n"},
+		"quantile":              {summary, `s{quantile="1.0"} 3.0` + "\n", `s{quantile="1"} 3.0` + "\n"},
+		"not a label name":      {histogram, `h_bucket{file="1.0"} 3` + "\n", `h_bucket{file="1.0"} 3` + "\n"},
+		"escaped in value":      {histogram, `h_bucket{x="a,le=\"1.0\"",le="1.0"} 3` + "\n", `h_bucket{x="a,le=\"1.0\"",le="1"} 3` + "\n"},
+		"exemplar untouched":    {histogram, `h_bucket{le="2.0"} 1 # {traceID="abc"} 2.0 1.7e+09` + "\n", `h_bucket{le="2"} 1 # {traceID="abc"} 2.0 1.7e+09` + "\n"},
+		"quantile of histogram": {histogram, `h_bucket{le="1.0",quantile="1.0"} 3` + "\n", `h_bucket{le="1",quantile="1.0"} 3` + "\n"},
+		"le of summary":         {summary, `s{le="1.0",quantile="0.50"} 3.0` + "\n", `s{le="1.0",quantile="0.5"} 3.0` + "\n"},
+		"pushed le of a gauge":  {dto.MetricType_GAUGE, `g{le="Inf"} 1.0` + "\n", `g{le="Inf"} 1.0` + "\n"},
+		"pushed quantile label": {dto.MetricType_UNTYPED, `u{quantile="1.0"} 1.0` + "\n", `u{quantile="1.0"} 1.0` + "\n"},
 	}
 	for name, sc := range scenarios {
 		t.Run(name, func(t *testing.T) {
-			require.Equal(t, sc.want, string(textBounds([]byte(sc.in))))
+			require.Equal(t, sc.want, string(textBounds([]byte(sc.in), sc.typ)))
 		})
 	}
 }
@@ -162,4 +169,21 @@ func TestOpenMetricsFallsBackForFloatHistograms(t *testing.T) {
 	require.Equal(t, http.StatusAccepted, serve(http.MethodDelete, "/metrics/job/f", "").Code)
 	rec = serve(http.MethodGet, "/metrics", "")
 	require.True(t, strings.HasPrefix(rec.Header().Get("Content-Type"), "application/openmetrics-text"), rec.Header().Get("Content-Type"))
+}
+
+// expfmtOpenMetrics returns mfs in OpenMetrics as expfmt writes them, with
+// the bucket bounds and quantiles in the text format's form (textBounds), as
+// pushrelay exposes them.
+func expfmtOpenMetrics(t testing.TB, mfs []*dto.MetricFamily) string {
+	t.Helper()
+	var out, buf bytes.Buffer
+	for _, mf := range mfs {
+		buf.Reset()
+		_, err := expfmt.MetricFamilyToOpenMetrics(&buf, mf)
+		require.NoError(t, err)
+		out.Write(textBounds(buf.Bytes(), mf.GetType()))
+	}
+	_, err := expfmt.FinalizeOpenMetrics(&out)
+	require.NoError(t, err)
+	return out.String()
 }

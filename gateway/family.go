@@ -44,6 +44,9 @@ type series struct {
 	// labels and a value, whose OpenMetrics line derives from its text
 	// line.
 	simple bool
+	// integral marks a simple series whose value's text form is an
+	// integer without exponent, which OpenMetrics writes with ".0".
+	integral bool
 	// classic marks a summary or classic histogram with whole counts below
 	// 2^53 and no exemplars, whose OpenMetrics lines derive from its text
 	// lines.
@@ -328,6 +331,7 @@ func (f *family) addSimple(simple []simpleMetric, gl []label, groupKey string, s
 		se.id = pd.id
 		se.key = key
 		se.simple = true
+		se.integral = isIntegralText(pd.value[:pd.valueLen])
 		se.setEncoding(enc[start:len(enc):len(enc)], textEnd-start)
 		f.add(se, seen, nil)
 	}

@@ -196,6 +196,22 @@ func requireExpositionConsistent(t *testing.T, store *gateway.Store) {
 	parsed, err := parseText(text)
 	require.NoError(t, err, "exposition must re-parse:\n%s", text)
 	require.NoError(t, checkGather(parsed), "re-parsed exposition must gather:\n%s", text)
+
+	// OpenMetrics, twice: rendered afresh, then from the caches.
+	for range 2 {
+		req := httptest.NewRequest(http.MethodGet, "/metrics", nil)
+		req.Header.Set("Accept", "application/openmetrics-text;version=1.0.0")
+		rec = httptest.NewRecorder()
+		store.ExpositionHandler(prometheus.NewRegistry()).ServeHTTP(rec, req)
+		require.Equal(t, http.StatusOK, rec.Code)
+		if !strings.HasPrefix(rec.Header().Get("Content-Type"), "application/openmetrics-text") {
+			// A histogram with fractional counts makes the scrape fall
+			// back to the text format.
+			require.Equal(t, want.String(), rec.Body.String())
+			continue
+		}
+		require.Equal(t, gateway.ExpfmtOpenMetrics(t, gathered), rec.Body.String(), "cached OpenMetrics exposition must equal expfmt's")
+	}
 }
 
 // sequencePaths and sequenceBodies are what FuzzPushSequence combines: groups

@@ -448,15 +448,17 @@ func (f *family) withValues(values []float64, prefixes []int32, now time.Time) *
 	numStart := 0
 	for i, old := range f.series {
 		start := len(enc)
-		enc = append(enc, old.text()[:prefixes[i]]...)
-		enc = append(enc, nums[numStart:ends[i]]...)
+		num := nums[numStart:ends[i]]
 		numStart = ends[i]
+		enc = append(enc, old.text()[:prefixes[i]]...)
+		enc = append(enc, num...)
 		enc = append(enc, '\n')
 		textEnd := len(enc)
 		enc = append(enc, old.metric()[:len(old.metric())-protowire.SizeFixed64()]...)
 		enc = protowire.AppendFixed64(enc, math.Float64bits(values[i]))
 		se := &structs[i]
 		se.key, se.groupKey, se.id, se.simple = old.key, old.groupKey, old.id, true
+		se.integral = isIntegralText(num)
 		se.setEncoding(enc[start:len(enc):len(enc)], textEnd-start)
 	}
 	return n

@@ -48,7 +48,7 @@ func requireSameFamilies(t *testing.T, want, got map[string]*family) {
 			require.Equal(t, ws.key, gs.key, name)
 			require.Equal(t, ws.groupKey, gs.groupKey, name)
 			require.Equal(t, ws.id, gs.id, name)
-			require.Equal(t, [3]bool{ws.simple, ws.classic, ws.floatCounts}, [3]bool{gs.simple, gs.classic, gs.floatCounts}, name)
+			require.Equal(t, [4]bool{ws.simple, ws.integral, ws.classic, ws.floatCounts}, [4]bool{gs.simple, gs.integral, gs.classic, gs.floatCounts}, name)
 			require.Equal(t, string(ws.text()), string(gs.text()), name)
 			require.Equal(t, ws.metric(), gs.metric(), name)
 		}
