@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -128,4 +130,33 @@ func TestScrapedAt(t *testing.T) {
 	} {
 		require.Equal(t, tc.want, scrapedAt(tc.scrapeMax, tc.level), "%+v", tc)
 	}
+}
+
+func TestKindScrapedAt(t *testing.T) {
+	for _, tc := range []struct {
+		k     kind
+		level int
+		want  bool
+	}{
+		{kind{}, 50000, true},
+		{kind{scrapeMax: 10000}, 50000, false},
+		{kind{pushOnly: true}, 1000, false},
+	} {
+		require.Equal(t, tc.want, tc.k.scrapedAt(tc.level), "%+v", tc)
+	}
+}
+
+func TestProbeSync(t *testing.T) {
+	dir := t.TempDir()
+	sr, err := probeSync(dir)
+	require.NoError(t, err)
+	require.Equal(t, 200, sr.Syncs)
+	require.Greater(t, sr.P50ms, 0.0)
+	require.GreaterOrEqual(t, sr.P90ms, sr.P50ms)
+	entries, err := os.ReadDir(dir)
+	require.NoError(t, err)
+	require.Empty(t, entries, "the probe file is removed")
+
+	_, err = probeSync(filepath.Join(dir, "missing"))
+	require.Error(t, err)
 }

@@ -13,6 +13,13 @@
 //     O(groups) per push, its groups are filled by an unchecked instance on
 //     the same file, which is then restarted with the check on;
 //
+// With --memory, pushrelay is also started without its bbolt file
+// ("pushrelay-memory", push phases only): not durable, like the unchecked
+// Pushgateway, it shows what the durable commit costs. Before the push
+// phases, the fsync latency of a 16 KiB write in the work directory is
+// measured: a bbolt commit syncs twice, so it bounds the durable push rate
+// on the machine's disk.
+//
 // or targets already running servers (--pushrelay-url, --pushgateway-url,
 // --pushgateway-checked-url), whose bench groups it deletes afterwards.
 // An in-process HTTP server that discards every body ("null") shows what
@@ -81,6 +88,7 @@ type config struct {
 	pushrelayPID   int
 	pushrelayArgs  []string
 	compareBin     string
+	memory         bool
 	pushgatewayBin string
 	pgURL          string
 	pgCheckedURL   string
@@ -121,6 +129,7 @@ type results struct {
 	Samples  int            `json:"samples_per_push"`
 	Fills    []fillResult   `json:"fills"`
 	Pushes   []pushResult   `json:"pushes"`
+	DiskSync *syncResult    `json:"disk_sync,omitempty"`
 	Scrapes  []scrapeResult `json:"scrapes"`
 	Profiles []string       `json:"profiles,omitempty"`
 	Notes    []string       `json:"notes,omitempty"`
@@ -146,6 +155,7 @@ func run(args []string) int {
 	app.Flag("pushrelay-url", "URL of a running pushrelay instead of starting one.").StringVar(&c.pushrelayURL)
 	app.Flag("pushrelay-pid", "Process id of the running pushrelay at --pushrelay-url, for CPU and RSS.").IntVar(&c.pushrelayPID)
 	app.Flag("compare-bin", "Path to a second pushrelay build, measured as pushrelay-b in the same push rounds, to compare two builds.").StringVar(&c.compareBin)
+	app.Flag("memory", "Also measure pushrelay without its bbolt file (push phases only), as pushrelay-memory in the same push rounds.").BoolVar(&c.memory)
 	app.Flag("pushrelay-arg", "Extra argument for the started pushrelay (repeatable).").StringsVar(&c.pushrelayArgs)
 	app.Flag("pushgateway-bin", "Path to the Pushgateway binary to start.").Default("/usr/bin/prometheus-pushgateway").StringVar(&c.pushgatewayBin)
 	app.Flag("pushgateway-url", "URL of a running Pushgateway started with --push.disable-consistency-check, instead of starting one.").StringVar(&c.pgURL)
@@ -242,10 +252,20 @@ func run(args []string) int {
 			res.note("null server: %v", err)
 		}
 	}
+	if sr, err := probeSync(c.workDir); err != nil {
+		res.note("disk sync probe: %v", err)
+	} else {
+		res.DiskSync = sr
+	}
 	var started []kind
 	if !c.skipPushrelay {
 		if c.pushrelayURL == "" {
-			started = append(started, pushrelayKind("pushrelay", c.pushrelayBin))
+			started = append(started, pushrelayKind("pushrelay", c.pushrelayBin, true))
+			if c.memory {
+				memory := pushrelayKind("pushrelay-memory", c.pushrelayBin, false)
+				memory.pushOnly = true
+				started = append(started, memory)
+			}
 		} else if err := runURL(&c, l, res, "pushrelay", c.pushrelayURL, c.pushrelayPID, 0, true); err != nil {
 			res.note("pushrelay: %v", err)
 			failed = true
@@ -260,7 +280,7 @@ func run(args []string) int {
 		}
 	}
 	if c.compareBin != "" {
-		started = append(started, pushrelayKind("pushrelay-b", c.compareBin))
+		started = append(started, pushrelayKind("pushrelay-b", c.compareBin, true))
 	}
 	if len(started) > 0 {
 		if err := runStarted(&c, l, res, started); err != nil {
@@ -347,15 +367,26 @@ type kind struct {
 	name string
 	// scrapeMax (0: none) skips scrapes and fills above it.
 	scrapeMax int
-	start     func(c *config, res *results, dir string) (*target, func(), error)
+	// pushOnly skips every scrape.
+	pushOnly bool
+	start    func(c *config, res *results, dir string) (*target, func(), error)
 }
 
-// pushrelayKind starts the pushrelay binary bin as target name, with its
-// bbolt file and the trace receivers off: they play no part here, and their
-// fixed default ports may be taken.
-func pushrelayKind(name, bin string) kind {
+// scrapedAt reports whether k is scraped at level groups.
+func (k kind) scrapedAt(level int) bool {
+	return !k.pushOnly && scrapedAt(k.scrapeMax, level)
+}
+
+// pushrelayKind starts the pushrelay binary bin as target name, with a
+// bbolt file when persist, else in memory only, and the trace receivers
+// off: they play no part here, and their fixed default ports may be taken.
+func pushrelayKind(name, bin string, persist bool) kind {
 	return kind{name: name, start: func(c *config, res *results, dir string) (*target, func(), error) {
-		args := append([]string{"--persistence.file=" + filepath.Join(dir, "pushrelay.db"), "--log.level=warn",
+		file := ""
+		if persist {
+			file = filepath.Join(dir, "pushrelay.db")
+		}
+		args := append([]string{"--persistence.file=" + file, "--log.level=warn",
 			"--traces.otlp-grpc.listen-address=", "--traces.otlp-http.listen-address=", "--traces.zipkin.listen-address="}, c.pushrelayArgs...)
 		p, err := startProc(name, bin, dir, args, 30*time.Second)
 		if err != nil {
@@ -452,7 +483,7 @@ func runStarted(c *config, l *loader, res *results, kinds []kind) error {
 				if err := fill(in, level); err != nil {
 					return err
 				}
-				if len(scrapeLevels) > 0 && scrapedAt(k.scrapeMax, level) {
+				if len(scrapeLevels) > 0 && k.scrapedAt(level) {
 					if err := l.warmUp(in.t, level); err != nil {
 						return err
 					}
@@ -516,8 +547,11 @@ func runStarted(c *config, l *loader, res *results, kinds []kind) error {
 // else a new one.
 func scrapeKind(c *config, l *loader, res *results, k kind, levels []int, insts *[]*instance, dead map[*instance]bool,
 	start func(kind) (*instance, error), fill func(*instance, int) error) error {
+	if k.pushOnly {
+		return nil
+	}
 	for _, level := range levels {
-		if !scrapedAt(k.scrapeMax, level) {
+		if !k.scrapedAt(level) {
 			res.note("%s: skipping %d groups (over --pushgateway-scrape-max-groups)", k.name, level)
 			continue
 		}

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -278,4 +279,47 @@ func (n *nullServer) stop() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	_ = n.srv.Shutdown(ctx)
+}
+
+// syncResult is the latency of a 16 KiB write followed by fsync in the
+// work directory, measured before the push phases.
+type syncResult struct {
+	Syncs int     `json:"syncs"`
+	P50ms float64 `json:"p50_ms"`
+	P90ms float64 `json:"p90_ms"`
+}
+
+// probeSync writes 16 KiB at 200 offsets of a 4 MiB file in dir, syncing
+// after each write, as a bbolt commit syncs its pages, and returns the
+// latencies of the syncs. The file is removed.
+func probeSync(dir string) (*syncResult, error) {
+	const writes, block, span = 200, 16 << 10, 4 << 20
+	f, err := os.CreateTemp(dir, "sync-probe-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.Remove(f.Name())
+	defer f.Close()
+	if _, err := f.WriteAt(make([]byte, span), 0); err != nil {
+		return nil, err
+	}
+	if err := f.Sync(); err != nil {
+		return nil, err
+	}
+	buf := make([]byte, block)
+	times := make([]time.Duration, writes)
+	for i := range times {
+		buf[0] = byte(i)
+		if _, err := f.WriteAt(buf, int64(i*7919%(span/block))*block); err != nil {
+			return nil, err
+		}
+		start := time.Now()
+		if err := f.Sync(); err != nil {
+			return nil, err
+		}
+		times[i] = time.Since(start)
+	}
+	slices.Sort(times)
+	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+	return &syncResult{Syncs: writes, P50ms: ms(times[writes/2]), P90ms: ms(times[writes*9/10])}, nil
 }

@@ -24,6 +24,10 @@ func printReport(w io.Writer, r *results) {
 		}
 	}
 
+	if d := r.DiskSync; d != nil {
+		fmt.Fprintf(w, "\n## Disk\n  fsync after a 16 KiB write in the work directory, before the push phases: p50 %.2f ms, p90 %.2f ms (%d syncs); a bbolt commit syncs twice\n", d.P50ms, d.P90ms, d.Syncs)
+	}
+
 	if len(r.Fills) > 0 {
 		fmt.Fprintln(w, "\n## Fill (each new group pushed once)")
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
@@ -168,6 +172,12 @@ func printRatios(w io.Writer, r *results) {
 		if okA && okB {
 			fmt.Fprintf(tw, "pushrelay-b / pushrelay pushes/s @%d groups\t%.2f× (%.0f / %.0f%s)\t\t\t\n", groups, b.Rate/a.Rate, b.Rate, a.Rate, perRound(b, a))
 		}
+	}
+	if pm, ok := phase("pushrelay-memory", 1000); ok && oku {
+		fmt.Fprintf(tw, "pushrelay-memory (not durable) / pushgateway-unchecked pushes/s @1k groups\t%.2f× (%.0f / %.0f%s)\t\t\t\n", pm.Rate/pu1, pm.Rate, pu1, perRound(pm, pu))
+	}
+	if pm, ok := phase("pushrelay-memory", 1000); ok && ok1 {
+		fmt.Fprintf(tw, "pushrelay / pushrelay-memory pushes/s @1k groups\t%.2f× (%.0f / %.0f%s)\t\t\t\n", pr1/pm.Rate, pr1, pm.Rate, perRound(p1, pm))
 	}
 	if pc1, ok := rate("pushgateway-checked", 1000); ok && ok1 {
 		fmt.Fprintf(tw, "pushrelay / pushgateway-checked pushes/s @1k groups\t%.0f× (%.0f / %.1f)\t\t\t\n", pr1/pc1, pr1, pc1)
