@@ -538,8 +538,9 @@ var (
 // numbers, in the text format's float form ("1", not "1.0"). Prometheus 2
 // stores these values as they are sent, so this keeps the series a
 // Prometheus scraping with OpenMetrics stores identical to those it stores
-// from the text format, as from the Pushgateway. The labels of other types
-// are pushed strings and stay as they are.
+// from the text format, as from the Pushgateway. Only a sample's own label
+// set is read: labels of other types and of exemplars are pushed strings
+// and stay as they are.
 func textBounds(b []byte, typ dto.MetricType) []byte {
 	var name []byte
 	switch typ {
@@ -552,33 +553,67 @@ func textBounds(b []byte, typ dto.MetricType) []byte {
 	}
 	var out []byte
 	last := 0
-	for i := 0; i < len(b); i++ {
-		if b[i] != '{' && b[i] != ',' || !bytes.HasPrefix(b[i+1:], name) {
-			continue
-		}
-		start := i + 1 + len(name)
-		end := bytes.IndexByte(b[start:], '"')
+	for line := 0; line < len(b); {
+		end := bytes.IndexByte(b[line:], '\n')
 		if end < 0 {
-			break
+			end = len(b)
+		} else {
+			end += line
 		}
-		end += start
-		v, err := strconv.ParseFloat(string(b[start:end]), 64)
-		if err != nil {
-			continue
+		if start, stop, ok := boundValue(b[line:end], name); ok {
+			start, stop = line+start, line+stop
+			if v, err := strconv.ParseFloat(string(b[start:stop]), 64); err == nil {
+				if text := appendFloat(nil, v); !bytes.Equal(text, b[start:stop]) {
+					out = append(out, b[last:start]...)
+					out = append(out, text...)
+					last = stop
+				}
+			}
 		}
-		text := appendFloat(nil, v)
-		if bytes.Equal(text, b[start:end]) {
-			continue
-		}
-		out = append(out, b[last:start]...)
-		out = append(out, text...)
-		last = end
-		i = end
+		line = end + 1
 	}
 	if out == nil {
 		return b
 	}
 	return append(out, b[last:]...)
+}
+
+// boundValue returns where the value of the label name (`le="` or
+// `quantile="`) starts and ends in the label set of a sample line, the
+// first brace group, read with its quoted values, or false when the line is
+// a comment or has no such label.
+func boundValue(line, name []byte) (start, end int, ok bool) {
+	if len(line) == 0 || line[0] == '#' {
+		return 0, 0, false
+	}
+	i := bytes.IndexAny(line, "{ ")
+	if i < 0 || line[i] != '{' {
+		return 0, 0, false // no label set; a brace after a space is an exemplar's
+	}
+	for i < len(line) && line[i] != '}' {
+		// i is at the brace or comma before a label name.
+		if bytes.HasPrefix(line[i+1:], name) {
+			start = i + 1 + len(name)
+			if end = bytes.IndexByte(line[start:], '"'); end < 0 {
+				return 0, 0, false
+			}
+			return start, start + end, true
+		}
+		// Skip the label's name and quoted value.
+		q := bytes.IndexByte(line[i+1:], '"')
+		if q < 0 {
+			return 0, 0, false
+		}
+		i += 1 + q + 1
+		for i < len(line) && line[i] != '"' {
+			if line[i] == '\\' {
+				i++
+			}
+			i++
+		}
+		i++ // past the closing quote, at the comma or brace
+	}
+	return 0, 0, false
 }
 
 // anyFloatCounts reports a histogram with fractional counts among mfs.

@@ -155,23 +155,49 @@ func TestExpositionOpenMetrics(t *testing.T) {
 	})
 }
 
-// TestExpositionOpenMetricsKeepsPushedLabels checks that le and quantile
-// labels pushed on a counter, a series with an exemplar rendered through
-// expfmt, keep their pushed form in OpenMetrics: only the bounds of
-// histograms and summaries take the text format's form.
+// TestExpositionOpenMetricsKeepsPushedLabels checks that in OpenMetrics
+// only the bounds expfmt writes from numbers, a histogram's le and a
+// summary's quantile, take the text format's form, on series rendered
+// through expfmt (with exemplars) and on own families: le and quantile
+// labels pushed on a counter and exemplar labels stay as pushed.
 func TestExpositionOpenMetricsKeepsPushedLabels(t *testing.T) {
-	g := MustNewGateway(t)
-	mf := &dto.MetricFamily{Name: ptr("hits_total"), Type: dto.MetricType_COUNTER.Enum(), Metric: []*dto.Metric{{
+	g := MustNewGateway(t, withOwn(func(r *prometheus.Registry) {
+		desc := prometheus.NewDesc("own_latency_seconds", "Own summary.", nil, nil)
+		r.MustRegister(constCollector{prometheus.MustNewConstSummary(desc, 3, 1.5, map[float64]float64{0: 0.1, 1: 0.9})})
+	}))
+	exemplar := func(name, value string, v float64) *dto.Exemplar {
+		return &dto.Exemplar{Label: []*dto.LabelPair{label(name, value)}, Value: ptr(v)}
+	}
+	counter := &dto.MetricFamily{Name: ptr("hits_total"), Type: dto.MetricType_COUNTER.Enum(), Metric: []*dto.Metric{{
 		Label:   []*dto.LabelPair{label("le", "1.0"), label("quantile", "0.50")},
-		Counter: &dto.Counter{Value: ptr(3.0), Exemplar: &dto.Exemplar{Label: []*dto.LabelPair{label("trace_id", "abc")}, Value: ptr(1.0)}},
+		Counter: &dto.Counter{Value: ptr(3.0), Exemplar: exemplar("trace_id", "abc", 1)},
 	}}}
-	g.MustDo(http.StatusOK, http.MethodPut, "/metrics/job/j", delimited(t, mf), "Content-Type", protoContentType)
+	histogram := &dto.MetricFamily{Name: ptr("lat_seconds"), Type: dto.MetricType_HISTOGRAM.Enum(), Metric: []*dto.Metric{{
+		Histogram: &dto.Histogram{SampleCount: ptr(uint64(2)), SampleSum: ptr(1.0), Bucket: []*dto.Bucket{
+			{UpperBound: ptr(1.0), CumulativeCount: ptr(uint64(2)), Exemplar: exemplar("le", "5.0", 0.5)},
+		}},
+	}}}
+	g.MustDo(http.StatusOK, http.MethodPut, "/metrics/job/j", delimited(t, counter, histogram), "Content-Type", protoContentType)
 	for _, scrape := range []string{"rendered", "cached"} {
 		rec := g.Do(http.MethodGet, "/metrics", nil, "Accept", "application/openmetrics-text;version=1.0.0")
 		require.Equal(t, http.StatusOK, rec.Code)
-		require.Contains(t, rec.Body.String(), `hits_total{instance="",job="j",le="1.0",quantile="0.50"} 3.0 # {trace_id="abc"} 1.0`+"\n", scrape)
+		body := rec.Body.String()
+		for _, line := range []string{
+			`hits_total{instance="",job="j",le="1.0",quantile="0.50"} 3.0 # {trace_id="abc"} 1.0`,
+			`lat_seconds_bucket{instance="",job="j",le="1"} 2 # {le="5.0"} 0.5`,
+			`own_latency_seconds{quantile="0"} 0.1`,
+			`own_latency_seconds{quantile="1"} 0.9`,
+		} {
+			require.Contains(t, body, "\n"+line+"\n", scrape)
+		}
 	}
 }
+
+// constCollector collects one constant metric.
+type constCollector struct{ m prometheus.Metric }
+
+func (c constCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.m.Desc() }
+func (c constCollector) Collect(ch chan<- prometheus.Metric) { ch <- c.m }
 
 func TestExpositionProtobufRoundTrip(t *testing.T) {
 	g := MustNewGateway(t)

@@ -16,8 +16,8 @@
 // With --memory, pushrelay is also started without its bbolt file
 // ("pushrelay-memory", push phases only): not durable, like the unchecked
 // Pushgateway, it shows what the durable commit costs. Before the push
-// phases, the fsync latency of a 16 KiB write in the work directory is
-// measured: a bbolt commit syncs twice, so it bounds the durable push rate
+// phases of a started pushrelay, the fsync latency of a 16 KiB write in the
+// work directory, where its file is, is measured: a bbolt commit syncs twice, so it bounds the durable push rate
 // on the machine's disk.
 //
 // or targets already running servers (--pushrelay-url, --pushgateway-url,
@@ -252,10 +252,16 @@ func run(args []string) int {
 			res.note("null server: %v", err)
 		}
 	}
-	if sr, err := probeSync(c.workDir); err != nil {
-		res.note("disk sync probe: %v", err)
-	} else {
-		res.DiskSync = sr
+	if !c.skipPushrelay && c.pushrelayURL == "" {
+		// The started pushrelay keeps its file in the work directory.
+		if sr, err := probeSync(c.workDir); err != nil {
+			res.note("disk sync probe: %v", err)
+		} else {
+			res.DiskSync = sr
+		}
+	}
+	if c.memory && (c.skipPushrelay || c.pushrelayURL != "") {
+		res.note("--memory needs a started pushrelay (--pushrelay-bin); pushrelay-memory not measured")
 	}
 	var started []kind
 	if !c.skipPushrelay {
