@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -192,4 +193,51 @@ func expfmtOpenMetrics(t testing.TB, mfs []*dto.MetricFamily) string {
 	_, err := expfmt.FinalizeOpenMetrics(&out)
 	require.NoError(t, err)
 	return out.String()
+}
+
+// FuzzTextBounds checks that textBounds, which reads label values pushed
+// from outside, never panics, keeps every line, is idempotent and only
+// replaces a number by another form of the same number.
+func FuzzTextBounds(f *testing.F) {
+	for _, seed := range []string{
+		`h_bucket{a="b",le="1.0"} 3` + "\n" + `h_bucket{le="+Inf"} 3`,
+		`h_bucket{x="a}, le=\"2.0\"",le="3.0"} 1 # {le="5.0"} 0.5` + "\n",
+		`s{x="\\",quantile="1.0"} 1.0` + "\n# HELP s{quantile=\"1.0\"}\n",
+		`h_sum 3.0 # {a="x",le="5.0"} 0.5`,
+		`h{le="`, `h{a="\`, "{,le=\"1e3\"}",
+	} {
+		f.Add(seed, true)
+	}
+	f.Fuzz(func(t *testing.T, in string, histogram bool) {
+		typ := dto.MetricType_SUMMARY
+		if histogram {
+			typ = dto.MetricType_HISTOGRAM
+		}
+		out := string(textBounds([]byte(in), typ))
+		require.Equal(t, out, string(textBounds([]byte(out), typ)), "idempotent")
+		inLines, outLines := strings.Split(in, "\n"), strings.Split(out, "\n")
+		require.Len(t, outLines, len(inLines))
+		for i, a := range inLines {
+			b := outLines[i]
+			if a == b {
+				continue
+			}
+			// One quoted value differs: the same number in another form.
+			pa, pb := strings.Split(a, `"`), strings.Split(b, `"`)
+			require.Len(t, pb, len(pa), "line %q → %q", a, b)
+			changed := 0
+			for j := range pa {
+				if pa[j] == pb[j] {
+					continue
+				}
+				changed++
+				va, errA := strconv.ParseFloat(pa[j], 64)
+				vb, errB := strconv.ParseFloat(pb[j], 64)
+				require.NoError(t, errA, "line %q → %q", a, b)
+				require.NoError(t, errB, "line %q → %q", a, b)
+				require.True(t, va == vb || va != va && vb != vb, "line %q → %q", a, b)
+			}
+			require.Equal(t, 1, changed, "line %q → %q", a, b)
+		}
+	})
 }
