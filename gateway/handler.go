@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/pprof"
+	"net/url"
 	"path"
 	"slices"
 	"strings"
@@ -94,9 +95,7 @@ func NewHandler(store *Store, opts HandlerOptions) http.Handler {
 	var templates []string
 	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		if to, code := redirectTarget(r, req, p, templates); to != "" {
-			u := *req.URL
-			u.Path, u.RawPath = to, ""
-			http.Redirect(w, req, u.String(), code)
+			http.Redirect(w, req, withPath(req.URL, to).String(), code)
 			return
 		}
 		http.NotFound(w, req)
@@ -130,9 +129,7 @@ func NewHandler(store *Store, opts HandlerOptions) http.Handler {
 		case rest == "/" && pushMethod:
 			// An empty job: redirect as the Pushgateway's router drops a
 			// trailing slash, to a path that does not exist.
-			u := *req.URL
-			u.Path, u.RawPath = strings.TrimSuffix(req.URL.Path, "/"), ""
-			http.Redirect(w, req, u.String(), http.StatusTemporaryRedirect)
+			http.Redirect(w, req, withPath(req.URL, strings.TrimSuffix(req.URL.Path, "/")).String(), http.StatusTemporaryRedirect)
 			return
 		case rest == "/" || rest == Base64Suffix+"/":
 			http.NotFound(w, req)
@@ -217,9 +214,8 @@ func redirectTarget(r *mux.Router, req *http.Request, prefix string, templates [
 		code = http.StatusTemporaryRedirect
 	}
 	routed := func(path string) bool {
-		probe, u := *req, *req.URL
-		u.Path, u.RawPath = path, ""
-		probe.URL = &u
+		probe := *req
+		probe.URL = withPath(req.URL, path)
 		var match mux.RouteMatch
 		return r.Match(&probe, &match) && match.MatchErr == nil
 	}
@@ -255,6 +251,13 @@ func redirectTarget(r *mux.Router, req *http.Request, prefix string, templates [
 		}
 	}
 	return "", 0
+}
+
+// withPath returns a copy of u with path as its path.
+func withPath(u *url.URL, path string) *url.URL {
+	c := *u
+	c.Path, c.RawPath = path, ""
+	return &c
 }
 
 // equalFoldASCII reports whether a and b are equal but for the case of

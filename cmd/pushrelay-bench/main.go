@@ -13,17 +13,17 @@
 //     O(groups) per push, its groups are filled by an unchecked instance on
 //     the same file, which is then restarted with the check on;
 //
-// With --memory, pushrelay is also started without its bbolt file
-// ("pushrelay-memory", push phases only): not durable, like the unchecked
-// Pushgateway, it shows what the durable commit costs. Before the push
-// phases of a started pushrelay, the fsync latency of a 16 KiB write in the
-// work directory, where its file is, is measured: a bbolt commit syncs twice, so it bounds the durable push rate
-// on the machine's disk.
-//
 // or targets already running servers (--pushrelay-url, --pushgateway-url,
 // --pushgateway-checked-url), whose bench groups it deletes afterwards.
 // An in-process HTTP server that discards every body ("null") shows what
 // the load tool and loopback can do on the machine.
+//
+// With --memory, a started pushrelay is also started without its bbolt file
+// ("pushrelay-memory", push phases only): not durable, like the unchecked
+// Pushgateway, it shows what the durable commit costs. Before the push
+// phases of a started pushrelay, the fsync latency of a 16 KiB write in the
+// work directory, where its file is, is measured: a bbolt commit syncs
+// twice, so it bounds the durable push rate on the machine's disk.
 //
 // For every target:
 //
@@ -252,27 +252,26 @@ func run(args []string) int {
 			res.note("null server: %v", err)
 		}
 	}
-	if !c.skipPushrelay && c.pushrelayURL == "" {
+	var started []kind
+	switch {
+	case !c.skipPushrelay && c.pushrelayURL == "":
 		// The started pushrelay keeps its file in the work directory.
 		if sr, err := probeSync(c.workDir); err != nil {
 			res.note("disk sync probe: %v", err)
 		} else {
 			res.DiskSync = sr
 		}
-	}
-	if c.memory && (c.skipPushrelay || c.pushrelayURL != "") {
+		started = append(started, pushrelayKind("pushrelay", c.pushrelayBin, true))
+		if c.memory {
+			memory := pushrelayKind("pushrelay-memory", c.pushrelayBin, false)
+			memory.pushOnly = true
+			started = append(started, memory)
+		}
+	case c.memory:
 		res.note("--memory needs a started pushrelay (--pushrelay-bin); pushrelay-memory not measured")
 	}
-	var started []kind
-	if !c.skipPushrelay {
-		if c.pushrelayURL == "" {
-			started = append(started, pushrelayKind("pushrelay", c.pushrelayBin, true))
-			if c.memory {
-				memory := pushrelayKind("pushrelay-memory", c.pushrelayBin, false)
-				memory.pushOnly = true
-				started = append(started, memory)
-			}
-		} else if err := runURL(&c, l, res, "pushrelay", c.pushrelayURL, c.pushrelayPID, 0, true); err != nil {
+	if !c.skipPushrelay && c.pushrelayURL != "" {
+		if err := runURL(&c, l, res, "pushrelay", c.pushrelayURL, c.pushrelayPID, 0, true); err != nil {
 			res.note("pushrelay: %v", err)
 			failed = true
 		}

@@ -173,11 +173,13 @@ func printRatios(w io.Writer, r *results) {
 			fmt.Fprintf(tw, "pushrelay-b / pushrelay pushes/s @%d groups\t%.2f× (%.0f / %.0f%s)\t\t\t\n", groups, b.Rate/a.Rate, b.Rate, a.Rate, perRound(b, a))
 		}
 	}
-	if pm, ok := phase("pushrelay-memory", 1000); ok && oku {
-		fmt.Fprintf(tw, "pushrelay-memory (not durable) / pushgateway-unchecked pushes/s @1k groups\t%.2f× (%.0f / %.0f%s)\t\t\t\n", pm.Rate/pu1, pm.Rate, pu1, perRound(pm, pu))
-	}
-	if pm, ok := phase("pushrelay-memory", 1000); ok && ok1 {
-		fmt.Fprintf(tw, "pushrelay / pushrelay-memory pushes/s @1k groups\t%.2f× (%.0f / %.0f%s)\t\t\t\n", pr1/pm.Rate, pr1, pm.Rate, perRound(p1, pm))
+	if pm, ok := phase("pushrelay-memory", 1000); ok {
+		if oku {
+			fmt.Fprintf(tw, "pushrelay-memory (not durable) / pushgateway-unchecked pushes/s @1k groups\t%.2f× (%.0f / %.0f%s)\t\t\t\n", pm.Rate/pu1, pm.Rate, pu1, perRound(pm, pu))
+		}
+		if ok1 {
+			fmt.Fprintf(tw, "pushrelay / pushrelay-memory pushes/s @1k groups\t%.2f× (%.0f / %.0f%s)\t\t\t\n", pr1/pm.Rate, pr1, pm.Rate, perRound(p1, pm))
+		}
 	}
 	if pc1, ok := rate("pushgateway-checked", 1000); ok && ok1 {
 		fmt.Fprintf(tw, "pushrelay / pushgateway-checked pushes/s @1k groups\t%.0f× (%.0f / %.1f)\t\t\t\n", pr1/pc1, pr1, pc1)
