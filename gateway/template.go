@@ -393,33 +393,70 @@ func (t *bodyTemplate) encode(body []byte, now time.Time) (families []*family, p
 		return nil, nil, false
 	}
 	families = make([]*family, len(t.families))
+	a := newFamilyAlloc(t.families)
 	for i, f := range t.families {
 		vs, sh := values[offsets[i]:offsets[i+1]], &t.shapes[i]
 		if sh.grouped == nil {
-			families[i] = f.withValues(vs, sh.prefixes, now)
-		} else if families[i] = f.withGroupedValues(vs, sh, now); families[i] == nil {
+			families[i] = f.withValues(a, vs, sh.prefixes, now)
+		} else if families[i] = f.withGroupedValues(a, vs, sh, now); families[i] == nil {
 			return nil, nil, false
 		}
 	}
 	return families, parsed, true
 }
 
-// stackValues is the family size up to which withValues formats values
-// into memory on the stack, and maxFloatLen the longest value appendFloat
-// writes, as in -1.2345678901234567e-308.
-const (
-	stackValues = 64
-	maxFloatLen = 24
-)
+// maxFloatLen is the longest value appendFloat writes, as in
+// -1.2345678901234567e-308.
+const maxFloatLen = 24
+
+// familyAlloc hands out the family and series structs of the families
+// built for one push from three allocations instead of three for each
+// family, and the scratch space withValues formats values in. The structs
+// of one push stay in memory while any of them is in use: a POST that later
+// replaces some of the push's families keeps the rest, and with them the
+// structs, not the encodings, of the replaced ones.
+type familyAlloc struct {
+	families []family
+	ptrs     []*series
+	structs  []series
+	nums     []byte
+	ends     []int
+}
+
+// newFamilyAlloc returns a familyAlloc for copies of fs.
+func newFamilyAlloc(fs []*family) *familyAlloc {
+	n, most := 0, 0
+	for _, f := range fs {
+		n += len(f.series)
+		most = max(most, len(f.series))
+	}
+	return &familyAlloc{
+		families: make([]family, len(fs)),
+		ptrs:     make([]*series, n),
+		structs:  make([]series, n),
+		nums:     make([]byte, 0, most*maxFloatLen),
+		ends:     make([]int, 0, most),
+	}
+}
 
 // copyAt returns a copy of f written at now whose series are the structs,
 // one for each of f's, still empty: withValues and withGroupedValues give
-// them the identities of f's series and new encodings.
-func (f *family) copyAt(now time.Time) (*family, []series) {
-	n := &family{name: f.name, help: f.help, hasHelp: f.hasHelp, typ: f.typ, time: now, series: make([]*series, len(f.series))}
-	structs := make([]series, len(f.series))
+// them the identities of f's series and new encodings. The structs come
+// from a while it has room, else from new allocations.
+func (a *familyAlloc) copyAt(f *family, now time.Time) (*family, []series) {
+	k := len(f.series)
+	var n *family
+	var ptrs []*series
+	var structs []series
+	if len(a.families) > 0 && len(a.structs) >= k {
+		n, ptrs, structs = &a.families[0], a.ptrs[:k:k], a.structs[:k:k]
+		a.families, a.ptrs, a.structs = a.families[1:], a.ptrs[k:], a.structs[k:]
+	} else {
+		n, ptrs, structs = &family{}, make([]*series, k), make([]series, k)
+	}
+	*n = family{name: f.name, help: f.help, hasHelp: f.hasHelp, typ: f.typ, time: now, series: ptrs}
 	for i := range structs {
-		n.series[i] = &structs[i]
+		ptrs[i] = &structs[i]
 	}
 	return n, structs
 }
@@ -427,16 +464,11 @@ func (f *family) copyAt(now time.Time) (*family, []series) {
 // withValues returns a copy of the simple family f, written at now, whose
 // series carry values, in the order of f's series; prefixes are the lengths
 // of their text lines before the value.
-func (f *family) withValues(values []float64, prefixes []int32, now time.Time) *family {
-	n, structs := f.copyAt(now)
-	// The formatted values, one after the other, and where each ends; on
-	// the stack for families of usual size.
-	var numStack [stackValues * maxFloatLen]byte
-	var endStack [stackValues]int
-	nums, ends := numStack[:0], endStack[:0]
-	if len(f.series) > stackValues {
-		nums, ends = make([]byte, 0, len(f.series)*maxFloatLen), make([]int, 0, len(f.series))
-	}
+func (f *family) withValues(a *familyAlloc, values []float64, prefixes []int32, now time.Time) *family {
+	n, structs := a.copyAt(f, now)
+	// The formatted values, one after the other, and where each ends.
+	nums := slices.Grow(a.nums[:0], len(f.series)*maxFloatLen)
+	ends := slices.Grow(a.ends[:0], len(f.series))
 	size := 0
 	for i, old := range f.series {
 		before := len(nums)
@@ -461,6 +493,7 @@ func (f *family) withValues(values []float64, prefixes []int32, now time.Time) *
 		se.integral = isIntegralText(num)
 		se.setEncoding(enc[start:len(enc):len(enc)], textEnd-start)
 	}
+	a.nums, a.ends = nums, ends
 	return n
 }
 

@@ -160,8 +160,8 @@ func (gs groupedSeries) lineValue(j int, vals []float64) float64 {
 // withGroupedValues returns a copy of the summary or histogram family f,
 // written at now, whose series carry values laid out as sh says, or nil
 // when a count is not a whole number that keeps the series classic.
-func (f *family) withGroupedValues(values []float64, sh *familyShape, now time.Time) *family {
-	n, structs := f.copyAt(now)
+func (f *family) withGroupedValues(a *familyAlloc, values []float64, sh *familyShape, now time.Time) *family {
+	n, structs := a.copyAt(f, now)
 	size := 0
 	for _, old := range f.series {
 		size += len(old.text()) + len(old.metric()) + 16
