@@ -248,7 +248,15 @@ type pushResult struct {
 	// during the phase, in percent of one core: other processes on a
 	// shared machine. Only meaningful when the server's pid is known.
 	OtherCPUPct float64 `json:"other_cpu_percent"`
-	Profile     string  `json:"cpu_profile,omitempty"`
+	// StealCPUPct is the part of OtherCPUPct that the hypervisor gave to
+	// other guests (steal time in /proc/stat).
+	StealCPUPct float64 `json:"steal_cpu_percent"`
+	// SettleSeconds is how long the phase waited for a quiet machine
+	// before it started (see settle); Unsettled is set when it started
+	// after the limit without one.
+	SettleSeconds float64 `json:"settle_seconds"`
+	Unsettled     bool    `json:"unsettled,omitempty"`
+	Profile       string  `json:"cpu_profile,omitempty"`
 	// Batches, MeanBatch, MeanWriteMs and MeanCommitMs come from
 	// pushrelay's own store metrics, read before and after the phase.
 	Batches      float64 `json:"batches,omitempty"`
@@ -259,10 +267,10 @@ type pushResult struct {
 	RoundRates []float64 `json:"round_pushes_per_second,omitempty"`
 
 	// What the summary figures are computed from, kept to merge rounds.
-	latencies                      []time.Duration // sorted
-	serverCPU, clientCPU, otherCPU time.Duration
-	serverKnown                    bool
-	store                          storeDeltas
+	latencies                                []time.Duration // sorted
+	serverCPU, clientCPU, otherCPU, stealCPU time.Duration
+	serverKnown                              bool
+	store                                    storeDeltas
 }
 
 // storeDeltas are the changes of pushrelay's store summaries over a phase.
@@ -358,6 +366,7 @@ func (res *pushResult) summarize() {
 	}
 	res.ClientCPUPct = 100 * res.clientCPU.Seconds() / res.Seconds
 	res.OtherCPUPct = max(0, 100*res.otherCPU.Seconds()/res.Seconds)
+	res.StealCPUPct = 100 * res.stealCPU.Seconds() / res.Seconds
 	d := res.store
 	if d.batches > 0 {
 		res.Batches, res.MeanBatch = d.batches, d.batchSum/d.batches
@@ -381,6 +390,9 @@ func mergeRounds(rounds []pushResult) pushResult {
 		res.serverCPU += r.serverCPU
 		res.clientCPU += r.clientCPU
 		res.otherCPU += r.otherCPU
+		res.stealCPU += r.stealCPU
+		res.SettleSeconds += r.SettleSeconds
+		res.Unsettled = res.Unsettled || r.Unsettled
 		res.serverKnown = res.serverKnown && r.serverKnown
 		res.store.add(r.store)
 		if res.Profile == "" {
@@ -397,8 +409,17 @@ func mergeRounds(rounds []pushResult) pushResult {
 	return res
 }
 
-// pushPhase PUTs bodies to uniformly random groups among [0, groups) from
-// every client until dur has passed (or maxRequests were sent) and waits for
+// A push phase starts once the machine used less than settleQuietShare of
+// one core over settleWindow, or after settleLimit.
+const (
+	settleWindow     = 250 * time.Millisecond
+	settleQuietShare = 0.1
+	settleLimit      = 10 * time.Second
+)
+
+// pushPhase waits for a quiet machine (settle), then PUTs bodies to
+// uniformly random groups among [0, groups) from every client until dur
+// has passed (or maxRequests were sent) and waits for
 // the requests in flight. When profileURL is set, a CPU profile of the
 // target is fetched from it during the phase and written to profilePath.
 func (l *loader) pushPhase(t *target, groups int, dur time.Duration, seed uint64, profileURL, profilePath string) pushResult {
@@ -422,11 +443,14 @@ func (l *loader) pushPhase(t *target, groups int, dur time.Duration, seed uint64
 		})
 	}
 
+	waited, quiet := settle(func() time.Duration { busy, _ := machineCPU(); return busy }, settleWindow, settleQuietShare, settleLimit)
+	res.SettleSeconds, res.Unsettled = waited.Seconds(), !quiet
 	var stats0 map[string]float64
 	if t.isPushrelay {
 		stats0 = l.ownSummaries(t, metricBatchSize, metricWrite, metricCommit)
 	}
-	cpu0, self0, all0 := cpuTime(t.pid), selfCPU(), machineCPU()
+	cpu0, self0 := cpuTime(t.pid), selfCPU()
+	all0, steal0 := machineCPU()
 	start := time.Now()
 	deadline := start.Add(dur)
 	var wg sync.WaitGroup
@@ -459,7 +483,8 @@ func (l *loader) pushPhase(t *target, groups int, dur time.Duration, seed uint64
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
-	cpu1, self1, all1 := cpuTime(t.pid), selfCPU(), machineCPU()
+	cpu1, self1 := cpuTime(t.pid), selfCPU()
+	all1, steal1 := machineCPU()
 	profWG.Wait()
 	if stats0 != nil {
 		res.store = storeStats(stats0, l.ownSummaries(t, metricBatchSize, metricWrite, metricCommit))
@@ -476,6 +501,7 @@ func (l *loader) pushPhase(t *target, groups int, dur time.Duration, seed uint64
 	}
 	res.clientCPU = self1 - self0
 	res.otherCPU = (all1 - all0) - (self1 - self0)
+	res.stealCPU = steal1 - steal0
 	if t.pid > 0 && t.pid != os.Getpid() {
 		res.otherCPU -= cpu1 - cpu0
 	}

@@ -23,7 +23,7 @@ func TestMergeRounds(t *testing.T) {
 	}
 	round := func(seconds float64, ok int, lat []time.Duration, cpu time.Duration, errs map[string]int) pushResult {
 		r := pushResult{Target: "pushrelay", Groups: 1000, Clients: 32, Seconds: seconds, OK: ok, Errors: &errorTally{},
-			latencies: lat, serverCPU: cpu, clientCPU: cpu / 4, serverKnown: true,
+			latencies: lat, serverCPU: cpu, clientCPU: cpu / 4, otherCPU: cpu / 2, stealCPU: cpu / 8, serverKnown: true, SettleSeconds: seconds / 10,
 			store: storeDeltas{batchSum: float64(ok), batches: float64(ok) / 10, commitSum: 0.001 * float64(ok) / 10, commits: float64(ok) / 10}}
 		for key, n := range errs {
 			for range n {
@@ -37,6 +37,7 @@ func TestMergeRounds(t *testing.T) {
 		round(10, 1000, ms(1, 2, 3, 4), 2*time.Second, map[string]int{"HTTP 503": 2}),
 		round(10, 3000, ms(8, 5, 6, 7), 6*time.Second, map[string]int{"HTTP 503": 1, "timeout": 1}),
 	}
+	rounds[1].Unsettled = true
 	got := mergeRounds(rounds)
 	require.Equal(t, 20.0, got.Seconds)
 	require.Equal(t, 4000, got.OK)
@@ -49,6 +50,10 @@ func TestMergeRounds(t *testing.T) {
 	require.InDelta(t, 2000.0, got.ServerCPUus, 1e-9, "8 s of CPU for 4000 pushes")
 	require.InDelta(t, 40.0, got.ServerCPUPct, 1e-9)
 	require.InDelta(t, 10.0, got.ClientCPUPct, 1e-9)
+	require.InDelta(t, 20.0, got.OtherCPUPct, 1e-9)
+	require.InDelta(t, 5.0, got.StealCPUPct, 1e-9, "1 s stolen in 20 s")
+	require.InDelta(t, 2.0, got.SettleSeconds, 1e-9)
+	require.True(t, got.Unsettled, "a round that started on a busy machine marks the phase")
 	require.Equal(t, 400.0, got.Batches)
 	require.InDelta(t, 10.0, got.MeanBatch, 1e-9)
 	require.InDelta(t, 1.0, got.MeanCommitMs, 1e-9)
@@ -159,4 +164,39 @@ func TestProbeSync(t *testing.T) {
 
 	_, err = probeSync(filepath.Join(dir, "missing"))
 	require.Error(t, err)
+}
+
+func TestSettle(t *testing.T) {
+	const window = 5 * time.Millisecond
+	for _, tc := range []struct {
+		name string
+		// busy is the CPU time the machine uses over each window, in
+		// windows; the last one repeats.
+		busy       []float64
+		wantQuiet  bool
+		minWindows int
+	}{
+		{name: "quiet at once", busy: []float64{0.01}, wantQuiet: true, minWindows: 1},
+		{name: "busy three windows, then quiet", busy: []float64{1.5, 0.9, 0.2, 0.05}, wantQuiet: true, minWindows: 4},
+		{name: "just under the share", busy: []float64{0.09}, wantQuiet: true, minWindows: 1},
+		{name: "never quiet", busy: []float64{0.3}, wantQuiet: false, minWindows: 20},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var used time.Duration
+			calls := 0
+			busy := func() time.Duration {
+				if calls > 0 {
+					used += time.Duration(tc.busy[min(calls-1, len(tc.busy)-1)] * float64(window))
+				}
+				calls++
+				return used
+			}
+			waited, quiet := settle(busy, window, 0.1, 20*window)
+			require.Equal(t, tc.wantQuiet, quiet)
+			require.GreaterOrEqual(t, waited, time.Duration(tc.minWindows)*window)
+			if tc.wantQuiet {
+				require.Equal(t, tc.minWindows+1, calls, "one sample before the first window and one after each")
+			}
+		})
+	}
 }

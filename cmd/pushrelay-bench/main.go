@@ -781,7 +781,12 @@ func runChecked(c *config, l *loader, res *results) error {
 }
 
 func logPush(p pushResult) {
-	fmt.Fprintf(os.Stderr, "  push %s @%d groups: %.0f pushes/s, p50 %.2fms p99 %.2fms, errors %s\n", p.Target, p.Groups, p.Rate, p.P50ms, p.P99ms, p.Errors)
+	settled := fmt.Sprintf("quiet after %.1fs", p.SettleSeconds)
+	if p.Unsettled {
+		settled = fmt.Sprintf("not quiet after %.1fs", p.SettleSeconds)
+	}
+	fmt.Fprintf(os.Stderr, "  push %s @%d groups: %.0f pushes/s, p50 %.2fms p99 %.2fms, errors %s; machine %s, other CPU %.0f%% (steal %.0f%%)\n",
+		p.Target, p.Groups, p.Rate, p.P50ms, p.P99ms, p.Errors, settled, p.OtherCPUPct, p.StealCPUPct)
 }
 
 func logScrape(s scrapeResult) {

@@ -220,23 +220,46 @@ func cpuTime(pid int) time.Duration {
 }
 
 // machineCPU returns the busy CPU time of the whole machine (all cores)
-// from /proc/stat: user, nice, system, irq, softirq and steal.
-func machineCPU() time.Duration {
+// from /proc/stat: user, nice, system, irq, softirq and steal; steal, the
+// time the hypervisor ran other guests on this machine's cores, is also
+// returned alone.
+func machineCPU() (busy, steal time.Duration) {
 	b, err := os.ReadFile("/proc/stat")
 	if err != nil {
-		return 0
+		return 0, 0
 	}
 	line, _, _ := strings.Cut(string(b), "\n")
 	fields := strings.Fields(line)
 	if len(fields) < 9 || fields[0] != "cpu" {
-		return 0
+		return 0, 0
 	}
-	var busy int64
+	var ticks int64
 	for _, i := range []int{1, 2, 3, 6, 7, 8} {
 		v, _ := strconv.ParseInt(fields[i], 10, 64)
-		busy += v
+		ticks += v
 	}
-	return time.Duration(busy) * time.Second / clockTicks
+	stolen, _ := strconv.ParseInt(fields[8], 10, 64)
+	return time.Duration(ticks) * time.Second / clockTicks, time.Duration(stolen) * time.Second / clockTicks
+}
+
+// settle waits until the machine is quiet, so that a timed round does not
+// start while the previous one's server still works off its load (garbage
+// collection, compaction, the kernel writing back its files): until the
+// busy CPU time busy reports grows by less than quietShare of one core over
+// a window, or for at most limit. It returns how long it waited and whether
+// the machine got quiet.
+func settle(busy func() time.Duration, window time.Duration, quietShare float64, limit time.Duration) (time.Duration, bool) {
+	start := time.Now()
+	prev := busy()
+	for time.Since(start) < limit {
+		time.Sleep(window)
+		now := busy()
+		if float64(now-prev) < quietShare*float64(window) {
+			return time.Since(start), true
+		}
+		prev = now
+	}
+	return time.Since(start), false
 }
 
 // selfCPU returns the CPU time used by this process.

@@ -41,17 +41,21 @@ func printReport(w io.Writer, r *results) {
 	if len(r.Pushes) > 0 {
 		fmt.Fprintln(w, "\n## Push phases (PUT to random groups)")
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintln(tw, "target\tgroups\tseconds\tok\tpushes/s\tp50 ms\tp90 ms\tp99 ms\tmax ms\tsrv CPU%\tsrv µs/push\tclient CPU%\tother CPU%\terrors\tpushes/s per round\t")
-		noisy := false
+		fmt.Fprintln(tw, "target\tgroups\tseconds\tok\tpushes/s\tp50 ms\tp90 ms\tp99 ms\tmax ms\tsrv CPU%\tsrv µs/push\tclient CPU%\tother CPU%\tsteal CPU%\terrors\tpushes/s per round\t")
+		noisy, unsettled := false, false
 		for _, p := range r.Pushes {
-			fmt.Fprintf(tw, "%s\t%d\t%.1f\t%d\t%.0f\t%.2f\t%.2f\t%.2f\t%.1f\t%s\t%s\t%.0f\t%.0f\t%s\t%s\t\n",
+			fmt.Fprintf(tw, "%s\t%d\t%.1f\t%d\t%.0f\t%.2f\t%.2f\t%.2f\t%.1f\t%s\t%s\t%.0f\t%.0f\t%.0f\t%s\t%s\t\n",
 				p.Target, p.Groups, p.Seconds, p.OK, p.Rate, p.P50ms, p.P90ms, p.P99ms, p.MaxMs,
-				orDash(p.ServerCPUPct, "%.0f"), orDash(p.ServerCPUus, "%.0f"), p.ClientCPUPct, p.OtherCPUPct, p.Errors, joinRates(p.RoundRates, 0))
+				orDash(p.ServerCPUPct, "%.0f"), orDash(p.ServerCPUus, "%.0f"), p.ClientCPUPct, p.OtherCPUPct, p.StealCPUPct, p.Errors, joinRates(p.RoundRates, 0))
 			noisy = noisy || p.OtherCPUPct > 20
+			unsettled = unsettled || p.Unsettled
 		}
 		tw.Flush()
 		if noisy {
 			fmt.Fprintln(w, "  WARNING: other processes used more than 20% of a core during some phases; their numbers are not trustworthy.")
+		}
+		if unsettled {
+			fmt.Fprintf(w, "  WARNING: some rounds started on a busy machine: over each %s of the %s before them, more than %.0f%% of a core was in use.\n", settleWindow, settleLimit, 100*settleQuietShare)
 		}
 		for _, p := range r.Pushes {
 			if p.Batches > 0 {

@@ -561,11 +561,13 @@ func (m *phaseMeter) record(size int, lat, lag time.Duration, err error) {
 // returns its result with the CPU of pid, this process and the machine.
 func measure(pid, size int, load func(m *phaseMeter)) spanPhase {
 	m := &phaseMeter{}
-	cpu0, self0, all0 := cpuTime(pid), selfCPU(), machineCPU()
+	cpu0, self0 := cpuTime(pid), selfCPU()
+	all0, _ := machineCPU()
 	start := time.Now()
 	load(m)
 	elapsed := time.Since(start)
-	cpu1, self1, all1 := cpuTime(pid), selfCPU(), machineCPU()
+	cpu1, self1 := cpuTime(pid), selfCPU()
+	all1, _ := machineCPU()
 	ph := spanPhase{BatchSpans: size, Seconds: elapsed.Seconds(), Requests: len(m.lat), Errors: m.errors, FirstError: m.first, Spans: m.spans.Load()}
 	ph.Rate = float64(ph.Spans) / ph.Seconds
 	sort.Slice(m.lat, func(i, j int) bool { return m.lat[i] < m.lat[j] })
