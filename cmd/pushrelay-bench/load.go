@@ -409,8 +409,9 @@ func mergeRounds(rounds []pushResult) pushResult {
 	return res
 }
 
-// A push phase starts once the machine used less than settleQuietShare of
-// one core over settleWindow, or after settleLimit.
+// A push phase, and the scrapes of one mode at one level, start once the
+// machine used less than settleQuietShare of one core over settleWindow,
+// or after settleLimit.
 const (
 	settleWindow     = 250 * time.Millisecond
 	settleQuietShare = 0.1
@@ -443,7 +444,7 @@ func (l *loader) pushPhase(t *target, groups int, dur time.Duration, seed uint64
 		})
 	}
 
-	waited, quiet := settle(func() time.Duration { busy, _ := machineCPU(); return busy }, settleWindow, settleQuietShare, settleLimit)
+	waited, quiet := settle(busyCPU, settleWindow, settleQuietShare, settleLimit)
 	res.SettleSeconds, res.Unsettled = waited.Seconds(), !quiet
 	var stats0 map[string]float64
 	if t.isPushrelay {

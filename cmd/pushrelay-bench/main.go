@@ -673,7 +673,8 @@ func pushProfile(c *config, t *target, round, level int) (url, path string) {
 	return t.url + "/debug/pprof/profile?seconds=5", filepath.Join(c.profileDir, fmt.Sprintf("%s-push-%d.pprof", t.name, level))
 }
 
-// scrapeLevel scrapes t, filled to level groups, in every mode, and profiles
+// scrapeLevel scrapes t, filled to level groups, in every mode, each once
+// the machine is quiet (settle), and profiles
 // pushrelay's scrapes at the largest scrape level.
 func scrapeLevel(c *config, l *loader, res *results, t *target, level int) error {
 	if err := t.proc.alive(); err != nil {
@@ -685,6 +686,9 @@ func scrapeLevel(c *config, l *loader, res *results, t *target, level int) error
 	}
 	plainSize := 0
 	for _, m := range scrapeModes {
+		if _, quiet := settle(busyCPU, settleWindow, settleQuietShare, settleLimit); !quiet {
+			res.note("%s: the %s scrapes at %d groups started on a busy machine (after %s)", t.name, m.Name, level, settleLimit)
+		}
 		sr := l.scrape(t, level, m, n, plainSize)
 		plainSize = max(plainSize, int(sr.RawBytes))
 		res.Scrapes = append(res.Scrapes, sr)

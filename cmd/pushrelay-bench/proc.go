@@ -242,6 +242,12 @@ func machineCPU() (busy, steal time.Duration) {
 	return time.Duration(ticks) * time.Second / clockTicks, time.Duration(stolen) * time.Second / clockTicks
 }
 
+// busyCPU is the busy CPU time of machineCPU.
+func busyCPU() time.Duration {
+	busy, _ := machineCPU()
+	return busy
+}
+
 // settle waits until the machine is quiet, so that a timed round does not
 // start while the previous one's server still works off its load (garbage
 // collection, compaction, the kernel writing back its files): until the
