@@ -14,6 +14,7 @@ import (
 	"time"
 	"weak"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
 	"github.com/pushrelay/pushrelay/persistence"
@@ -583,4 +584,46 @@ func TestPushesExactly(t *testing.T) {
 			require.Equal(t, c.want, g.pushesExactly(c.names))
 		})
 	}
+}
+
+// TestTemplatedFamiliesPartlyReplaced checks the families of a templated
+// push, built from shared allocations, when a POST of another body then
+// replaces one of them: the others keep the templated values, the replaced
+// one shows the POST's, and a later templated PUT replaces them all.
+func TestTemplatedFamiliesPartlyReplaced(t *testing.T) {
+	s, err := NewStore(StoreOptions{})
+	require.NoError(t, err)
+	defer s.Close()
+	h := s.ExpositionHandler(prometheus.NewRegistry())
+	g := Grouping{"job": "j"}
+	body := func(a, b, c int) string {
+		return fmt.Sprintf("# TYPE a counter\na{x=\"1\"} %d\na{x=\"2\"} %d\n# TYPE b gauge\nb %d\n# TYPE c gauge\nc{y=\"z\"} %d\n", a, a+1, b, c)
+	}
+	push := func(text string, replace, wantTemplate bool) {
+		t.Helper()
+		tb, ok := s.prepareText(g.Key(), []byte(text))
+		require.True(t, ok)
+		require.Equal(t, wantTemplate, tb.template != nil, "encoded through the template")
+		require.NoError(t, s.submitText(g, tb, replace, true, nil))
+	}
+	samples := func() []string {
+		t.Helper()
+		var out []string
+		for line := range strings.Lines(scrape(t, h, "text/plain;version=0.0.4", false)) {
+			if !strings.HasPrefix(line, "#") && !strings.HasPrefix(line, "push_") {
+				out = append(out, strings.TrimSuffix(line, "\n"))
+			}
+		}
+		return out
+	}
+	push(body(1, 2, 3), true, false)
+	push(body(10, 20, 30), true, true)
+	require.Equal(t, []string{`a{instance="",job="j",x="1"} 10`, `a{instance="",job="j",x="2"} 11`, `b{instance="",job="j"} 20`, `c{instance="",job="j",y="z"} 30`}, samples())
+
+	push("# TYPE b gauge\nb{w=\"v\"} 7\n", false, false)
+	require.Equal(t, []string{`a{instance="",job="j",x="1"} 10`, `a{instance="",job="j",x="2"} 11`, `b{instance="",job="j",w="v"} 7`, `c{instance="",job="j",y="z"} 30`}, samples())
+
+	push(body(100, 200, 300), true, false)
+	push(body(101, 201, 301), true, true)
+	require.Equal(t, []string{`a{instance="",job="j",x="1"} 101`, `a{instance="",job="j",x="2"} 102`, `b{instance="",job="j"} 201`, `c{instance="",job="j",y="z"} 301`}, samples())
 }
