@@ -104,7 +104,13 @@ func (e *nameEntry) drop(se *series) int {
 	}
 	delete(e.slots, se.id)
 	e.remove(sl)
-	return floatDelta(sl.se, nil)
+	delta := floatDelta(sl.se, nil)
+	// Replaced series may still point to the slot: those of a templated
+	// push share their structs with its other families (familyAlloc) and
+	// stay while one of them is stored. The dropped slot keeps no series,
+	// so that it does not keep another push's structs too.
+	sl.se, sl.c = nil, nil
+	return delta
 }
 
 // insert places sl in exposition order, splitting a chunk that grows

@@ -413,11 +413,12 @@ const maxFloatLen = 24
 // built for one push from three allocations instead of three for each
 // family, and the scratch space withValues formats values in. The structs
 // of one push stay in memory while any of them is in use, and with them the
-// encodings their series point to: after a push that replaces only some of
-// them (a POST of another body), the replaced families' memory is kept
-// until the rest are replaced too, at most one push's worth for each family
-// still stored. A push of the same body, the case templates serve,
-// replaces them all.
+// encodings and OpenMetrics lines their series point to: after a push that
+// replaces only some of them (a POST of another body), the replaced
+// families' memory is kept until the rest are replaced too, at most one
+// push's worth for each family still stored (a dropped index slot keeps no
+// series, so that this does not chain from push to push). A push of the
+// same body, the case templates serve, replaces them all.
 type familyAlloc struct {
 	families []family
 	ptrs     []*series

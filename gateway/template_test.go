@@ -627,3 +627,37 @@ func TestTemplatedFamiliesPartlyReplaced(t *testing.T) {
 	push(body(101, 201, 301), true, true)
 	require.Equal(t, []string{`a{instance="",job="j",x="1"} 101`, `a{instance="",job="j",x="2"} 102`, `b{instance="",job="j"} 201`, `c{instance="",job="j",y="z"} 301`}, samples())
 }
+
+// TestDroppedSeriesFreeTheirPush checks that a templated push whose
+// families are all replaced is freed even when one of its series'
+// identities was dropped from the index meanwhile: the families of one
+// templated push share their structs (familyAlloc), and a replaced series
+// that another push's live family keeps points to its slot, so a dropped
+// slot must not keep its last series.
+func TestDroppedSeriesFreeTheirPush(t *testing.T) {
+	s, err := NewStore(StoreOptions{})
+	require.NoError(t, err)
+	defer s.Close()
+	g := Grouping{"job": "j"}
+	push := func(text string, replace bool) {
+		t.Helper()
+		tb, ok := s.prepareText(g.Key(), []byte(text))
+		require.True(t, ok)
+		require.NoError(t, s.submitText(g, tb, replace, true, nil))
+	}
+	ab := "# TYPE a gauge\na 1\n# TYPE b gauge\nb{v=\"1\"} 2\n"
+	bc := "# TYPE b gauge\nb{v=\"1\"} 3\n# TYPE c gauge\nc 4\n"
+	push(ab, true)
+	push(ab, true) // templated: a and b share their structs
+	push(bc, false)
+	push(bc, false) // templated: b and c share theirs; the first push's b is replaced, kept with its a
+	s.mu.RLock()
+	c := weak.Make(s.groups[g.Key()].families["c"].series[0])
+	s.mu.RUnlock()
+	push("# TYPE b gauge\nb{v=\"2\"} 5\n", false) // drops the identity b{v="1"}
+	push("# TYPE c gauge\nc{w=\"x\"} 6\n", false) // replaces the last family of the second push
+	require.Eventually(t, func() bool {
+		runtime.GC()
+		return c.Value() == nil
+	}, 5*time.Second, 10*time.Millisecond, "the second push's series are freed once none of its families is stored")
+}

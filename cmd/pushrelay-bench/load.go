@@ -367,6 +367,9 @@ func (res *pushResult) summarize() {
 	res.ClientCPUPct = 100 * res.clientCPU.Seconds() / res.Seconds
 	res.OtherCPUPct = max(0, 100*res.otherCPU.Seconds()/res.Seconds)
 	res.StealCPUPct = 100 * res.stealCPU.Seconds() / res.Seconds
+	// Steal time is part of the other CPU; the clock ticks of /proc/stat
+	// can make the difference of the others smaller.
+	res.OtherCPUPct = max(res.OtherCPUPct, res.StealCPUPct)
 	d := res.store
 	if d.batches > 0 {
 		res.Batches, res.MeanBatch = d.batches, d.batchSum/d.batches
@@ -432,6 +435,8 @@ func (l *loader) pushPhase(t *target, groups int, dur time.Duration, seed uint64
 	lat := make([][]time.Duration, l.clients)
 	var sent, ok atomic.Int64
 
+	waited, quiet := settle(busyCPU, settleWindow, settleQuietShare, settleLimit)
+	res.SettleSeconds, res.Unsettled = waited.Seconds(), !quiet
 	var profWG sync.WaitGroup
 	if profileURL != "" {
 		profWG.Go(func() {
@@ -444,8 +449,6 @@ func (l *loader) pushPhase(t *target, groups int, dur time.Duration, seed uint64
 		})
 	}
 
-	waited, quiet := settle(busyCPU, settleWindow, settleQuietShare, settleLimit)
-	res.SettleSeconds, res.Unsettled = waited.Seconds(), !quiet
 	var stats0 map[string]float64
 	if t.isPushrelay {
 		stats0 = l.ownSummaries(t, metricBatchSize, metricWrite, metricCommit)

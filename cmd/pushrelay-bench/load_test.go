@@ -172,14 +172,19 @@ func TestSettle(t *testing.T) {
 		name string
 		// busy is the CPU time the machine uses over each window, in
 		// windows; the last one repeats.
-		busy       []float64
+		busy []float64
+		// limit is settle's limit, in windows: long for the cases that
+		// get quiet, so that slow sleeps on a loaded machine do not
+		// reach it.
+		limit      int
 		wantQuiet  bool
 		minWindows int
 	}{
-		{name: "quiet at once", busy: []float64{0.01}, wantQuiet: true, minWindows: 1},
-		{name: "busy three windows, then quiet", busy: []float64{1.5, 0.9, 0.2, 0.05}, wantQuiet: true, minWindows: 4},
-		{name: "just under the share", busy: []float64{0.09}, wantQuiet: true, minWindows: 1},
-		{name: "never quiet", busy: []float64{0.3}, wantQuiet: false, minWindows: 20},
+		{name: "quiet at once", busy: []float64{0.01}, limit: 1000, wantQuiet: true, minWindows: 1},
+		{name: "busy three windows, then quiet", busy: []float64{1.5, 0.9, 0.2, 0.05}, limit: 1000, wantQuiet: true, minWindows: 4},
+		{name: "just under the share", busy: []float64{0.09}, limit: 1000, wantQuiet: true, minWindows: 1},
+		{name: "at the share", busy: []float64{0.1}, limit: 20, wantQuiet: false, minWindows: 20},
+		{name: "never quiet", busy: []float64{0.3}, limit: 20, wantQuiet: false, minWindows: 20},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var used time.Duration
@@ -191,7 +196,7 @@ func TestSettle(t *testing.T) {
 				calls++
 				return used
 			}
-			waited, quiet := settle(busy, window, 0.1, 20*window)
+			waited, quiet := settle(busy, window, 0.1, time.Duration(tc.limit)*window)
 			require.Equal(t, tc.wantQuiet, quiet)
 			require.GreaterOrEqual(t, waited, time.Duration(tc.minWindows)*window)
 			if tc.wantQuiet {

@@ -55,7 +55,7 @@ func printReport(w io.Writer, r *results) {
 			fmt.Fprintln(w, "  WARNING: other processes used more than 20% of a core during some phases; their numbers are not trustworthy.")
 		}
 		if unsettled {
-			fmt.Fprintf(w, "  WARNING: some rounds started on a busy machine: over each %s of the %s before them, more than %.0f%% of a core was in use.\n", settleWindow, settleLimit, 100*settleQuietShare)
+			fmt.Fprintf(w, "  WARNING: some rounds started on a busy machine: over each %s of the %s before them, at least %.0f%% of a core was in use.\n", settleWindow, settleLimit, 100*settleQuietShare)
 		}
 		for _, p := range r.Pushes {
 			if p.Batches > 0 {
