@@ -827,7 +827,7 @@ func checkCounts(name string, m *dto.Metric) error {
 // that holds t and was written at written: the same bytes timestampFamily
 // gives, without building the labels again.
 func (f *family) withTimestamp(t, written time.Time) *family {
-	return f.withValues(&familyAlloc{}, []float64{timestampValue(t)}, []int32{valuePrefix(f.series[0])}, written)
+	return f.withValues(newFamilyAlloc([]*family{f}), []float64{timestampValue(t)}, []int32{valuePrefix(f.series[0])}, written)
 }
 
 // timestampValue is the sample value of a timestamp family holding t.

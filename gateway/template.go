@@ -445,19 +445,12 @@ func newFamilyAlloc(fs []*family) *familyAlloc {
 
 // copyAt returns a copy of f written at now whose series are the structs,
 // one for each of f's, still empty: withValues and withGroupedValues give
-// them the identities of f's series and new encodings. The structs come
-// from a while it has room, else from new allocations.
+// them the identities of f's series and new encodings. a must have been
+// made for f, among others.
 func (a *familyAlloc) copyAt(f *family, now time.Time) (*family, []series) {
 	k := len(f.series)
-	var n *family
-	var ptrs []*series
-	var structs []series
-	if len(a.families) > 0 && len(a.structs) >= k {
-		n, ptrs, structs = &a.families[0], a.ptrs[:k:k], a.structs[:k:k]
-		a.families, a.ptrs, a.structs = a.families[1:], a.ptrs[k:], a.structs[k:]
-	} else {
-		n, ptrs, structs = &family{}, make([]*series, k), make([]series, k)
-	}
+	n, ptrs, structs := &a.families[0], a.ptrs[:k:k], a.structs[:k:k]
+	a.families, a.ptrs, a.structs = a.families[1:], a.ptrs[k:], a.structs[k:]
 	*n = family{name: f.name, help: f.help, hasHelp: f.hasHelp, typ: f.typ, time: now, series: ptrs}
 	for i := range structs {
 		ptrs[i] = &structs[i]

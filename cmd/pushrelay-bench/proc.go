@@ -349,6 +349,5 @@ func probeSync(dir string) (*syncResult, error) {
 		times[i] = time.Since(start)
 	}
 	slices.Sort(times)
-	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
-	return &syncResult{Syncs: writes, P50ms: ms(times[writes/2]), P90ms: ms(times[writes*9/10])}, nil
+	return &syncResult{Syncs: writes, P50ms: ms(percentile(times, 0.5)), P90ms: ms(percentile(times, 0.9))}, nil
 }
