@@ -443,6 +443,75 @@ func TestFillAheadSkipsOwnNames(t *testing.T) {
 	}
 }
 
+// TestChunkClaimsMeet has the scrape's goroutine and its helper take the
+// missing chunks of one name from both ends: each builds what it takes
+// and stops, reporting it, at the first chunk the other took.
+func TestChunkClaimsMeet(t *testing.T) {
+	cs := filledCacheStore(t, 4*maxChunk)
+	form := formTextDeflate
+	cases := []struct {
+		name string
+		// first takes before second starts, up to taken chunks (all
+		// when negative).
+		first, second uint32
+		taken         int
+	}{
+		{"helper alone", byHelper, byScrape, -1},
+		{"scrape alone", byScrape, byHelper, -1},
+		{"helper first, scrape meets it", byHelper, byScrape, 2},
+		{"scrape first, helper meets it", byScrape, byHelper, 3},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			clearRenderCaches(cs.Store)
+			cs.Store.mu.RLock()
+			defer cs.Store.mu.RUnlock()
+			e := cs.names["g"]
+			require.Greater(t, len(e.chunks), 4)
+			a := &fillAhead{s: cs.Store, form: form}
+			c := a.claims("g", e)
+			r := getRenderer()
+			defer putRenderer(r)
+			require.Len(t, c.missing, len(e.chunks))
+			n := len(c.missing)
+			// Who builds which chunk: the first claimant's share is
+			// taken by hand up to taken chunks from its end, then
+			// both build.
+			want := make([]uint32, n)
+			for k := range n {
+				i := k
+				if tc.first == byHelper {
+					i = n - 1 - k
+				}
+				if tc.taken < 0 || k < tc.taken {
+					want[i] = tc.first
+				} else {
+					want[i] = tc.second
+				}
+			}
+			if tc.taken >= 0 {
+				for i, by := range want {
+					if by == tc.first {
+						require.True(t, c.takenBy[i].CompareAndSwap(0, by))
+					}
+				}
+			} else {
+				met, err := c.build(r, "g", e, form, tc.first)
+				require.NoError(t, err)
+				require.False(t, met, "nothing to meet")
+			}
+			met, err := c.build(r, "g", e, form, tc.second)
+			require.NoError(t, err)
+			require.True(t, met, "the second claimant meets the first")
+			for i, ch := range c.missing {
+				require.Equal(t, want[i], uint32(c.takenBy[i].Load()), "chunk %d", i)
+				built := ch.cache[form].Load() != nil
+				require.Equal(t, tc.taken < 0 || want[i] == tc.second, built, "chunk %d built", i)
+			}
+		})
+	}
+}
+
 // TestCompressedScrapeRendersWhileGathering has a gatherer of own metrics
 // that returns only once every stored chunk has its compressed rendering:
 // the scrape's helper builds them while the scrape gathers, and the body

@@ -258,7 +258,7 @@ func (r *renderer) family(bw *bodyWriter, name string, e *nameEntry, form int) e
 		return err
 	}
 	bw.writeRendering(hr)
-	if err := r.ahead.claims(name, e).build(r, name, e, form); err != nil {
+	if _, err := r.ahead.claims(name, e).build(r, name, e, form, byScrape); err != nil {
 		return err
 	}
 	for _, c := range e.chunks {
@@ -283,14 +283,15 @@ func (r *renderer) chunkRendering(name string, e *nameEntry, c *chunk, form int)
 
 // fillAhead is the helper goroutine of a scrape in a compressed form. The
 // scrape starts it before gathering its own families, so that the stored
-// ones are rendered meanwhile on another processor. It walks the names in
-// exposition order, ahead of the scrape's goroutine, and builds the
-// renderings their chunks miss; both goroutines take the chunks of a name
-// one at a time from its claims, so neither waits for the other. What the
-// helper builds is only cached: the scrape's goroutine writes each name
-// from the caches as they are when it gets there, and builds whatever is
-// still missing, such as a chunk a write changed in between or one the
-// helper is still compressing.
+// ones are rendered meanwhile on another processor. It walks the names
+// from the last back and builds the renderings their chunks miss, while
+// the scrape's goroutine goes from the first name on; both take chunks one
+// at a time from each name's claims and stop taking where they meet, so
+// they share the work in two halves without waiting for each other. What
+// the helper builds is only cached: the scrape's goroutine writes each
+// name from the caches as they are when it gets there, and builds whatever
+// is still missing, such as a chunk a write changed in between or the one
+// the helper is still compressing where they met.
 type fillAhead struct {
 	s     *Store
 	form  int
@@ -326,7 +327,7 @@ func (a *fillAhead) ownKnown(own []*dto.MetricFamily) {
 func (a *fillAhead) run() {
 	r := getRenderer()
 	defer putRenderer(r)
-	for _, name := range a.names {
+	for _, name := range slices.Backward(a.names) {
 		if a.stop.Load() {
 			return
 		}
@@ -338,13 +339,15 @@ func (a *fillAhead) run() {
 			}
 		}
 		a.s.mu.RLock()
-		var err error
+		met, err := false, error(nil)
 		if e := a.s.names[name]; e != nil {
-			err = a.claims(name, e).build(r, name, e, a.form)
+			met, err = a.claims(name, e).build(r, name, e, a.form, byHelper)
 		}
 		a.s.mu.RUnlock()
-		if err != nil {
-			return // the scrape's goroutine meets the error itself
+		if met || err != nil {
+			// Past the chunks the scrape took, everything left is the
+			// scrape's; it meets an error itself.
+			return
 		}
 	}
 }
@@ -377,32 +380,52 @@ func (a *fillAhead) claims(name string, e *nameEntry) *chunkClaims {
 	if missing == nil {
 		return nil
 	}
-	actual, _ := a.byName.LoadOrStore(name, &chunkClaims{missing: missing, stop: &a.stop})
+	actual, _ := a.byName.LoadOrStore(name, &chunkClaims{missing: missing, takenBy: make([]atomic.Uint32, len(missing)), stop: &a.stop})
 	return actual.(*chunkClaims)
 }
 
 // chunkClaims hands out the chunks of one name that missed a rendering,
-// each to one goroutine.
+// each to one goroutine: the scrape's takes them from the first on, the
+// helper's from the last back, and each stops where it meets a chunk the
+// other took.
 type chunkClaims struct {
 	missing []*chunk
-	next    atomic.Int32
+	// takenBy holds, for each chunk of missing, who took it (0 while
+	// nobody did).
+	takenBy []atomic.Uint32
 	stop    *atomic.Bool
 }
 
-// build builds the renderings in form of the chunks of name's entry e it
-// claims until none is left or the scrape is done; nothing for nil claims.
+// Claimants of chunks: the scrape's goroutine and its helper.
+const (
+	byScrape = 1 + iota
+	byHelper
+)
+
+// build builds the renderings in form of the chunks of name's entry e that
+// by takes, until it meets a chunk the other claimant took, which it
+// reports, or none is left or the scrape is done; nothing for nil claims.
 // Must be called holding s.mu for reading.
-func (c *chunkClaims) build(r *renderer, name string, e *nameEntry, form int) error {
-	for c != nil && !c.stop.Load() {
-		i := int(c.next.Add(1)) - 1
-		if i >= len(c.missing) {
-			return nil
+func (c *chunkClaims) build(r *renderer, name string, e *nameEntry, form int, by uint32) (met bool, err error) {
+	if c == nil {
+		return false, nil
+	}
+	for k := range c.missing {
+		i := k
+		if by == byHelper {
+			i = len(c.missing) - 1 - k
+		}
+		if c.stop.Load() {
+			return false, nil
+		}
+		if !c.takenBy[i].CompareAndSwap(0, by) {
+			return true, nil
 		}
 		if _, err := r.chunkRendering(name, e, c.missing[i], form); err != nil {
-			return err
+			return false, err
 		}
 	}
-	return nil
+	return false, nil
 }
 
 // cached returns the rendering of rc in form, building and storing it when
