@@ -248,6 +248,10 @@ func BenchmarkScrape(b *testing.B) {
 		// before each scrape, as happens between two scrapes in
 		// production, so that nothing cached per series survives.
 		repush bool
+		// repushSome re-pushes that many groups spread over the store
+		// (timer stopped) before each scrape, as in production where a
+		// few groups push between two scrapes.
+		repushSome int
 		// uncached drops every cached rendering (timer stopped) before
 		// each scrape: the cost of rendering and compressing everything
 		// without the garbage of a re-push.
@@ -257,13 +261,14 @@ func BenchmarkScrape(b *testing.B) {
 		// empty a sync.Pool of the scrape's writers and buffers.
 		collect bool
 	}{
-		{"text", "text/plain;version=0.0.4", false, false, false, false},
-		{"text+gzip", "text/plain;version=0.0.4", true, false, false, false},
-		{"prometheus+gzip", prometheusAccept, true, false, false, false},
-		{"prometheus+gzip-after-repush", prometheusAccept, true, true, false, false},
-		{"text-uncached", "text/plain;version=0.0.4", false, false, true, false},
-		{"prometheus+gzip-uncached", prometheusAccept, true, false, true, false},
-		{"prometheus+gzip-uncached-after-gc", prometheusAccept, true, false, true, true},
+		{"text", "text/plain;version=0.0.4", false, false, 0, false, false},
+		{"text+gzip", "text/plain;version=0.0.4", true, false, 0, false, false},
+		{"prometheus+gzip", prometheusAccept, true, false, 0, false, false},
+		{"prometheus+gzip-after-repush", prometheusAccept, true, true, 0, false, false},
+		{"prometheus+gzip-after-20-pushes", prometheusAccept, true, false, 20, false, false},
+		{"text-uncached", "text/plain;version=0.0.4", false, false, 0, true, false},
+		{"prometheus+gzip-uncached", prometheusAccept, true, false, 0, true, false},
+		{"prometheus+gzip-uncached-after-gc", prometheusAccept, true, false, 0, true, true},
 	}
 	for _, groups := range []int{1000, 10000} {
 		for _, mode := range modes {
@@ -305,6 +310,16 @@ func BenchmarkScrape(b *testing.B) {
 					if mode.repush {
 						b.StopTimer()
 						benchRefill(b, s, groups, i)
+						b.StartTimer()
+					}
+					if mode.repushSome > 0 {
+						b.StopTimer()
+						for k := range mode.repushSome {
+							g := (i*mode.repushSome + k) * 7919 % groups
+							if err := benchPush(s, benchBody(i*mode.repushSome+k), g, false); err != nil {
+								b.Fatal(err)
+							}
+						}
 						b.StartTimer()
 					}
 					if mode.uncached {

@@ -443,40 +443,124 @@ func TestFillAheadSkipsOwnNames(t *testing.T) {
 	}
 }
 
+// TestSpans lays out the compressed renderings of a row of chunks and
+// checks which of them spanAt finds current, and where spanEnd ends the
+// span that a chunk missing its rendering starts.
+func TestSpans(t *testing.T) {
+	const form = formOpenMetricsDeflate
+	// Each chunk's lines are guessed at a quarter of spanBytes.
+	line := strings.Repeat("x", spanBytes/4/8-1) + "\n"
+	newChunk := func() *chunk {
+		c := &chunk{}
+		for range 8 {
+			se := &series{}
+			se.setEncoding([]byte(line), len(line))
+			c.slots = append(c.slots, &slot{se: se, c: c})
+		}
+		return c
+	}
+	// A layout names each chunk's rendering: "." for none, a letter for
+	// a rendering spanning as many chunks as its letter's place in the
+	// alphabet (a: 1, b: 2, c: 3).
+	cases := []struct {
+		layout string
+		// current holds, for each chunk, the letter of the current
+		// span starting there, or '.'.
+		current string
+		// ends holds, for each chunk missing a current rendering, the
+		// end of its span, or -1.
+		ends []int
+	}{
+		{"ccc", "c..", []int{-1, 2, 3}},
+		{"cccbba", "c..b.a", []int{-1, 2, 3, -1, 5, -1}},
+		{".cc", "...", []int{1, 2, 3}},
+		{"cc.", "...", []int{1, 3, 3}},
+		{"c.c", "...", []int{2, 2, 3}},
+		{"cc", "..", []int{1, 2}},
+		{"cccc", "c...", []int{-1, 2, 3, 4}},
+		{"....", "....", []int{4, 4, 4, 4}},
+		{".....", ".....", []int{4, 5, 5, 5, 5}},
+		{"..a..", "..a..", []int{2, 2, -1, 5, 5}},
+		{"b.b", "...", []int{2, 2, 3}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.layout, func(t *testing.T) {
+			chunks := make([]*chunk, len(tc.layout))
+			renderings := map[byte]*rendering{}
+			for i := range chunks {
+				chunks[i] = newChunk()
+				l := tc.layout[i]
+				if l == '.' {
+					continue
+				}
+				// Consecutive chunks of one letter share a rendering
+				// until the letter's span is full.
+				r := renderings[l]
+				if r == nil || i > 0 && chunks[i-1].cache[form].Load() != r || spanCount(chunks[:i], r) == r.chunks {
+					r = &rendering{chunks: int(l-'a') + 1}
+					renderings[l] = r
+				}
+				chunks[i].cache[form].Store(r)
+			}
+			for i := range chunks {
+				cr := spanAt(chunks, i, form)
+				if tc.current[i] == '.' {
+					require.Nil(t, cr, "chunk %d", i)
+				} else {
+					require.NotNil(t, cr, "chunk %d", i)
+					require.Equal(t, int(tc.current[i]-'a')+1, cr.chunks, "chunk %d", i)
+				}
+				if cr == nil && tc.ends[i] >= 0 {
+					require.Equal(t, tc.ends[i], spanEnd(chunks, i, form), "end of the span at chunk %d", i)
+				}
+			}
+		})
+	}
+}
+
+// spanCount is the number of chunks holding r.
+func spanCount(chunks []*chunk, r *rendering) int {
+	n := 0
+	for _, c := range chunks {
+		if c.cache[formOpenMetricsDeflate].Load() == r {
+			n++
+		}
+	}
+	return n
+}
+
 // TestChunkClaimsMeet has the scrape's goroutine and its helper take the
-// missing chunks of one name from both ends: each builds what it takes
-// and stops, reporting it, at the first chunk the other took.
+// spans of one name's missing chunks from both ends: each builds what it
+// takes and stops, reporting it, at the first span the other took.
 func TestChunkClaimsMeet(t *testing.T) {
-	cs := filledCacheStore(t, 4*maxChunk)
+	cs := filledCacheStore(t, 8*maxChunk)
 	form := formTextDeflate
 	cases := []struct {
 		name string
-		// first takes before second starts, up to taken chunks (all
-		// when negative).
+		// first takes before second starts, up to taken spans from its
+		// end (all when negative).
 		first, second uint32
 		taken         int
 	}{
 		{"helper alone", byHelper, byScrape, -1},
 		{"scrape alone", byScrape, byHelper, -1},
-		{"helper first, scrape meets it", byHelper, byScrape, 2},
-		{"scrape first, helper meets it", byScrape, byHelper, 3},
+		{"helper first, scrape meets it", byHelper, byScrape, 1},
+		{"scrape first, helper meets it", byScrape, byHelper, 2},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			clearRenderCaches(cs.Store)
 			cs.Store.mu.RLock()
 			defer cs.Store.mu.RUnlock()
-			e := cs.names["g"]
-			require.Greater(t, len(e.chunks), 4)
+			e := cs.names["c_total"]
 			a := &fillAhead{s: cs.Store, form: form}
-			c := a.claims("g", e)
+			c := a.claims("c_total", e)
+			require.Equal(t, e.chunks, c.missing, "every chunk misses its rendering")
+			n := len(c.ends)
+			require.Greater(t, n, 3, "spans to share")
 			r := getRenderer()
 			defer putRenderer(r)
-			require.Len(t, c.missing, len(e.chunks))
-			n := len(c.missing)
-			// Who builds which chunk: the first claimant's share is
-			// taken by hand up to taken chunks from its end, then
-			// both build.
+			// Who takes which span.
 			want := make([]uint32, n)
 			for k := range n {
 				i := k
@@ -496,17 +580,26 @@ func TestChunkClaimsMeet(t *testing.T) {
 					}
 				}
 			} else {
-				met, err := c.build(r, "g", e, form, tc.first)
+				met, err := c.build(r, "c_total", e, form, tc.first)
 				require.NoError(t, err)
 				require.False(t, met, "nothing to meet")
 			}
-			met, err := c.build(r, "g", e, form, tc.second)
+			met, err := c.build(r, "c_total", e, form, tc.second)
 			require.NoError(t, err)
 			require.True(t, met, "the second claimant meets the first")
-			for i, ch := range c.missing {
-				require.Equal(t, want[i], uint32(c.takenBy[i].Load()), "chunk %d", i)
-				built := ch.cache[form].Load() != nil
-				require.Equal(t, tc.taken < 0 || want[i] == tc.second, built, "chunk %d built", i)
+			i := 0
+			for k := range n {
+				require.Equal(t, want[k], uint32(c.takenBy[k].Load()), "span %d", k)
+				built := tc.taken < 0 || want[k] == tc.second
+				span := c.span(k)
+				if built {
+					require.Same(t, spanAt(e.chunks, i, form), span[0].cache[form].Load(), "span %d is current", k)
+				}
+				for _, ch := range span {
+					require.Same(t, e.chunks[i], ch)
+					require.Equal(t, built, ch.cache[form].Load() != nil, "span %d built", k)
+					i++
+				}
 			}
 		})
 	}
@@ -711,7 +804,7 @@ func cacheForm(name string, gz bool) int {
 func TestScrapeOfNamedFamiliesCachesThemOnly(t *testing.T) {
 	for _, m := range cacheModes {
 		t.Run(m.name, func(t *testing.T) {
-			cs := filledCacheStore(t, cacheGroups)
+			cs := filledCacheStore(t, 4*maxChunk)
 			h := cs.ExpositionHandler(prometheus.NewRegistry())
 			full := scrape(t, h, m.accept, m.gzip)
 			clearRenderCaches(cs.Store)
@@ -727,7 +820,15 @@ func TestScrapeOfNamedFamiliesCachesThemOnly(t *testing.T) {
 			form := cacheForm(m.name, m.gzip)
 			cs.Store.mu.RLock()
 			defer cs.Store.mu.RUnlock()
-			require.Greater(t, len(cs.names["c_total"].chunks), 1, "both goroutines of a compressed scrape have a chunk to build")
+			if m.gzip {
+				spans := 0
+				for i := range cs.names["c_total"].chunks {
+					if spanAt(cs.names["c_total"].chunks, i, form) != nil {
+						spans++
+					}
+				}
+				require.Greater(t, spans, 1, "both goroutines of a compressed scrape have a span to build")
+			}
 			for name, e := range cs.names {
 				for i, c := range e.chunks {
 					require.Equal(t, name == "c_total", c.cache[form].Load() != nil, "%s chunk %d", name, i)

@@ -227,6 +227,9 @@ type rendering struct {
 	// crc32Shift); size is the length of the plain bytes.
 	crc, shift uint32
 	size       int
+	// chunks is the number of consecutive chunks whose lines a deflate
+	// form of chunks holds (see spanAt); 0 for other renderings.
+	chunks int
 }
 
 // renderCache holds the renderings of one chunk or header, a compressed
