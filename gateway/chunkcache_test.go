@@ -426,7 +426,7 @@ func TestFillAheadSkipsOwnNames(t *testing.T) {
 			cs.Store.mu.RLock()
 			names := cs.sortedNameList()
 			cs.Store.mu.RUnlock()
-			a := &fillAhead{s: cs.Store, form: form, names: names}
+			a := newFillAhead(cs.Store, form, names)
 			a.ownKnown(own)
 			a.run()
 			cs.Store.mu.RLock()
@@ -461,7 +461,7 @@ func TestSpans(t *testing.T) {
 	}
 	// A layout names each chunk's rendering: "." for none, a letter for
 	// a rendering spanning as many chunks as its letter's place in the
-	// alphabet (a: 1, b: 2, c: 3).
+	// alphabet (a: 1, b: 2, c: 3), "0" for one spanning none.
 	cases := []struct {
 		layout string
 		// current holds, for each chunk, the letter of the current
@@ -482,6 +482,7 @@ func TestSpans(t *testing.T) {
 		{".....", ".....", []int{4, 5, 5, 5, 5}},
 		{"..a..", "..a..", []int{2, 2, -1, 5, 5}},
 		{"b.b", "...", []int{2, 2, 3}},
+		{"0.", "..", []int{2, 2}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.layout, func(t *testing.T) {
@@ -498,6 +499,9 @@ func TestSpans(t *testing.T) {
 				r := renderings[l]
 				if r == nil || i > 0 && chunks[i-1].cache[form].Load() != r || spanCount(chunks[:i], r) == r.chunks {
 					r = &rendering{chunks: int(l-'a') + 1}
+					if l == '0' {
+						r.chunks = 0
+					}
 					renderings[l] = r
 				}
 				chunks[i].cache[form].Store(r)
@@ -553,10 +557,10 @@ func TestChunkClaimsMeet(t *testing.T) {
 			cs.Store.mu.RLock()
 			defer cs.Store.mu.RUnlock()
 			e := cs.names["c_total"]
-			a := &fillAhead{s: cs.Store, form: form}
+			a := newFillAhead(cs.Store, form, nil)
 			c := a.claims("c_total", e)
-			require.Equal(t, e.chunks, c.missing, "every chunk misses its rendering")
-			n := len(c.ends)
+			require.Equal(t, e.chunks, slices.Concat(c.spans...), "every chunk misses its rendering")
+			n := len(c.spans)
 			require.Greater(t, n, 3, "spans to share")
 			r := getRenderer()
 			defer putRenderer(r)
@@ -591,7 +595,7 @@ func TestChunkClaimsMeet(t *testing.T) {
 			for k := range n {
 				require.Equal(t, want[k], uint32(c.takenBy[k].Load()), "span %d", k)
 				built := tc.taken < 0 || want[k] == tc.second
-				span := c.span(k)
+				span := c.spans[k]
 				if built {
 					require.Same(t, spanAt(e.chunks, i, form), span[0].cache[form].Load(), "span %d is current", k)
 				}
@@ -602,6 +606,69 @@ func TestChunkClaimsMeet(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestStaleClaimsBuildNothing lists the spans of a name, then deletes
+// groups so that its two chunks merge and a series of the merged one goes:
+// building the listed spans afterwards builds nothing (one of their chunks
+// is gone), and a scrape renders the name from its series.
+func TestStaleClaimsBuildNothing(t *testing.T) {
+	for k, m := range cacheModes[2:] {
+		t.Run(m.name, func(t *testing.T) {
+			cs := filledCacheStore(t, maxChunk+1)
+			form := cacheForm(m.name, m.gzip)
+			a := newFillAhead(cs.Store, form, nil)
+			cs.Store.mu.RLock()
+			e := cs.names["g"]
+			require.Len(t, e.chunks, 2)
+			c := a.claims("g", e)
+			cs.Store.mu.RUnlock()
+			require.Len(t, slices.Concat(c.spans...), 2)
+			for i := range 96 {
+				require.NoError(t, cs.Delete(cacheGrouping(i)))
+			}
+			require.NoError(t, cs.Delete(cacheGrouping(200)))
+			cs.Store.mu.RLock()
+			require.Len(t, e.chunks, 1, "the chunks merged")
+			r := getRenderer()
+			for _, by := range []uint32{byHelper, byScrape} {
+				met, err := c.build(r, "g", e, form, by)
+				require.NoError(t, err)
+				require.False(t, met)
+			}
+			putRenderer(r)
+			for _, ch := range slices.Concat(c.spans...) {
+				require.Nil(t, ch.cache[form].Load(), "nothing is built from out-of-date spans")
+			}
+			cs.Store.mu.RUnlock()
+			h := cs.ExpositionHandler(prometheus.NewRegistry())
+			got := scrape(t, h, m.accept, m.gzip)
+			require.Equal(t, uncachedScrape(t, cs, h, "/metrics", 2+k), got)
+		})
+	}
+}
+
+// TestFillAheadStopsBeforeScrape runs the helper of a compressed scrape
+// whose goroutine got to a name halfway: the helper builds the renderings
+// of the names after it and stops there.
+func TestFillAheadStopsBeforeScrape(t *testing.T) {
+	cs := filledCacheStore(t, cacheGroups)
+	form := formOpenMetricsDeflate
+	cs.Store.mu.RLock()
+	names := cs.sortedNameList()
+	cs.Store.mu.RUnlock()
+	require.Greater(t, len(names), 2)
+	at := len(names) / 2
+	a := newFillAhead(cs.Store, form, names)
+	a.reached(at)
+	a.run()
+	cs.Store.mu.RLock()
+	defer cs.Store.mu.RUnlock()
+	for i, name := range names {
+		for _, c := range cs.names[name].chunks {
+			require.Equal(t, i >= at, c.cache[form].Load() != nil, "%s (name %d, scrape at %d)", name, i, at)
+		}
 	}
 }
 
@@ -827,7 +894,7 @@ func TestScrapeOfNamedFamiliesCachesThemOnly(t *testing.T) {
 						spans++
 					}
 				}
-				require.Greater(t, spans, 1, "both goroutines of a compressed scrape have a span to build")
+				require.Greater(t, spans, 1, "c_total is compressed in more than one span")
 			}
 			for name, e := range cs.names {
 				for i, c := range e.chunks {

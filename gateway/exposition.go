@@ -152,6 +152,7 @@ func (s *Store) render(bw *bodyWriter, own []*dto.MetricFamily, format expfmt.Fo
 			i++
 		case i < len(own) && own[i].GetName() == names[j]:
 			mf = own[i]
+			ahead.reached(j)
 			s.mu.RLock()
 			// The name may have gone since names was read.
 			if s.names[names[j]] != nil {
@@ -162,6 +163,7 @@ func (s *Store) render(bw *bodyWriter, own []*dto.MetricFamily, format expfmt.Fo
 			j++
 		default:
 			name := names[j]
+			ahead.reached(j)
 			j++
 			var err error
 			s.mu.RLock()
@@ -286,8 +288,8 @@ func (r *renderer) family(bw *bodyWriter, name string, e *nameEntry, form int) e
 	return nil
 }
 
-// spanBytes is the plain size up to which consecutive chunks of a name
-// that miss their compressed rendering share one deflate segment. A
+// spanBytes is the plain size at which consecutive chunks of a name that
+// miss their compressed rendering stop joining one deflate segment. A
 // segment of one chunk (often under 16 KB) spends much of its time on its
 // Huffman codes and finds fewer matches: on the benchmark's exposition at
 // 1k groups, segments of one chunk take 1.4 times as long to compress as
@@ -302,7 +304,7 @@ const spanBytes = 40 << 10
 // Must be called holding s.mu for reading.
 func spanAt(chunks []*chunk, i, form int) *rendering {
 	cr := chunks[i].cache[form].Load()
-	if cr == nil || i+cr.chunks > len(chunks) {
+	if cr == nil || cr.chunks < 1 || i+cr.chunks > len(chunks) {
 		return nil
 	}
 	for _, c := range chunks[i+1 : i+cr.chunks] {
@@ -314,12 +316,13 @@ func spanAt(chunks []*chunk, i, form int) *rendering {
 }
 
 // spanEnd returns the end of the span of chunks to compress together that
-// starts at chunk i, which misses its rendering in form: the following
-// chunks that changed since they had one, while the guessed plain size
-// stays under spanBytes. A chunk left of a span that lost another chunk to
-// a change is rebuilt on its own: where few chunks change between scrapes,
-// spans fall apart into single chunks, so that a change costs the render
-// of one chunk, and where all change they form again.
+// starts at chunk i, which misses its rendering in form: it takes the
+// following chunks that changed since they had one until the guessed
+// plain size reaches spanBytes. A chunk that still holds the rendering of
+// a span another chunk of which changed is not taken: where few chunks
+// change between scrapes, spans fall apart into single chunks, so that a
+// change soon costs the render of about one chunk, and where all change
+// they form again.
 // Must be called holding s.mu for reading.
 func spanEnd(chunks []*chunk, i, form int) int {
 	size := plainSizeGuess(chunks[i])
@@ -361,13 +364,13 @@ func (r *renderer) buildSpan(name string, e *nameEntry, span []*chunk, form int)
 // scrape starts it before gathering its own families, so that the stored
 // ones are rendered meanwhile on another processor. It walks the names
 // from the last back and builds the renderings their chunks miss, while
-// the scrape's goroutine goes from the first name on; both take chunks one
-// at a time from each name's claims and stop taking where they meet, so
-// they share the work in two halves without waiting for each other. What
-// the helper builds is only cached: the scrape's goroutine writes each
-// name from the caches as they are when it gets there, and builds whatever
-// is still missing, such as a chunk a write changed in between or the one
-// the helper is still compressing where they met.
+// the scrape's goroutine goes from the first name on; both take spans of
+// chunks one at a time from each name's claims and stop where they meet,
+// so they share the work in two halves without waiting for each other.
+// What the helper builds is only cached: the scrape's goroutine writes
+// each name from the caches as they are when it gets there, and builds
+// whatever is still missing, such as a chunk a write changed in between or
+// the span the helper is still compressing where they met.
 type fillAhead struct {
 	s     *Store
 	form  int
@@ -375,7 +378,11 @@ type fillAhead struct {
 	// own holds the scrape's own families, sorted by name, once gathered:
 	// a name among them is rendered afresh, so the helper leaves it alone.
 	own atomic.Pointer[[]*dto.MetricFamily]
-	// byName holds the claims of every name either goroutine got to.
+	// scrapeAt is the index in names of the name the scrape's goroutine
+	// got to, -1 before the first; the helper stops before it.
+	scrapeAt atomic.Int64
+	// byName holds the claims of every name with missing renderings that
+	// either goroutine got to.
 	byName sync.Map
 	stop   atomic.Bool
 	done   sync.WaitGroup
@@ -388,9 +395,25 @@ func (s *Store) startFillAhead(form int, names []string) *fillAhead {
 	if form < formTextDeflate || runtime.GOMAXPROCS(0) < 2 {
 		return nil
 	}
-	a := &fillAhead{s: s, form: form, names: names}
+	a := newFillAhead(s, form, names)
 	a.done.Go(a.run)
 	return a
+}
+
+// newFillAhead returns the helper of a scrape in form over names, not yet
+// started.
+func newFillAhead(s *Store, form int, names []string) *fillAhead {
+	a := &fillAhead{s: s, form: form, names: names}
+	a.scrapeAt.Store(-1)
+	return a
+}
+
+// reached tells the helper, when there is one, that the scrape's goroutine
+// got to names[i].
+func (a *fillAhead) reached(i int) {
+	if a != nil {
+		a.scrapeAt.Store(int64(i))
+	}
 }
 
 // ownKnown tells the helper, when there is one, the scrape's own families.
@@ -403,8 +426,8 @@ func (a *fillAhead) ownKnown(own []*dto.MetricFamily) {
 func (a *fillAhead) run() {
 	r := getRenderer()
 	defer putRenderer(r)
-	for _, name := range slices.Backward(a.names) {
-		if a.stop.Load() {
+	for i, name := range slices.Backward(a.names) {
+		if a.stop.Load() || int64(i) < a.scrapeAt.Load() {
 			return
 		}
 		if own := a.own.Load(); own != nil {
@@ -421,7 +444,7 @@ func (a *fillAhead) run() {
 		}
 		a.s.mu.RUnlock()
 		if met || err != nil {
-			// Past the chunks the scrape took, everything left is the
+			// Before the spans the scrape took, everything is the
 			// scrape's; it meets an error itself.
 			return
 		}
@@ -437,50 +460,59 @@ func (a *fillAhead) finish() {
 	a.done.Wait()
 }
 
-// claims returns the claims of name's chunks, listing the chunks of e
-// missing a rendering when it is the first to ask, or nil when a is nil or
-// no chunk misses one. Must be called holding s.mu for reading.
-func (a *fillAhead) claims(name string, e *nameEntry) *chunkClaims {
+// claims returns the claims of name's chunks, listing the spans of e's
+// chunks missing a rendering when it is the first to ask, or nil when a is
+// nil or no chunk misses one. Must be called holding s.mu for reading.
+func (a *fillAhead) claims(name string, e *nameEntry) *spanClaims {
 	if a == nil {
 		return nil
 	}
 	if c, ok := a.byName.Load(name); ok {
-		return c.(*chunkClaims)
+		return c.(*spanClaims)
 	}
-	c := &chunkClaims{stop: &a.stop}
+	var missing []*chunk
+	var ends []int
 	for i := 0; i < len(e.chunks); {
 		if cr := spanAt(e.chunks, i, a.form); cr != nil {
 			i += cr.chunks
 			continue
 		}
 		j := spanEnd(e.chunks, i, a.form)
-		c.missing = append(c.missing, e.chunks[i:j]...)
-		c.ends = append(c.ends, len(c.missing))
+		missing = append(missing, e.chunks[i:j]...)
+		ends = append(ends, len(missing))
 		i = j
 	}
-	if c.missing == nil {
+	if missing == nil {
 		return nil
 	}
-	c.takenBy = make([]atomic.Uint32, len(c.ends))
+	c := &spanClaims{e: e, reshapes: e.reshapes, spans: make([][]*chunk, len(ends)), takenBy: make([]atomic.Uint32, len(ends)), stop: &a.stop}
+	start := 0
+	for k, end := range ends {
+		c.spans[k] = missing[start:end:end]
+		start = end
+	}
 	actual, _ := a.byName.LoadOrStore(name, c)
-	return actual.(*chunkClaims)
+	return actual.(*spanClaims)
 }
 
-// chunkClaims hands out the spans of one name's chunks that missed a
+// spanClaims hands out the spans of one name's chunks that missed a
 // rendering, each to one goroutine: the scrape's takes them from the first
 // on, the helper's from the last back, and each stops where it meets a
 // span the other took.
-type chunkClaims struct {
-	// missing holds the chunks of every span, which ends holds the ends
-	// of.
-	missing []*chunk
-	ends    []int
+type spanClaims struct {
+	// e is the name's entry and reshapes its count of reshapes when the
+	// spans were listed: after a write that moved series between chunks,
+	// a listed chunk may be gone, and the scrape's goroutine builds what
+	// is missing instead.
+	e        *nameEntry
+	reshapes uint64
+	spans    [][]*chunk
 	// takenBy holds, for each span, who took it (0 while nobody did).
 	takenBy []atomic.Uint32
 	stop    *atomic.Bool
 }
 
-// Claimants of chunks: the scrape's goroutine and its helper.
+// Claimants of spans: the scrape's goroutine and its helper.
 const (
 	byScrape = 1 + iota
 	byHelper
@@ -488,16 +520,16 @@ const (
 
 // build builds the renderings in form of the spans of name's entry e that
 // by takes, until it meets a span the other claimant took, which it
-// reports, or none is left or the scrape is done; nothing for nil claims.
-// Must be called holding s.mu for reading.
-func (c *chunkClaims) build(r *renderer, name string, e *nameEntry, form int, by uint32) (met bool, err error) {
-	if c == nil {
+// reports, or none is left, the scrape is done or the spans are out of
+// date; nothing for nil claims. Must be called holding s.mu for reading.
+func (c *spanClaims) build(r *renderer, name string, e *nameEntry, form int, by uint32) (met bool, err error) {
+	if c == nil || e != c.e || e.reshapes != c.reshapes {
 		return false, nil
 	}
-	for k := range c.ends {
+	for k := range c.spans {
 		i := k
 		if by == byHelper {
-			i = len(c.ends) - 1 - k
+			i = len(c.spans) - 1 - k
 		}
 		if c.stop.Load() {
 			return false, nil
@@ -505,20 +537,11 @@ func (c *chunkClaims) build(r *renderer, name string, e *nameEntry, form int, by
 		if !c.takenBy[i].CompareAndSwap(0, by) {
 			return true, nil
 		}
-		if _, err := r.buildSpan(name, e, c.span(i), form); err != nil {
+		if _, err := r.buildSpan(name, e, c.spans[i], form); err != nil {
 			return false, err
 		}
 	}
 	return false, nil
-}
-
-// span returns the chunks of span i.
-func (c *chunkClaims) span(i int) []*chunk {
-	start := 0
-	if i > 0 {
-		start = c.ends[i-1]
-	}
-	return c.missing[start:c.ends[i]]
 }
 
 // cached returns the rendering of rc in form, building and storing it when

@@ -14,9 +14,10 @@ import (
 // fresh raw deflate writer and ended with a sync flush: it refers to no
 // earlier bytes, ends on a byte boundary and has no final block, so any
 // sequence of segments followed by one final empty block is a valid
-// deflate stream. Cached chunks keep their segment with the CRC-32 and
-// length of their plain bytes, from which the member's trailer is
-// combined without reading the plain bytes again.
+// deflate stream. Cached chunks, alone or with the chunks after them,
+// keep their segment with the CRC-32 and length of their plain bytes, from
+// which the member's trailer is combined without reading the plain bytes
+// again.
 
 var (
 	// gzipHeader starts a gzip member: no name, no time, the extra flags

@@ -29,6 +29,9 @@ type nameEntry struct {
 	headers [2][]byte
 	// headerCache caches the renderings of headers.
 	headerCache renderCache
+	// reshapes counts the changes of which slots the chunks hold, by
+	// insert and remove (see spanClaims).
+	reshapes uint64
 }
 
 // slot is the place of one series identity in the exposition order. It
@@ -39,7 +42,8 @@ type slot struct {
 }
 
 // chunk is a run of consecutive slots of one name whose renderings are
-// cached until one of its series is added, replaced or removed.
+// cached until one of its series is added, replaced or removed; its
+// compressed renderings may span the chunks after it (see spanAt).
 type chunk struct {
 	slots []*slot
 	cache renderCache
@@ -124,6 +128,7 @@ func (e *nameEntry) insert(sl *slot) {
 	c.slots = slices.Insert(c.slots, c.position(sl.se.key), sl)
 	sl.c = c
 	c.cache.reset()
+	e.reshapes++
 	if len(c.slots) <= maxChunk {
 		return
 	}
@@ -143,6 +148,7 @@ func (e *nameEntry) insert(sl *slot) {
 func (e *nameEntry) remove(sl *slot) {
 	c := sl.c
 	i := c.position(sl.se.key)
+	e.reshapes++
 	if len(c.slots) > maxChunk/8+1 {
 		c.slots = slices.Delete(c.slots, i, i+1)
 		c.cache.reset()
@@ -163,6 +169,9 @@ func (e *nameEntry) remove(sl *slot) {
 		moved.c = c
 	}
 	c.slots = append(c.slots, next.slots...)
+	// The merged chunk is gone; scrapes that listed it before see it
+	// empty.
+	next.slots = nil
 	e.chunks = slices.Delete(e.chunks, ci+1, ci+2)
 }
 
@@ -228,15 +237,17 @@ type rendering struct {
 	crc, shift uint32
 	size       int
 	// chunks is the number of consecutive chunks whose lines a deflate
-	// form of chunks holds (see spanAt); 0 for other renderings.
+	// form of chunks holds, at least 1 (see spanAt); 0 for other
+	// renderings.
 	chunks int
 }
 
 // renderCache holds the renderings of one chunk or header, a compressed
 // form built on first use, a plain one on the second (see seenOnce).
 // Writers reset it holding s.mu for writing; readers build and store
-// renderings holding s.mu for reading, so a rendering stored is never
-// stale.
+// renderings holding s.mu for reading, so a plain rendering stored is
+// never stale, and a compressed one of a chunk is current where spanAt
+// finds it.
 type renderCache [numForms]atomic.Pointer[rendering]
 
 // seenOnce stands in a renderCache for a plain form rendered once since
