@@ -58,6 +58,8 @@ type loader struct {
 	bodies  [][]byte
 	// maxRequests bounds the requests of one phase.
 	maxRequests int64
+	// settle waits for a quiet machine before a push phase or scrapes.
+	settle func() (waited time.Duration, quiet bool)
 }
 
 func newLoader(clients int, job string, maxRequests int64, timeout time.Duration) *loader {
@@ -76,6 +78,9 @@ func newLoader(clients int, job string, maxRequests int64, timeout time.Duration
 		clients:     clients,
 		job:         job,
 		maxRequests: maxRequests,
+		settle: func() (time.Duration, bool) {
+			return settle(busyCPU, settleWindow, settleQuietShare, settleLimit)
+		},
 	}
 	for v := range bodyVariants {
 		l.bodies = append(l.bodies, pushBody(v))
@@ -187,6 +192,18 @@ type fillResult struct {
 // fill pushes every group in [from, to) once with the configured number of
 // clients, stopping at timeout.
 func (l *loader) fill(t *target, from, to int, timeout time.Duration) fillResult {
+	return l.putGroups(t, from, to, 0, timeout)
+}
+
+// repush pushes every one of groups again with the body that group i+shift
+// is filled with, so that every group changes (shift not a multiple of
+// bodyVariants).
+func (l *loader) repush(t *target, groups, shift int, timeout time.Duration) fillResult {
+	return l.putGroups(t, 0, groups, shift, timeout)
+}
+
+// putGroups PUTs groups from to to-1 with the bodies of groups from+shift on.
+func (l *loader) putGroups(t *target, from, to, shift int, timeout time.Duration) fillResult {
 	res := fillResult{Target: t.name, From: from, To: to, Errors: &errorTally{}}
 	var next, done atomic.Int64
 	next.Store(int64(from))
@@ -205,7 +222,7 @@ func (l *loader) fill(t *target, from, to int, timeout time.Duration) fillResult
 					timedOut.Store(true)
 					return
 				}
-				ok, key, msg := l.put(l.groupURL(t.url, i), l.bodies[i%bodyVariants])
+				ok, key, msg := l.put(l.groupURL(t.url, i), l.bodies[(i+shift)%bodyVariants])
 				if ok {
 					done.Add(1)
 				} else {
@@ -435,7 +452,7 @@ func (l *loader) pushPhase(t *target, groups int, dur time.Duration, seed uint64
 	lat := make([][]time.Duration, l.clients)
 	var sent, ok atomic.Int64
 
-	waited, quiet := settle(busyCPU, settleWindow, settleQuietShare, settleLimit)
+	waited, quiet := l.settle()
 	res.SettleSeconds, res.Unsettled = waited.Seconds(), !quiet
 	var profWG sync.WaitGroup
 	if profileURL != "" {
@@ -539,20 +556,24 @@ var scrapeModes = []scrapeMode{
 
 // scrapeResult is the outcome of repeated scrapes of one mode.
 type scrapeResult struct {
-	Target        string  `json:"target"`
-	Groups        int     `json:"groups"`
-	Mode          string  `json:"mode"`
-	Scrapes       int     `json:"scrapes"`
-	FirstSeconds  float64 `json:"first_seconds"`
-	MedianSeconds float64 `json:"median_seconds"`
-	WireBytes     int64   `json:"wire_bytes"`
-	RawBytes      int64   `json:"raw_bytes"`
-	Samples       int     `json:"samples"`
-	USPerSample   float64 `json:"us_per_sample"`
-	// FirstUSPerSample is the first scrape's time per sample. The first
-	// scrape of a level follows a push phase or fill that replaced the
-	// groups, so nothing cached per series survives: the case Prometheus
-	// meets when groups are pushed between its scrapes.
+	Target  string `json:"target"`
+	Groups  int    `json:"groups"`
+	Mode    string `json:"mode"`
+	Scrapes int    `json:"scrapes"`
+	// FirstSeconds is the median of FirstsSeconds.
+	FirstSeconds float64 `json:"first_seconds"`
+	// FirstsSeconds are the times of the scrapes that each followed a
+	// change of every group: the first of the level, after its push phase
+	// or fill, and each one after a repush.
+	FirstsSeconds []float64 `json:"firsts_seconds"`
+	MedianSeconds float64   `json:"median_seconds"`
+	WireBytes     int64     `json:"wire_bytes"`
+	RawBytes      int64     `json:"raw_bytes"`
+	Samples       int       `json:"samples"`
+	USPerSample   float64   `json:"us_per_sample"`
+	// FirstUSPerSample is FirstSeconds per sample: nothing cached per
+	// series survives a change of every group, the case Prometheus meets
+	// when groups are pushed between its scrapes.
 	FirstUSPerSample float64 `json:"first_us_per_sample"`
 	ContentType      string  `json:"content_type"`
 	ContentEncoding  string  `json:"content_encoding,omitempty"`
@@ -645,6 +666,7 @@ func (l *loader) scrape(t *target, groups int, mode scrapeMode, n, plainSize int
 			continue
 		}
 		res.FirstSeconds = d.Seconds()
+		res.FirstsSeconds = []float64{d.Seconds()}
 		res.WireBytes = int64(buf.Len())
 		res.ContentType = resp.Header.Get("Content-Type")
 		res.ContentEncoding = resp.Header.Get("Content-Encoding")
@@ -666,11 +688,25 @@ func (l *loader) scrape(t *target, groups int, mode scrapeMode, n, plainSize int
 	res.Scrapes = len(times)
 	sort.Slice(times, func(i, j int) bool { return times[i] < times[j] })
 	res.MedianSeconds = times[len(times)/2].Seconds()
-	if res.Samples > 0 {
-		res.USPerSample = res.MedianSeconds * 1e6 / float64(res.Samples)
-		res.FirstUSPerSample = res.FirstSeconds * 1e6 / float64(res.Samples)
-	}
+	res.perSample()
 	return res
+}
+
+// addFirst records the time of a further scrape that followed a change of
+// every group.
+func (s *scrapeResult) addFirst(seconds float64) {
+	s.FirstsSeconds = append(s.FirstsSeconds, seconds)
+	sorted := slices.Sorted(slices.Values(s.FirstsSeconds))
+	s.FirstSeconds = sorted[len(sorted)/2]
+	s.perSample()
+}
+
+// perSample sets the per-sample times from the scrape times.
+func (s *scrapeResult) perSample() {
+	if s.Samples > 0 {
+		s.USPerSample = s.MedianSeconds * 1e6 / float64(s.Samples)
+		s.FirstUSPerSample = s.FirstSeconds * 1e6 / float64(s.Samples)
+	}
 }
 
 // profileScrapes scrapes in mode repeatedly (at most maxScrapes, bounded by

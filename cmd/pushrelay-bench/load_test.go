@@ -1,11 +1,15 @@
 package main
 
 import (
+	"bytes"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -203,5 +207,88 @@ func TestSettle(t *testing.T) {
 				require.Equal(t, tc.minWindows+1, calls, "one sample before the first window and one after each")
 			}
 		})
+	}
+}
+
+func TestScrapeLevelPushesEveryGroupBeforeEachFirst(t *testing.T) {
+	const groups = 4
+	for _, tc := range []struct {
+		name        string
+		isPushrelay bool
+		wantFirsts  int
+	}{
+		{"pushrelay scraped after every repush", true, 3},
+		{"other servers scraped once after the fill", false, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l := newLoader(2, "j", 0, 5*time.Second)
+			l.settle = func() (time.Duration, bool) { return 0, true }
+			var mu sync.Mutex
+			var events []string
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				body, err := io.ReadAll(r.Body)
+				require.NoError(t, err)
+				mu.Lock()
+				defer mu.Unlock()
+				if r.Method == http.MethodGet {
+					events = append(events, "scrape "+r.Header.Get("Accept-Encoding"))
+					fmt.Fprintln(w, "m 1")
+					return
+				}
+				variant := slices.IndexFunc(l.bodies, func(b []byte) bool { return bytes.Equal(b, body) })
+				events = append(events, fmt.Sprintf("%s %s body %d", r.Method, path.Base(r.URL.Path), variant))
+			}))
+			defer srv.Close()
+			c := &config{scrapeCount: 2, scrapeFirsts: 3, bigScrapeCount: 1, bigScrapeGroups: 50000, fillTimeout: time.Minute}
+			res := &results{}
+			require.NoError(t, scrapeLevel(c, l, res, &target{name: "s", url: srv.URL, isPushrelay: tc.isPushrelay}, groups))
+
+			var want []string
+			for _, m := range scrapeModes {
+				enc := map[bool]string{true: "gzip", false: "identity"}[m.Gzip]
+				want = append(want, "scrape "+enc, "scrape "+enc)
+				for shift := 1; shift < tc.wantFirsts; shift++ {
+					var puts []string
+					for g := range groups {
+						puts = append(puts, fmt.Sprintf("PUT g%06d body %d", g, (g+shift)%bodyVariants))
+					}
+					// The clients push concurrently; the scrape follows all.
+					slices.Sort(events[len(want) : len(want)+groups])
+					want = append(want, puts...)
+					want = append(want, "scrape "+enc)
+				}
+			}
+			require.Equal(t, want, events)
+			require.Len(t, res.Scrapes, len(scrapeModes))
+			for _, s := range res.Scrapes {
+				require.Empty(t, s.Err)
+				require.Equal(t, 2, s.Scrapes, s.Mode)
+				require.Len(t, s.FirstsSeconds, tc.wantFirsts, s.Mode)
+			}
+		})
+	}
+}
+
+func TestAddFirstKeepsTheMedian(t *testing.T) {
+	for _, tc := range []struct {
+		firsts     []float64
+		wantFirst  float64
+		wantPerSec float64
+	}{
+		{[]float64{0.010}, 0.010, 5},
+		{[]float64{0.010, 0.030}, 0.030, 15},
+		{[]float64{0.030, 0.010, 0.020}, 0.020, 10},
+		{[]float64{0.009, 0.050, 0.011, 0.010, 0.012}, 0.011, 5.5},
+	} {
+		s := scrapeResult{Samples: 2000, MedianSeconds: 0.002}
+		s.FirstSeconds, s.FirstsSeconds = tc.firsts[0], slices.Clone(tc.firsts[:1])
+		s.perSample()
+		for _, f := range tc.firsts[1:] {
+			s.addFirst(f)
+		}
+		require.Equal(t, tc.firsts, s.FirstsSeconds)
+		require.InDelta(t, tc.wantFirst, s.FirstSeconds, 1e-12)
+		require.InDelta(t, tc.wantPerSec, s.FirstUSPerSample, 1e-9)
+		require.InDelta(t, 1.0, s.USPerSample, 1e-9)
 	}
 }

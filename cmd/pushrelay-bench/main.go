@@ -109,6 +109,7 @@ type config struct {
 	pgScrapeMax     int
 	scrapeCount     int
 	bigScrapeCount  int
+	scrapeFirsts    int
 	bigScrapeGroups int
 	fillTimeout     time.Duration
 	maxRequests     int64
@@ -174,6 +175,7 @@ func run(args []string) int {
 	app.Flag("scrape-groups", "Comma-separated group counts to scrape at.").Default("1000,10000,50000").StringVar(&scrapeGroups)
 	app.Flag("pushgateway-scrape-max-groups", "Skip Pushgateway scrapes (and the fill for them) above this many groups; 0 means no limit. At 50k groups one Pushgateway scrape takes ~15 s and GBs.").Default("50000").IntVar(&c.pgScrapeMax)
 	app.Flag("scrape-count", "Scrapes per mode and level; the median is reported.").Default("3").IntVar(&c.scrapeCount)
+	app.Flag("scrape-firsts", "Scrapes of pushrelay per mode and level that each follow a change of every group (the first after the push phase or fill, each other after pushing every group again); their median is reported as the first scrape.").Default("3").IntVar(&c.scrapeFirsts)
 	app.Flag("big-scrape-count", "Scrapes per mode of the Pushgateway at or above --big-scrape-groups.").Default("1").IntVar(&c.bigScrapeCount)
 	app.Flag("big-scrape-groups", "Group count from which the Pushgateway is scraped only --big-scrape-count times.").Default("50000").IntVar(&c.bigScrapeGroups)
 	app.Flag("fill-timeout", "Upper bound for filling one level of groups.").Default("5m").DurationVar(&c.fillTimeout)
@@ -202,8 +204,8 @@ func run(args []string) int {
 		fmt.Fprintf(os.Stderr, "pushrelay-bench: %v\n", err)
 		return 2
 	}
-	if c.clients < 1 || c.scrapeCount < 1 || c.bigScrapeCount < 1 || c.pushRounds < 1 {
-		fmt.Fprintln(os.Stderr, "pushrelay-bench: --clients, --scrape-count, --big-scrape-count and --push-rounds must be at least 1")
+	if c.clients < 1 || c.scrapeCount < 1 || c.bigScrapeCount < 1 || c.scrapeFirsts < 1 || c.pushRounds < 1 {
+		fmt.Fprintln(os.Stderr, "pushrelay-bench: --clients, --scrape-count, --big-scrape-count, --scrape-firsts and --push-rounds must be at least 1")
 		return 2
 	}
 	if !c.skipPushrelay && c.pushrelayBin == "" && c.pushrelayURL == "" {
@@ -675,7 +677,8 @@ func pushProfile(c *config, t *target, round, level int) (url, path string) {
 
 // scrapeLevel scrapes t, filled to level groups, in every mode, each once
 // the machine is quiet (settle), and profiles
-// pushrelay's scrapes at the largest scrape level.
+// pushrelay's scrapes at the largest scrape level. pushrelay is scraped
+// --scrape-firsts times per mode after a change of every group.
 func scrapeLevel(c *config, l *loader, res *results, t *target, level int) error {
 	if err := t.proc.alive(); err != nil {
 		return err
@@ -686,11 +689,16 @@ func scrapeLevel(c *config, l *loader, res *results, t *target, level int) error
 	}
 	plainSize := 0
 	for _, m := range scrapeModes {
-		if _, quiet := settle(busyCPU, settleWindow, settleQuietShare, settleLimit); !quiet {
+		if _, quiet := l.settle(); !quiet {
 			res.note("%s: the %s scrapes at %d groups started on a busy machine (after %s)", t.name, m.Name, level, settleLimit)
 		}
 		sr := l.scrape(t, level, m, n, plainSize)
 		plainSize = max(plainSize, int(sr.RawBytes))
+		if t.isPushrelay {
+			for shift := 1; shift < c.scrapeFirsts && sr.Err == ""; shift++ {
+				sr.Err = scrapeAfterRepush(c, l, res, t, level, shift, m, plainSize, &sr)
+			}
+		}
 		res.Scrapes = append(res.Scrapes, sr)
 		logScrape(sr)
 		if sr.Err != "" {
@@ -708,6 +716,24 @@ func scrapeLevel(c *config, l *loader, res *results, t *target, level int) error
 		}
 	}
 	return nil
+}
+
+// scrapeAfterRepush pushes every group of t again with the bodies shifted
+// by shift, scrapes it once in mode m when the machine is quiet, and adds
+// that scrape's time to sr's firsts. It returns an error text, or "".
+func scrapeAfterRepush(c *config, l *loader, res *results, t *target, level, shift int, m scrapeMode, plainSize int, sr *scrapeResult) string {
+	if fr := l.repush(t, level, shift, c.fillTimeout); fr.TimedOut || fr.Done != level {
+		return fmt.Sprintf("push of every group before a scrape: %d of %d ok, errors %s", fr.Done, level, fr.Errors)
+	}
+	if _, quiet := l.settle(); !quiet {
+		res.note("%s: a %s scrape after pushing every group at %d groups started on a busy machine (after %s)", t.name, m.Name, level, settleLimit)
+	}
+	again := l.scrape(t, level, m, 1, plainSize)
+	if again.Err != "" {
+		return again.Err
+	}
+	sr.addFirst(again.FirstSeconds)
+	return ""
 }
 
 // runChecked measures the Pushgateway with its consistency check. Its groups
@@ -798,6 +824,6 @@ func logScrape(s scrapeResult) {
 		fmt.Fprintf(os.Stderr, "  scrape %s @%d %s: error %s\n", s.Target, s.Groups, s.Mode, s.Err)
 		return
 	}
-	fmt.Fprintf(os.Stderr, "  scrape %s @%d %s: %.3fs (first %.3fs), %d samples, %.3f µs/sample, %.1f MB wire, peak RSS %.0f MB\n",
-		s.Target, s.Groups, s.Mode, s.MedianSeconds, s.FirstSeconds, s.Samples, s.USPerSample, float64(s.WireBytes)/1e6, float64(s.PeakRSS)/(1<<20))
+	fmt.Fprintf(os.Stderr, "  scrape %s @%d %s: %.3fs (after every group changed %s s), %d samples, %.3f µs/sample, %.1f MB wire, peak RSS %.0f MB\n",
+		s.Target, s.Groups, s.Mode, s.MedianSeconds, joinRates(s.FirstsSeconds, 3), s.Samples, s.USPerSample, float64(s.WireBytes)/1e6, float64(s.PeakRSS)/(1<<20))
 }
