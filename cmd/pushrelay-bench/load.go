@@ -577,13 +577,17 @@ type scrapeResult struct {
 	FirstUSPerSample float64 `json:"first_us_per_sample"`
 	ContentType      string  `json:"content_type"`
 	ContentEncoding  string  `json:"content_encoding,omitempty"`
-	// PeakRSS is the largest VmHWM seen after a scrape; PeakReset tells
-	// whether VmHWM was reset before each scrape (otherwise it is the peak
-	// of the process's whole life).
-	PeakRSS   int64  `json:"peak_rss_bytes"`
-	PeakReset bool   `json:"peak_rss_reset"`
-	RSSAfter  int64  `json:"rss_after_bytes"`
-	Err       string `json:"error,omitempty"`
+	// PeakRSS is the largest VmHWM seen after a scrape that followed the
+	// push phase or fill, as every server's is; PeakReset tells whether
+	// VmHWM was reset before each scrape (otherwise it is the peak of the
+	// process's whole life).
+	PeakRSS   int64 `json:"peak_rss_bytes"`
+	PeakReset bool  `json:"peak_rss_reset"`
+	RSSAfter  int64 `json:"rss_after_bytes"`
+	// RepushPeakRSS is the largest VmHWM seen after a scrape that followed
+	// pushing every group again, whose replaced groups are garbage then.
+	RepushPeakRSS int64  `json:"repush_peak_rss_bytes,omitempty"`
+	Err           string `json:"error,omitempty"`
 }
 
 // warmUp scrapes t, filled to groups, once in every compressed mode and

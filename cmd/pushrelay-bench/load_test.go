@@ -243,19 +243,19 @@ func TestScrapeLevelPushesEveryGroupBeforeEachFirst(t *testing.T) {
 			res := &results{}
 			require.NoError(t, scrapeLevel(c, l, res, &target{name: "s", url: srv.URL, isPushrelay: tc.isPushrelay}, groups))
 
+			enc := func(m scrapeMode) string { return map[bool]string{true: "gzip", false: "identity"}[m.Gzip] }
 			var want []string
 			for _, m := range scrapeModes {
-				enc := map[bool]string{true: "gzip", false: "identity"}[m.Gzip]
-				want = append(want, "scrape "+enc, "scrape "+enc)
-				for shift := 1; shift < tc.wantFirsts; shift++ {
-					var puts []string
-					for g := range groups {
-						puts = append(puts, fmt.Sprintf("PUT g%06d body %d", g, (g+shift)%bodyVariants))
-					}
-					// The clients push concurrently; the scrape follows all.
-					slices.Sort(events[len(want) : len(want)+groups])
-					want = append(want, puts...)
-					want = append(want, "scrape "+enc)
+				want = append(want, "scrape "+enc(m), "scrape "+enc(m))
+			}
+			for shift := 1; shift < tc.wantFirsts; shift++ {
+				for g := range groups {
+					want = append(want, fmt.Sprintf("PUT g%06d body %d", g, (g+shift)%bodyVariants))
+				}
+				// The clients push concurrently; the scrapes follow all.
+				slices.Sort(events[len(want)-groups : len(want)])
+				for _, m := range scrapeModes {
+					want = append(want, "scrape "+enc(m))
 				}
 			}
 			require.Equal(t, want, events)
@@ -291,4 +291,23 @@ func TestAddFirstKeepsTheMedian(t *testing.T) {
 		require.InDelta(t, tc.wantPerSec, s.FirstUSPerSample, 1e-9)
 		require.InDelta(t, 1.0, s.USPerSample, 1e-9)
 	}
+}
+
+func TestScrapeLevelStopsWhenARepushFails(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPut {
+			http.Error(w, "disk full", http.StatusInternalServerError)
+			return
+		}
+		fmt.Fprintln(w, "m 1")
+	}))
+	defer srv.Close()
+	l := newLoader(2, "j", 0, 5*time.Second)
+	l.settle = func() (time.Duration, bool) { return 0, true }
+	c := &config{scrapeCount: 1, scrapeFirsts: 2, fillTimeout: time.Minute}
+	res := &results{}
+	err := scrapeLevel(c, l, res, &target{name: "s", url: srv.URL, isPushrelay: true}, 3)
+	require.ErrorContains(t, err, "scrape at 3 groups: push of every group before a scrape: 0 of 3 ok")
+	require.Len(t, res.Scrapes, len(scrapeModes), "the scrapes made before the failure are kept")
+	require.Equal(t, "push of every group before a scrape: 0 of 3 ok, errors HTTP 500×3", res.Scrapes[0].Err)
 }

@@ -677,8 +677,10 @@ func pushProfile(c *config, t *target, round, level int) (url, path string) {
 
 // scrapeLevel scrapes t, filled to level groups, in every mode, each once
 // the machine is quiet (settle), and profiles
-// pushrelay's scrapes at the largest scrape level. pushrelay is scraped
-// --scrape-firsts times per mode after a change of every group.
+// pushrelay's scrapes at the largest scrape level. pushrelay is then
+// pushed every group again, and scraped once in every mode after it,
+// until each mode has --scrape-firsts scrapes after a change of every
+// group.
 func scrapeLevel(c *config, l *loader, res *results, t *target, level int) error {
 	if err := t.proc.alive(); err != nil {
 		return err
@@ -688,22 +690,39 @@ func scrapeLevel(c *config, l *loader, res *results, t *target, level int) error
 		n = c.bigScrapeCount
 	}
 	plainSize := 0
+	srs := make([]scrapeResult, 0, len(scrapeModes))
 	for _, m := range scrapeModes {
 		if _, quiet := l.settle(); !quiet {
 			res.note("%s: the %s scrapes at %d groups started on a busy machine (after %s)", t.name, m.Name, level, settleLimit)
 		}
 		sr := l.scrape(t, level, m, n, plainSize)
 		plainSize = max(plainSize, int(sr.RawBytes))
-		if t.isPushrelay {
-			for shift := 1; shift < c.scrapeFirsts && sr.Err == ""; shift++ {
-				sr.Err = scrapeAfterRepush(c, l, res, t, level, shift, m, plainSize, &sr)
-			}
+		srs = append(srs, sr)
+		if sr.Err != "" {
+			return scrapeError(res, srs, level)
 		}
+	}
+	for shift := 1; t.isPushrelay && shift < c.scrapeFirsts; shift++ {
+		if fr := l.repush(t, level, shift, c.fillTimeout); fr.TimedOut || fr.Done != level {
+			srs[0].Err = fmt.Sprintf("push of every group before a scrape: %d of %d ok, errors %s", fr.Done, level, fr.Errors)
+			return scrapeError(res, srs, level)
+		}
+		for i, m := range scrapeModes {
+			if _, quiet := l.settle(); !quiet {
+				res.note("%s: a %s scrape after pushing every group at %d groups started on a busy machine (after %s)", t.name, m.Name, level, settleLimit)
+			}
+			again := l.scrape(t, level, m, 1, plainSize)
+			if again.Err != "" {
+				srs[i].Err = again.Err
+				return scrapeError(res, srs, level)
+			}
+			srs[i].addFirst(again.FirstSeconds)
+			srs[i].RepushPeakRSS = max(srs[i].RepushPeakRSS, again.PeakRSS)
+		}
+	}
+	for _, sr := range srs {
 		res.Scrapes = append(res.Scrapes, sr)
 		logScrape(sr)
-		if sr.Err != "" {
-			return fmt.Errorf("scrape at %d groups: %s", level, sr.Err)
-		}
 	}
 	if t.isPushrelay && c.profileDir != "" && level == slices.Max(c.scrapeGroups) {
 		path := filepath.Join(c.profileDir, fmt.Sprintf("%s-scrape-%d.pprof", t.name, level))
@@ -718,22 +737,17 @@ func scrapeLevel(c *config, l *loader, res *results, t *target, level int) error
 	return nil
 }
 
-// scrapeAfterRepush pushes every group of t again with the bodies shifted
-// by shift, scrapes it once in mode m when the machine is quiet, and adds
-// that scrape's time to sr's firsts. It returns an error text, or "".
-func scrapeAfterRepush(c *config, l *loader, res *results, t *target, level, shift int, m scrapeMode, plainSize int, sr *scrapeResult) string {
-	if fr := l.repush(t, level, shift, c.fillTimeout); fr.TimedOut || fr.Done != level {
-		return fmt.Sprintf("push of every group before a scrape: %d of %d ok, errors %s", fr.Done, level, fr.Errors)
+// scrapeError records srs, the last of which failed, and returns its error.
+func scrapeError(res *results, srs []scrapeResult, level int) error {
+	var failed string
+	for _, sr := range srs {
+		res.Scrapes = append(res.Scrapes, sr)
+		logScrape(sr)
+		if sr.Err != "" {
+			failed = sr.Err
+		}
 	}
-	if _, quiet := l.settle(); !quiet {
-		res.note("%s: a %s scrape after pushing every group at %d groups started on a busy machine (after %s)", t.name, m.Name, level, settleLimit)
-	}
-	again := l.scrape(t, level, m, 1, plainSize)
-	if again.Err != "" {
-		return again.Err
-	}
-	sr.addFirst(again.FirstSeconds)
-	return ""
+	return fmt.Errorf("scrape at %d groups: %s", level, failed)
 }
 
 // runChecked measures the Pushgateway with its consistency check. Its groups
@@ -824,6 +838,10 @@ func logScrape(s scrapeResult) {
 		fmt.Fprintf(os.Stderr, "  scrape %s @%d %s: error %s\n", s.Target, s.Groups, s.Mode, s.Err)
 		return
 	}
-	fmt.Fprintf(os.Stderr, "  scrape %s @%d %s: %.3fs (after every group changed %s s), %d samples, %.3f µs/sample, %.1f MB wire, peak RSS %.0f MB\n",
-		s.Target, s.Groups, s.Mode, s.MedianSeconds, joinRates(s.FirstsSeconds, 3), s.Samples, s.USPerSample, float64(s.WireBytes)/1e6, float64(s.PeakRSS)/(1<<20))
+	repushed := ""
+	if s.RepushPeakRSS > 0 {
+		repushed = fmt.Sprintf(" (%.0f MB in the scrapes after pushing every group again)", float64(s.RepushPeakRSS)/(1<<20))
+	}
+	fmt.Fprintf(os.Stderr, "  scrape %s @%d %s: %.3fs (after every group changed %s s), %d samples, %.3f µs/sample, %.1f MB wire, peak RSS %.0f MB%s\n",
+		s.Target, s.Groups, s.Mode, s.MedianSeconds, joinRates(s.FirstsSeconds, 3), s.Samples, s.USPerSample, float64(s.WireBytes)/1e6, float64(s.PeakRSS)/(1<<20), repushed)
 }
