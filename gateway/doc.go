@@ -37,11 +37,14 @@
 // metric name keeps one slot per series identity in exposition order, split
 // into chunks of at most 256 series; a push that replaces a series swaps the
 // version its slot holds. Each chunk caches its rendering in the text format
-// and in OpenMetrics, plain or as a raw deflate segment, built by the first
-// scrape that needs it (a plain one is kept once a second scrape renders
-// it, so chunks that change between scrapes cost no copy) and dropped when
-// a series of the chunk is added, replaced or removed. A scrape copies the renderings of each name in sorted
-// order, merged with the own registry's families; a gzip scrape is one gzip
+// and in OpenMetrics, plain or compressed, built by the first scrape that
+// needs it (a plain one is kept once a second scrape renders it, so chunks
+// that change between scrapes cost no copy) and dropped when a series of
+// the chunk is added, replaced or removed. Consecutive chunks of a name
+// that a scrape compresses share one raw deflate segment of up to about
+// 40 KB (a span), held by each of them and used while all of them still
+// hold it. A scrape copies the renderings of each name in sorted order,
+// merged with the own registry's families; a gzip scrape is one gzip
 // member whose deflate stream is the concatenation of the segments.
 //
 // # Caveats
