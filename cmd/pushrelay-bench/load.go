@@ -60,6 +60,8 @@ type loader struct {
 	maxRequests int64
 	// settle waits for a quiet machine before a push phase or scrapes.
 	settle func() (waited time.Duration, quiet bool)
+	// repushes counts the repushes made, each with bodies of its own.
+	repushes int
 }
 
 func newLoader(clients int, job string, maxRequests int64, timeout time.Duration) *loader {
@@ -192,18 +194,24 @@ type fillResult struct {
 // fill pushes every group in [from, to) once with the configured number of
 // clients, stopping at timeout.
 func (l *loader) fill(t *target, from, to int, timeout time.Duration) fillResult {
-	return l.putGroups(t, from, to, 0, timeout)
+	return l.putGroups(t, from, to, l.bodies, timeout)
 }
 
-// repush pushes every one of groups again with the body that group i+shift
-// is filled with, so that every group changes (shift not a multiple of
-// bodyVariants).
-func (l *loader) repush(t *target, groups, shift int, timeout time.Duration) fillResult {
-	return l.putGroups(t, 0, groups, shift, timeout)
+// repush pushes every group in [0, groups) again, each with values that no
+// earlier push had: every repush takes bodyVariants new bodies, cycled over
+// the groups as a fill cycles its own, so that the exposition stays as
+// varied (and as compressible) as after a fill.
+func (l *loader) repush(t *target, groups int, timeout time.Duration) fillResult {
+	l.repushes++
+	bodies := make([][]byte, bodyVariants)
+	for v := range bodies {
+		bodies[v] = pushBody(l.repushes*bodyVariants + v)
+	}
+	return l.putGroups(t, 0, groups, bodies, timeout)
 }
 
-// putGroups PUTs groups from to to-1 with the bodies of groups from+shift on.
-func (l *loader) putGroups(t *target, from, to, shift int, timeout time.Duration) fillResult {
+// putGroups PUTs every group i in [from, to) with bodies[i%len(bodies)].
+func (l *loader) putGroups(t *target, from, to int, bodies [][]byte, timeout time.Duration) fillResult {
 	res := fillResult{Target: t.name, From: from, To: to, Errors: &errorTally{}}
 	var next, done atomic.Int64
 	next.Store(int64(from))
@@ -222,7 +230,7 @@ func (l *loader) putGroups(t *target, from, to, shift int, timeout time.Duration
 					timedOut.Store(true)
 					return
 				}
-				ok, key, msg := l.put(l.groupURL(t.url, i), l.bodies[(i+shift)%bodyVariants])
+				ok, key, msg := l.put(l.groupURL(t.url, i), bodies[i%len(bodies)])
 				if ok {
 					done.Add(1)
 				} else {
@@ -560,11 +568,13 @@ type scrapeResult struct {
 	Groups  int    `json:"groups"`
 	Mode    string `json:"mode"`
 	Scrapes int    `json:"scrapes"`
-	// FirstSeconds is the median of FirstsSeconds.
+	// FirstSeconds is the median of FirstsSeconds (of an even count the
+	// upper of the middle two, as MedianSeconds).
 	FirstSeconds float64 `json:"first_seconds"`
 	// FirstsSeconds are the times of the scrapes that each followed a
-	// change of every group: the first of the level, after its push phase
-	// or fill, and each one after a repush.
+	// change of every group: the first of the level, after its push phase,
+	// fill or a repush of the groups a fill to it did not push, and each one
+	// after a repush.
 	FirstsSeconds []float64 `json:"firsts_seconds"`
 	MedianSeconds float64   `json:"median_seconds"`
 	WireBytes     int64     `json:"wire_bytes"`

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"fmt"
 	"io"
 	"net/http"
@@ -14,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
 
@@ -212,13 +212,20 @@ func TestSettle(t *testing.T) {
 
 func TestScrapeLevelPushesEveryGroupBeforeEachFirst(t *testing.T) {
 	const groups = 4
+	// variant names a push body by the pushBody variant it was built from.
+	variant := map[string]int{}
+	for v := range 4 * bodyVariants {
+		variant[string(pushBody(v))] = v
+	}
 	for _, tc := range []struct {
 		name        string
 		isPushrelay bool
+		unchanged   int
 		wantFirsts  int
 	}{
-		{"pushrelay scraped after every repush", true, 3},
-		{"other servers scraped once after the fill", false, 1},
+		{"pushrelay scraped after every repush", true, 0, 3},
+		{"pushrelay pushes the groups a fill left unchanged first", true, 2, 3},
+		{"other servers scraped once after the fill", false, 2, 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			l := newLoader(2, "j", 0, 5*time.Second)
@@ -227,7 +234,7 @@ func TestScrapeLevelPushesEveryGroupBeforeEachFirst(t *testing.T) {
 			var events []string
 			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				body, err := io.ReadAll(r.Body)
-				require.NoError(t, err)
+				assert.NoError(t, err)
 				mu.Lock()
 				defer mu.Unlock()
 				if r.Method == http.MethodGet {
@@ -235,25 +242,37 @@ func TestScrapeLevelPushesEveryGroupBeforeEachFirst(t *testing.T) {
 					fmt.Fprintln(w, "m 1")
 					return
 				}
-				variant := slices.IndexFunc(l.bodies, func(b []byte) bool { return bytes.Equal(b, body) })
-				events = append(events, fmt.Sprintf("%s %s body %d", r.Method, path.Base(r.URL.Path), variant))
+				v, ok := variant[string(body)]
+				assert.True(t, ok, "a push body of the load tool")
+				events = append(events, fmt.Sprintf("%s %s body %d", r.Method, path.Base(r.URL.Path), v))
 			}))
 			defer srv.Close()
 			c := &config{scrapeCount: 2, scrapeFirsts: 3, bigScrapeCount: 1, bigScrapeGroups: 50000, fillTimeout: time.Minute}
 			res := &results{}
-			require.NoError(t, scrapeLevel(c, l, res, &target{name: "s", url: srv.URL, isPushrelay: tc.isPushrelay}, groups))
+			require.NoError(t, scrapeLevel(c, l, res, &target{name: "s", url: srv.URL, isPushrelay: tc.isPushrelay}, groups, tc.unchanged))
 
-			enc := func(m scrapeMode) string { return map[bool]string{true: "gzip", false: "identity"}[m.Gzip] }
 			var want []string
+			repushes := 0
+			// repush expects groups [0, n) pushed with bodies no push had
+			// before; the clients push concurrently, so in any order.
+			repush := func(n int) {
+				repushes++
+				for g := range n {
+					want = append(want, fmt.Sprintf("PUT g%06d body %d", g, repushes*bodyVariants+g%bodyVariants))
+				}
+				if len(events) >= len(want) {
+					slices.Sort(events[len(want)-n : len(want)])
+				}
+			}
+			enc := func(m scrapeMode) string { return map[bool]string{true: "gzip", false: "identity"}[m.Gzip] }
+			if tc.isPushrelay && tc.unchanged > 0 {
+				repush(tc.unchanged)
+			}
 			for _, m := range scrapeModes {
 				want = append(want, "scrape "+enc(m), "scrape "+enc(m))
 			}
-			for shift := 1; shift < tc.wantFirsts; shift++ {
-				for g := range groups {
-					want = append(want, fmt.Sprintf("PUT g%06d body %d", g, (g+shift)%bodyVariants))
-				}
-				// The clients push concurrently; the scrapes follow all.
-				slices.Sort(events[len(want)-groups : len(want)])
+			for range tc.wantFirsts - 1 {
+				repush(groups)
 				for _, m := range scrapeModes {
 					want = append(want, "scrape "+enc(m))
 				}
@@ -305,9 +324,47 @@ func TestScrapeLevelStopsWhenARepushFails(t *testing.T) {
 	l := newLoader(2, "j", 0, 5*time.Second)
 	l.settle = func() (time.Duration, bool) { return 0, true }
 	c := &config{scrapeCount: 1, scrapeFirsts: 2, fillTimeout: time.Minute}
+	tgt := &target{name: "s", url: srv.URL, isPushrelay: true}
+
 	res := &results{}
-	err := scrapeLevel(c, l, res, &target{name: "s", url: srv.URL, isPushrelay: true}, 3)
-	require.ErrorContains(t, err, "scrape at 3 groups: push of every group before a scrape: 0 of 3 ok")
+	err := scrapeLevel(c, l, res, tgt, 3, 0)
+	require.EqualError(t, err, "scrape at 3 groups: push of every group again: 0 of 3 ok, errors HTTP 500×3")
 	require.Len(t, res.Scrapes, len(scrapeModes), "the scrapes made before the failure are kept")
-	require.Equal(t, "push of every group before a scrape: 0 of 3 ok, errors HTTP 500×3", res.Scrapes[0].Err)
+	for _, s := range res.Scrapes {
+		require.Empty(t, s.Err, "the scrapes themselves succeeded")
+		require.Len(t, s.FirstsSeconds, 1, s.Mode)
+	}
+
+	res = &results{}
+	err = scrapeLevel(c, l, res, tgt, 3, 2)
+	require.EqualError(t, err, "scrape at 3 groups: push of every group again: 0 of 2 ok, errors HTTP 500×2")
+	require.Empty(t, res.Scrapes, "no scrape follows a failed push of the groups a fill left unchanged")
+}
+
+func TestRepushed(t *testing.T) {
+	tally := func(key string, n int) *errorTally {
+		e := &errorTally{}
+		for range n {
+			e.add(key, key)
+		}
+		return e
+	}
+	for _, tc := range []struct {
+		name string
+		fr   fillResult
+		want string
+	}{
+		{"every group pushed", fillResult{From: 0, To: 5, Done: 5, Errors: tally("", 0)}, ""},
+		{"some refused", fillResult{From: 0, To: 5, Done: 3, Errors: tally("HTTP 503", 2)}, "push of every group again: 3 of 5 ok, errors HTTP 503×2"},
+		{"timed out", fillResult{From: 0, To: 5, Done: 4, TimedOut: true, Errors: tally("", 0)}, "push of every group again timed out after 1m0s: 4 of 5 ok, errors 0"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := repushed(tc.fr, time.Minute)
+			if tc.want == "" {
+				require.NoError(t, err)
+				return
+			}
+			require.EqualError(t, err, tc.want)
+		})
+	}
 }

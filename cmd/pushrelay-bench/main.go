@@ -580,12 +580,14 @@ func scrapeKind(c *config, l *loader, res *results, k kind, levels []int, insts 
 				return err
 			}
 		}
+		unchanged := 0
 		if in.filled < level {
+			unchanged = in.filled
 			if err := fill(in, level); err != nil {
 				return err
 			}
 		}
-		if err := scrapeLevel(c, l, res, in.t, level); err != nil {
+		if err := scrapeLevel(c, l, res, in.t, level, unchanged); err != nil {
 			return fmt.Errorf("%s: %w", k.name, err)
 		}
 	}
@@ -627,7 +629,13 @@ func runLevels(c *config, l *loader, res *results, t *target, scrapeMax int) err
 			res.note("%s: skipping %d groups (over --pushgateway-scrape-max-groups)", t.name, level)
 			continue
 		}
+		// Groups filled before a level without a push phase are as
+		// unchanged as its last scrape left them.
+		unchanged := 0
 		if level > filled {
+			if !doPush {
+				unchanged = filled
+			}
 			fr := l.fill(t, filled, level, c.fillTimeout)
 			res.Fills = append(res.Fills, fr)
 			fmt.Fprintf(os.Stderr, "  fill %d→%d: %d ok in %.1fs (%.0f/s), errors %s\n", fr.From, fr.To, fr.Done, fr.Seconds, fr.Rate, fr.Errors)
@@ -656,7 +664,7 @@ func runLevels(c *config, l *loader, res *results, t *target, scrapeMax int) err
 			}
 		}
 		if doScrape {
-			if err := scrapeLevel(c, l, res, t, level); err != nil {
+			if err := scrapeLevel(c, l, res, t, level, unchanged); err != nil {
 				return err
 			}
 		}
@@ -676,18 +684,25 @@ func pushProfile(c *config, t *target, round, level int) (url, path string) {
 }
 
 // scrapeLevel scrapes t, filled to level groups, in every mode, each once
-// the machine is quiet (settle), and profiles
-// pushrelay's scrapes at the largest scrape level. pushrelay is then
-// pushed every group again, and scraped once in every mode after it,
-// until each mode has --scrape-firsts scrapes after a change of every
-// group.
-func scrapeLevel(c *config, l *loader, res *results, t *target, level int) error {
+// the machine is quiet (settle), and profiles pushrelay's scrapes at the
+// largest scrape level. unchanged is how many groups, from the first on,
+// have not been pushed since t was last scraped (the level was reached by
+// a fill); pushrelay pushes them again first, so that its first scrapes
+// follow a change of every group. pushrelay is then pushed every group
+// again, and scraped once in every mode after it, until each mode has
+// --scrape-firsts scrapes after a change of every group.
+func scrapeLevel(c *config, l *loader, res *results, t *target, level, unchanged int) error {
 	if err := t.proc.alive(); err != nil {
 		return err
 	}
 	n := c.scrapeCount
 	if !t.isPushrelay && level >= c.bigScrapeGroups {
 		n = c.bigScrapeCount
+	}
+	if t.isPushrelay && unchanged > 0 {
+		if err := repushed(l.repush(t, unchanged, c.fillTimeout), c.fillTimeout); err != nil {
+			return fmt.Errorf("scrape at %d groups: %w", level, err)
+		}
 	}
 	plainSize := 0
 	srs := make([]scrapeResult, 0, len(scrapeModes))
@@ -699,13 +714,15 @@ func scrapeLevel(c *config, l *loader, res *results, t *target, level int) error
 		plainSize = max(plainSize, int(sr.RawBytes))
 		srs = append(srs, sr)
 		if sr.Err != "" {
-			return scrapeError(res, srs, level)
+			return addScrapes(res, srs, fmt.Errorf("scrape at %d groups: %s", level, sr.Err))
 		}
 	}
-	for shift := 1; t.isPushrelay && shift < c.scrapeFirsts; shift++ {
-		if fr := l.repush(t, level, shift, c.fillTimeout); fr.TimedOut || fr.Done != level {
-			srs[0].Err = fmt.Sprintf("push of every group before a scrape: %d of %d ok, errors %s", fr.Done, level, fr.Errors)
-			return scrapeError(res, srs, level)
+	for range c.scrapeFirsts - 1 {
+		if !t.isPushrelay {
+			break
+		}
+		if err := repushed(l.repush(t, level, c.fillTimeout), c.fillTimeout); err != nil {
+			return addScrapes(res, srs, fmt.Errorf("scrape at %d groups: %w", level, err))
 		}
 		for i, m := range scrapeModes {
 			if _, quiet := l.settle(); !quiet {
@@ -713,17 +730,13 @@ func scrapeLevel(c *config, l *loader, res *results, t *target, level int) error
 			}
 			again := l.scrape(t, level, m, 1, plainSize)
 			if again.Err != "" {
-				srs[i].Err = again.Err
-				return scrapeError(res, srs, level)
+				return addScrapes(res, srs, fmt.Errorf("scrape %s at %d groups after pushing every group again: %s", m.Name, level, again.Err))
 			}
 			srs[i].addFirst(again.FirstSeconds)
 			srs[i].RepushPeakRSS = max(srs[i].RepushPeakRSS, again.PeakRSS)
 		}
 	}
-	for _, sr := range srs {
-		res.Scrapes = append(res.Scrapes, sr)
-		logScrape(sr)
-	}
+	_ = addScrapes(res, srs, nil)
 	if t.isPushrelay && c.profileDir != "" && level == slices.Max(c.scrapeGroups) {
 		path := filepath.Join(c.profileDir, fmt.Sprintf("%s-scrape-%d.pprof", t.name, level))
 		n, err := l.profileScrapes(t, scrapeModes[0], t.url+"/debug/pprof/profile?seconds=5", path, 200)
@@ -737,17 +750,25 @@ func scrapeLevel(c *config, l *loader, res *results, t *target, level int) error
 	return nil
 }
 
-// scrapeError records srs, the last of which failed, and returns its error.
-func scrapeError(res *results, srs []scrapeResult, level int) error {
-	var failed string
+// addScrapes records and logs srs and returns err.
+func addScrapes(res *results, srs []scrapeResult, err error) error {
 	for _, sr := range srs {
 		res.Scrapes = append(res.Scrapes, sr)
 		logScrape(sr)
-		if sr.Err != "" {
-			failed = sr.Err
-		}
 	}
-	return fmt.Errorf("scrape at %d groups: %s", level, failed)
+	return err
+}
+
+// repushed returns an error when fr, a push of every group before a
+// scrape, did not push every group.
+func repushed(fr fillResult, timeout time.Duration) error {
+	switch {
+	case fr.TimedOut:
+		return fmt.Errorf("push of every group again timed out after %s: %d of %d ok, errors %s", timeout, fr.Done, fr.To-fr.From, fr.Errors)
+	case fr.Done != fr.To-fr.From:
+		return fmt.Errorf("push of every group again: %d of %d ok, errors %s", fr.Done, fr.To-fr.From, fr.Errors)
+	}
+	return nil
 }
 
 // runChecked measures the Pushgateway with its consistency check. Its groups

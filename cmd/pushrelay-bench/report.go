@@ -73,7 +73,7 @@ func printReport(w io.Writer, r *results) {
 
 	if len(r.Scrapes) > 0 {
 		fmt.Fprintln(w, "\n## Scrapes of /metrics (prometheus+gzip: Prometheus' Accept header, Accept-Encoding: gzip; text+gzip: Accept text/plain 0.0.4, gzip; text: text/plain 0.0.4, identity)")
-		fmt.Fprintln(w, "   The first scrape of a level follows a push phase or fill that replaced the groups (what Prometheus sees when groups are pushed between scrapes); later ones may hit per-series caches. pushrelay's \"first\" is the median of --scrape-firsts such scrapes, each after every group was pushed again. Every server was scraped once in each compressed mode after its first fill, as a scraper does from its start, so that first scrapes do not count what a process builds once.")
+		fmt.Fprintln(w, "   The first scrape of a level follows a push phase or fill that replaced the groups (what Prometheus sees when groups are pushed between scrapes); later ones may hit per-series caches. pushrelay's \"first\" is the median of --scrape-firsts such scrapes: the first after the push phase or fill, each other after every group was pushed again. Every server was scraped once in each compressed mode after its first fill, as a scraper does from its start, so that first scrapes do not count what a process builds once.")
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 		fmt.Fprintln(tw, "target\tgroups\tmode\tn\tfirst s\tmedian s\twire MB\traw MB\tsamples\tfirst µs/sample\tmedian µs/sample\tpeak RSS MB\tRSS after MB\tcontent type\t")
 		for _, s := range r.Scrapes {
@@ -214,8 +214,6 @@ func printRatios(w io.Writer, r *results) {
 	tw.Flush()
 }
 
-// joinRates formats values with decimals digits after the point,
-// separated by commas.
 // firstsSpread describes s's scrapes after every group changed when there
 // were several: how many, and the range of their µs per sample.
 func firstsSpread(s scrapeResult) string {
@@ -226,6 +224,8 @@ func firstsSpread(s scrapeResult) string {
 	return fmt.Sprintf(", median of %d (%.3f–%.3f)", len(s.FirstsSeconds), slices.Min(s.FirstsSeconds)*perSample, slices.Max(s.FirstsSeconds)*perSample)
 }
 
+// joinRates formats values with decimals digits after the point,
+// separated by commas.
 func joinRates(vs []float64, decimals int) string {
 	parts := make([]string, len(vs))
 	for i, v := range vs {
