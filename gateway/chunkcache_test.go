@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"log"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
@@ -1151,4 +1152,67 @@ func TestScrapeWhileSharedNameGoes(t *testing.T) {
 		require.Contains(t, out, "shared_gauge 7\n")
 	}
 	wg.Wait()
+}
+
+// A scrape that panics while rendering (here: a series whose text length
+// lies, as memory corruption would) is recovered by the HTTP server; the
+// store's read lock must not stay held, or every later write would wait
+// forever.
+func TestPanickingScrapeReleasesTheLock(t *testing.T) {
+	for _, tc := range []struct {
+		name, accept string
+	}{
+		{"cached text", "text/plain;version=0.0.4"},
+		{"decoded protobuf", "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, err := NewStore(StoreOptions{})
+			require.NoError(t, err)
+			// Closed only once the lock is known to be free: Close would
+			// wait for it too.
+			g := Grouping{"job": "j"}
+			tb, ok := s.prepareText(g.Key(), []byte("# TYPE a gauge\na 1\n"))
+			require.True(t, ok)
+			require.NoError(t, s.submitText(g, tb, true, true, nil))
+			s.mu.Lock()
+			se := s.groups[g.Key()].families["a"].series[0]
+			se.textLen = int32(len(se.enc) + 1)
+			se.enc = se.enc[:len(se.enc):len(se.enc)]
+			if tc.accept != "text/plain;version=0.0.4" {
+				se.enc = []byte{0xff} // not a protobuf Metric either
+				se.textLen = 2
+			}
+			s.mu.Unlock()
+
+			srv := httptest.NewUnstartedServer(s.ExpositionHandler(prometheus.NewRegistry()))
+			srv.Config.ErrorLog = log.New(io.Discard, "", 0)
+			srv.Start()
+			defer srv.Close()
+			req, err := http.NewRequest(http.MethodGet, srv.URL+"/metrics", nil)
+			require.NoError(t, err)
+			req.Header.Set("Accept", tc.accept)
+			// Uncompressed: a compressed scrape's helper goroutine would meet
+			// the series too, and a panic there ends the process.
+			req.Header.Set("Accept-Encoding", "identity")
+			if resp, err := http.DefaultClient.Do(req); err == nil {
+				_, err = io.ReadAll(resp.Body)
+				resp.Body.Close()
+				require.Error(t, err, "the panicking scrape's body is cut off")
+			}
+
+			done := make(chan error, 1)
+			go func() {
+				other := Grouping{"job": "other"}
+				tb, _ := s.prepareText(other.Key(), []byte("# TYPE b gauge\nb 2\n"))
+				done <- s.submitText(other, tb, true, true, nil)
+			}()
+			select {
+			case err := <-done:
+				require.NoError(t, err)
+				s.Close()
+			case <-time.After(10 * time.Second):
+				t.Fatal("a write after the panicking scrape is still waiting for the lock")
+			}
+		})
+	}
 }

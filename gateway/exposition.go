@@ -151,30 +151,15 @@ func (s *Store) render(bw *bodyWriter, own []*dto.MetricFamily, format expfmt.Fo
 			mf = own[i]
 			i++
 		case i < len(own) && own[i].GetName() == names[j]:
-			mf = own[i]
 			ahead.reached(j)
-			s.mu.RLock()
-			// The name may have gone since names was read.
-			if s.names[names[j]] != nil {
-				mf = s.mergedFamily(names[j], own[i])
-			}
-			s.mu.RUnlock()
+			mf = s.mergedWithOwn(names[j], own[i])
 			i++
 			j++
 		default:
-			name := names[j]
 			ahead.reached(j)
-			j++
 			var err error
-			s.mu.RLock()
-			if e := s.names[name]; e != nil && e.len() > 0 {
-				if form < 0 {
-					mf = s.mergedFamily(name, nil)
-				} else {
-					err = r.family(bw, name, e, form)
-				}
-			}
-			s.mu.RUnlock()
+			mf, err = s.renderStored(bw, r, names[j], form)
+			j++
 			if err == nil {
 				err = bw.err
 			}
@@ -198,6 +183,35 @@ func (s *Store) render(bw *bodyWriter, own []*dto.MetricFamily, format expfmt.Fo
 		}
 	}
 	return bw.Close()
+}
+
+// mergedWithOwn returns the stored family name merged with the own family
+// of that name, or own when name has gone since the scrape listed it.
+func (s *Store) mergedWithOwn(name string, own *dto.MetricFamily) *dto.MetricFamily {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.names[name] == nil {
+		return own
+	}
+	return s.mergedFamily(name, own)
+}
+
+// renderStored writes the stored family name in form from the chunk caches
+// into bw, or, for a form of -1, returns it decoded for an encoder; it does
+// neither when name has no series left. The read lock is released however
+// it returns, so that a panic recovered by the HTTP server cannot leave
+// every write waiting.
+func (s *Store) renderStored(bw *bodyWriter, r *renderer, name string, form int) (*dto.MetricFamily, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	e := s.names[name]
+	switch {
+	case e == nil || e.len() == 0:
+		return nil, nil
+	case form < 0:
+		return s.mergedFamily(name, nil), nil
+	}
+	return nil, r.family(bw, name, e, form)
 }
 
 // renderer builds the renderings of chunks and headers missing from their
