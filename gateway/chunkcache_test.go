@@ -1177,7 +1177,7 @@ func TestPanickingScrapeReleasesTheLock(t *testing.T) {
 			s.mu.Lock()
 			se := s.groups[g.Key()].families["a"].series[0]
 			se.textLen = int32(len(se.enc) + 1)
-			se.enc = se.enc[:len(se.enc):len(se.enc)]
+			se.enc = se.enc[:len(se.enc):len(se.enc)] // so that text() cannot reslice within spare capacity
 			if tc.accept != "text/plain;version=0.0.4" {
 				se.enc = []byte{0xff} // not a protobuf Metric either
 				se.textLen = 2

@@ -714,15 +714,18 @@ func scrapeLevel(c *config, l *loader, res *results, t *target, level, unchanged
 		plainSize = max(plainSize, int(sr.RawBytes))
 		srs = append(srs, sr)
 		if sr.Err != "" {
-			return addScrapes(res, srs, fmt.Errorf("scrape at %d groups: %s", level, sr.Err))
+			addScrapes(res, srs)
+			return fmt.Errorf("scrape at %d groups: %s", level, sr.Err)
 		}
 	}
-	for range c.scrapeFirsts - 1 {
-		if !t.isPushrelay {
-			break
-		}
+	firsts := 1
+	if t.isPushrelay {
+		firsts = c.scrapeFirsts
+	}
+	for range firsts - 1 {
 		if err := repushed(l.repush(t, level, c.fillTimeout), c.fillTimeout); err != nil {
-			return addScrapes(res, srs, fmt.Errorf("scrape at %d groups: %w", level, err))
+			addScrapes(res, srs)
+			return fmt.Errorf("scrape at %d groups: %w", level, err)
 		}
 		for i, m := range scrapeModes {
 			if _, quiet := l.settle(); !quiet {
@@ -730,13 +733,14 @@ func scrapeLevel(c *config, l *loader, res *results, t *target, level, unchanged
 			}
 			again := l.scrape(t, level, m, 1, plainSize)
 			if again.Err != "" {
-				return addScrapes(res, srs, fmt.Errorf("scrape %s at %d groups after pushing every group again: %s", m.Name, level, again.Err))
+				addScrapes(res, srs)
+				return fmt.Errorf("scrape %s at %d groups after pushing every group again: %s", m.Name, level, again.Err)
 			}
 			srs[i].addFirst(again.FirstSeconds)
 			srs[i].RepushPeakRSS = max(srs[i].RepushPeakRSS, again.PeakRSS)
 		}
 	}
-	_ = addScrapes(res, srs, nil)
+	addScrapes(res, srs)
 	if t.isPushrelay && c.profileDir != "" && level == slices.Max(c.scrapeGroups) {
 		path := filepath.Join(c.profileDir, fmt.Sprintf("%s-scrape-%d.pprof", t.name, level))
 		n, err := l.profileScrapes(t, scrapeModes[0], t.url+"/debug/pprof/profile?seconds=5", path, 200)
@@ -750,13 +754,12 @@ func scrapeLevel(c *config, l *loader, res *results, t *target, level, unchanged
 	return nil
 }
 
-// addScrapes records and logs srs and returns err.
-func addScrapes(res *results, srs []scrapeResult, err error) error {
+// addScrapes records and logs srs.
+func addScrapes(res *results, srs []scrapeResult) {
 	for _, sr := range srs {
 		res.Scrapes = append(res.Scrapes, sr)
 		logScrape(sr)
 	}
-	return err
 }
 
 // repushed returns an error when fr, a push of every group before a
@@ -859,10 +862,10 @@ func logScrape(s scrapeResult) {
 		fmt.Fprintf(os.Stderr, "  scrape %s @%d %s: error %s\n", s.Target, s.Groups, s.Mode, s.Err)
 		return
 	}
-	repushed := ""
+	afterRepush := ""
 	if s.RepushPeakRSS > 0 {
-		repushed = fmt.Sprintf(" (%.0f MB in the scrapes after pushing every group again)", float64(s.RepushPeakRSS)/(1<<20))
+		afterRepush = fmt.Sprintf(" (%.0f MB in the scrapes after pushing every group again)", float64(s.RepushPeakRSS)/(1<<20))
 	}
 	fmt.Fprintf(os.Stderr, "  scrape %s @%d %s: %.3fs (after every group changed %s s), %d samples, %.3f µs/sample, %.1f MB wire, peak RSS %.0f MB%s\n",
-		s.Target, s.Groups, s.Mode, s.MedianSeconds, joinRates(s.FirstsSeconds, 3), s.Samples, s.USPerSample, float64(s.WireBytes)/1e6, float64(s.PeakRSS)/(1<<20), repushed)
+		s.Target, s.Groups, s.Mode, s.MedianSeconds, joinRates(s.FirstsSeconds, 3), s.Samples, s.USPerSample, float64(s.WireBytes)/1e6, float64(s.PeakRSS)/(1<<20), afterRepush)
 }
